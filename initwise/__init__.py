@@ -1,0 +1,44 @@
+"""initwise: the right initial weights for every layer of a PyTorch network.
+
+Public API (stable): fans and gains, the in-place schemes and their registry, the whole-model
+planner (``plan``/``init``), diagnostics and the experiments live in their own modules and are
+re-exported here.
+"""
+from .fans import fans, param_blocks
+from .gains import GAIN_NAMES, activation_name, gain
+from .schemes import (
+    SCHEME_NAMES,
+    canonical_name,
+    constant_,
+    delta_orthogonal_,
+    get_initializer,
+    he_normal_,
+    he_truncated_normal_,
+    he_uniform_,
+    kaiming_normal_,
+    kaiming_truncated_normal_,
+    kaiming_uniform_,
+    lecun_normal_,
+    lecun_truncated_normal_,
+    lecun_uniform_,
+    orthogonal_,
+    small_normal_,
+    small_uniform_,
+    variance_scaling_,
+    xavier_normal_,
+    xavier_truncated_normal_,
+    xavier_uniform_,
+    zeros_,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "fans", "param_blocks", "gain", "activation_name", "GAIN_NAMES",
+    "variance_scaling_", "xavier_normal_", "xavier_uniform_", "xavier_truncated_normal_",
+    "kaiming_normal_", "kaiming_uniform_", "kaiming_truncated_normal_",
+    "he_normal_", "he_uniform_", "he_truncated_normal_",
+    "lecun_normal_", "lecun_uniform_", "lecun_truncated_normal_",
+    "orthogonal_", "delta_orthogonal_", "zeros_", "constant_", "small_normal_", "small_uniform_",
+    "get_initializer", "canonical_name", "SCHEME_NAMES",
+]

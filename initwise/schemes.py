@@ -1,0 +1,379 @@
+"""In-place weight initializers, torch-style: each fills a tensor and returns it.
+
+Every variance-preserving scheme is a special case of :func:`variance_scaling_`, which draws
+with variance ``scale / n`` where ``n`` is ``fan_in``, ``fan_out`` or their mean:
+
+=========================  =================  ==========  ==================================
+scheme                     variance           mode        paper
+=========================  =================  ==========  ==================================
+xavier (glorot)            gain^2 * 2/(fi+fo)  fan_avg    Glorot & Bengio 2010, eq. 12/16
+kaiming (he), slope ``a``  2 / ((1+a^2) n)     fan_in     He et al. 2015, eq. 10/15
+lecun                      1 / fan_in          fan_in     LeCun et al. 1998; Klambauer 2017
+orthogonal                 singular values = gain          Saxe et al. 2014
+=========================  =================  ==========  ==================================
+
+Each comes in three distributions with the SAME variance ``std^2``:
+
+* ``normal``: ``N(0, std^2)``;
+* ``uniform``: ``U(-b, b)`` with ``b = sqrt(3) * std`` (a uniform on ``[-b, b]`` has variance
+  ``b^2 / 3``);
+* ``truncated_normal``: a normal cut at ``+-2`` of its own scale ``s`` and rescaled,
+  ``s = std / 0.87962566103423978``, since a standard normal truncated at ``+-2`` has standard
+  deviation ``0.87962566...``. The samples lie within ``+-2 s``. (Keras's ``*_normal``
+  initializers are these truncated normals; initwise's ``*_normal`` are plain normals with the
+  same variance.)
+
+All functions accept ``generator=`` (a ``torch.Generator`` on the tensor's device) and keep the
+tensor's dtype (samples are drawn in float32, or float64 for float64 tensors, and copied).
+They run under ``torch.no_grad()``, so leaf parameters with ``requires_grad`` are filled without
+an autograd record. Meta tensors are left as they are (nothing to fill); a tensor with no
+elements is left as it is with a warning; integer tensors raise ``ValueError``.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import warnings
+from typing import Callable
+
+import torch
+
+from .fans import fans as _fans
+from .gains import gain as _gain
+
+__all__ = [
+    "TRUNCATED_NORMAL_STD", "variance_scaling_std", "variance_scaling_",
+    "xavier_normal_", "xavier_uniform_", "xavier_truncated_normal_",
+    "kaiming_normal_", "kaiming_uniform_", "kaiming_truncated_normal_",
+    "he_normal_", "he_uniform_", "he_truncated_normal_",
+    "lecun_normal_", "lecun_uniform_", "lecun_truncated_normal_",
+    "orthogonal_", "delta_orthogonal_", "zeros_", "constant_", "small_normal_", "small_uniform_",
+    "get_initializer", "canonical_name", "SCHEME_NAMES",
+]
+
+#: Standard deviation of a standard normal truncated to [-2, 2].
+TRUNCATED_NORMAL_STD = 0.87962566103423978
+_TRUNCATION = 2.0
+_MODES = ("fan_in", "fan_out", "fan_avg")
+_DISTRIBUTIONS = ("normal", "uniform", "truncated_normal")
+
+Fans = tuple[int, int]
+
+
+def _should_fill(tensor: torch.Tensor, what: str) -> bool:
+    """Validate ``tensor``; False when there is nothing to fill (meta or empty)."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{what} expects a torch.Tensor, got {type(tensor).__name__}")
+    if not tensor.is_floating_point():
+        raise ValueError(
+            f"{what} needs a floating-point tensor, got dtype {tensor.dtype} with shape "
+            f"{list(tensor.shape)}; weights must be float16, bfloat16, float32 or float64"
+        )
+    if tensor.device.type == "meta":
+        return False
+    if tensor.numel() == 0:
+        warnings.warn(f"{what}: tensor of shape {list(tensor.shape)} has no elements; left as it is",
+                      stacklevel=3)
+        return False
+    return True
+
+
+def _draw(shape: torch.Size, dtype: torch.dtype, device: torch.device, std: float, distribution: str,
+          generator: torch.Generator | None) -> torch.Tensor:
+    """Samples with mean 0 and standard deviation ``std`` from ``distribution``."""
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    out = torch.empty(shape, dtype=work, device=device)
+    if distribution == "normal":
+        return out.normal_(0.0, std, generator=generator)
+    if distribution == "uniform":
+        bound = math.sqrt(3.0) * std
+        return out.uniform_(-bound, bound, generator=generator)
+    # truncated normal by inverse CDF: u ~ U(Phi(-2), Phi(2)), x = Phi^-1(u) = sqrt(2) erfinv(2u - 1)
+    lo = 0.5 * (1.0 + math.erf(-_TRUNCATION / math.sqrt(2.0)))
+    out.uniform_(2.0 * lo - 1.0, 1.0 - 2.0 * lo, generator=generator)
+    out.erfinv_().mul_(math.sqrt(2.0)).clamp_(-_TRUNCATION, _TRUNCATION)
+    return out.mul_(std / TRUNCATED_NORMAL_STD)
+
+
+def variance_scaling_std(scale: float, mode: str, fan_in: int, fan_out: int) -> float:
+    """``sqrt(scale / n)`` with ``n = fan_in``, ``fan_out`` or ``(fan_in + fan_out) / 2``."""
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {', '.join(_MODES)}; got {mode!r}")
+    n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+    if n <= 0:
+        raise ValueError(f"{mode} is {n}: cannot scale the variance of a weight with no inputs/outputs")
+    return math.sqrt(scale / n)
+
+
+def variance_scaling_(
+    tensor: torch.Tensor,
+    scale: float = 1.0,
+    mode: str = "fan_in",
+    distribution: str = "normal",
+    generator: torch.Generator | None = None,
+    fans: Fans | None = None,
+) -> torch.Tensor:
+    """Fill ``tensor`` with zero-mean samples of variance ``scale / n`` (in place).
+
+    ``n`` is ``fan_in`` (``mode="fan_in"``), ``fan_out`` or ``(fan_in + fan_out) / 2``
+    (``"fan_avg"``), computed from the shape ``(out, in, *kernel)`` unless ``fans=(fan_in,
+    fan_out)`` is given (use :func:`initwise.fans` with the layer for grouped/transposed
+    convolutions, embeddings and fused gate weights). ``distribution`` is ``"normal"``,
+    ``"uniform"`` (bound ``sqrt(3) * std``) or ``"truncated_normal"`` (cut at ``+-2`` and
+    rescaled so its variance is the target). Same as Keras / JAX ``variance_scaling``.
+    """
+    if distribution not in _DISTRIBUTIONS:
+        raise ValueError(f"distribution must be one of {', '.join(_DISTRIBUTIONS)}; got {distribution!r}")
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {', '.join(_MODES)}; got {mode!r}")
+    if not scale > 0:
+        raise ValueError(f"scale must be a positive number, got {scale!r}")
+    if not _should_fill(tensor, "variance_scaling_"):
+        return tensor
+    fan_in, fan_out = fans if fans is not None else _fans(tensor)
+    std = variance_scaling_std(scale, mode, fan_in, fan_out)
+    with torch.no_grad():
+        return tensor.copy_(_draw(tensor.shape, tensor.dtype, tensor.device, std, distribution, generator))
+
+
+# ------------------------------------------------------------------------------- Xavier / Glorot
+def xavier_normal_(tensor: torch.Tensor, gain: float = 1.0, generator: torch.Generator | None = None,
+                   fans: Fans | None = None) -> torch.Tensor:
+    """Glorot & Bengio (2010): ``N(0, std^2)``, ``std = gain * sqrt(2 / (fan_in + fan_out))``."""
+    return variance_scaling_(tensor, gain * gain, "fan_avg", "normal", generator, fans)
+
+
+def xavier_uniform_(tensor: torch.Tensor, gain: float = 1.0, generator: torch.Generator | None = None,
+                    fans: Fans | None = None) -> torch.Tensor:
+    """Glorot & Bengio (2010) eq. 16: ``U(-b, b)``, ``b = gain * sqrt(6 / (fan_in + fan_out))``."""
+    return variance_scaling_(tensor, gain * gain, "fan_avg", "uniform", generator, fans)
+
+
+def xavier_truncated_normal_(tensor: torch.Tensor, gain: float = 1.0, generator: torch.Generator | None = None,
+                             fans: Fans | None = None) -> torch.Tensor:
+    """Glorot & Bengio (2010) as a truncated normal with variance ``gain^2 * 2 / (fan_in + fan_out)``."""
+    return variance_scaling_(tensor, gain * gain, "fan_avg", "truncated_normal", generator, fans)
+
+
+# ------------------------------------------------------------------------------- Kaiming / He
+def _kaiming_scale(a: float, nonlinearity: str) -> float:
+    if nonlinearity == "leaky_relu":
+        return _gain("leaky_relu", negative_slope=a) ** 2
+    return _gain(nonlinearity) ** 2
+
+
+def kaiming_normal_(tensor: torch.Tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu",
+                    generator: torch.Generator | None = None, fans: Fans | None = None) -> torch.Tensor:
+    """He et al. (2015) eq. 10: ``N(0, gain^2 / n)``; for (leaky) ReLU ``gain^2 = 2 / (1 + a^2)``.
+
+    ``n`` is ``fan_in`` (forward signal, eq. 10) or ``fan_out`` (backward signal, eq. 14).
+    The gain of other nonlinearities is initwise's ``1 / sqrt(E[phi(z)^2])`` (see
+    :func:`initwise.gain`), which for tanh and selu differs from torch's ``calculate_gain``.
+    """
+    return variance_scaling_(tensor, _kaiming_scale(a, nonlinearity), mode, "normal", generator, fans)
+
+
+def kaiming_uniform_(tensor: torch.Tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu",
+                     generator: torch.Generator | None = None, fans: Fans | None = None) -> torch.Tensor:
+    """He et al. (2015) as ``U(-b, b)``, ``b = gain * sqrt(3 / n)`` (variance ``gain^2 / n``)."""
+    return variance_scaling_(tensor, _kaiming_scale(a, nonlinearity), mode, "uniform", generator, fans)
+
+
+def kaiming_truncated_normal_(tensor: torch.Tensor, a: float = 0.0, mode: str = "fan_in",
+                              nonlinearity: str = "leaky_relu", generator: torch.Generator | None = None,
+                              fans: Fans | None = None) -> torch.Tensor:
+    """He et al. (2015) as a truncated normal with variance ``gain^2 / n``."""
+    return variance_scaling_(tensor, _kaiming_scale(a, nonlinearity), mode, "truncated_normal", generator, fans)
+
+
+he_normal_ = kaiming_normal_
+he_uniform_ = kaiming_uniform_
+he_truncated_normal_ = kaiming_truncated_normal_
+
+
+# ------------------------------------------------------------------------------- LeCun
+def lecun_normal_(tensor: torch.Tensor, generator: torch.Generator | None = None,
+                  fans: Fans | None = None) -> torch.Tensor:
+    """LeCun et al. (1998): ``N(0, 1 / fan_in)``; with SELU it makes a self-normalizing net
+    (Klambauer et al. 2017)."""
+    return variance_scaling_(tensor, 1.0, "fan_in", "normal", generator, fans)
+
+
+def lecun_uniform_(tensor: torch.Tensor, generator: torch.Generator | None = None,
+                   fans: Fans | None = None) -> torch.Tensor:
+    """LeCun as ``U(-b, b)``, ``b = sqrt(3 / fan_in)``."""
+    return variance_scaling_(tensor, 1.0, "fan_in", "uniform", generator, fans)
+
+
+def lecun_truncated_normal_(tensor: torch.Tensor, generator: torch.Generator | None = None,
+                            fans: Fans | None = None) -> torch.Tensor:
+    """LeCun as a truncated normal with variance ``1 / fan_in``."""
+    return variance_scaling_(tensor, 1.0, "fan_in", "truncated_normal", generator, fans)
+
+
+# ------------------------------------------------------------------------------- orthogonal
+def _orthogonal_matrix(rows: int, cols: int, generator: torch.Generator | None,
+                       device: torch.device) -> torch.Tensor:
+    """A ``rows x cols`` float64 matrix with orthonormal columns (rows >= cols) or rows.
+
+    QR of a Gaussian matrix with the signs of R's diagonal folded into Q, which makes Q
+    Haar-distributed (Mezzadri 2007).
+    """
+    big, small = max(rows, cols), min(rows, cols)
+    a = torch.empty(big, small, dtype=torch.float32, device=device).normal_(generator=generator)
+    q, r = torch.linalg.qr(a.double())
+    d = torch.diagonal(r)
+    q = q * torch.where(d == 0, 1.0, torch.sign(d))
+    return q if rows >= cols else q.T
+
+
+def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, blocks: int = 1,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Saxe et al. (2014): a (semi-)orthogonal matrix scaled by ``gain``; all singular values
+    equal ``gain``.
+
+    The tensor is viewed as a matrix ``(rows, prod(other dims))``. A tall matrix gets
+    ``W^T W = gain^2 I``, a wide one ``W W^T = gain^2 I``. With ``blocks > 1`` the rows are split
+    into ``blocks`` equal blocks (the gates of an LSTM/GRU ``weight_hh``, the q/k/v of an
+    attention ``in_proj_weight``), each made orthogonal on its own.
+    """
+    if not isinstance(blocks, int) or blocks < 1:
+        raise ValueError(f"blocks must be a positive integer, got {blocks!r}")
+    if isinstance(tensor, torch.Tensor) and tensor.dim() < 2:
+        raise ValueError(
+            f"orthogonal_ needs a tensor with at least 2 dimensions, got shape {list(tensor.shape)}"
+        )
+    if not _should_fill(tensor, "orthogonal_"):
+        return tensor
+    rows = tensor.shape[0]
+    if rows % blocks:
+        raise ValueError(
+            f"orthogonal_: {rows} rows of shape {list(tensor.shape)} cannot be split into {blocks} equal blocks"
+        )
+    cols = tensor.numel() // rows
+    parts = [_orthogonal_matrix(rows // blocks, cols, generator, tensor.device) for _ in range(blocks)]
+    with torch.no_grad():
+        return tensor.copy_((torch.cat(parts) * gain).reshape(tensor.shape))
+
+
+def delta_orthogonal_(tensor: torch.Tensor, gain: float = 1.0,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """Xiao et al. (2018): a convolution kernel that is zero except at its spatial centre, where
+    it is an orthogonal ``(out, in)`` matrix times ``gain``. The convolution then preserves the
+    norm of its input exactly when ``out >= in`` (dynamical isometry for deep CNNs).
+    """
+    if isinstance(tensor, torch.Tensor) and not 3 <= tensor.dim() <= 5:
+        raise ValueError(
+            "delta_orthogonal_ needs a convolution weight (out, in, *kernel) with 1 to 3 spatial "
+            f"dimensions, got shape {list(tensor.shape)}"
+        )
+    if not _should_fill(tensor, "delta_orthogonal_"):
+        return tensor
+    out_ch, in_ch, *kernel = tensor.shape
+    centre = (slice(None), slice(None), *(k // 2 for k in kernel))
+    with torch.no_grad():
+        tensor.zero_()
+        tensor[centre] = (_orthogonal_matrix(out_ch, in_ch, generator, tensor.device) * gain).to(tensor.dtype)
+    return tensor
+
+
+# ------------------------------------------------------------------------------- trivial ones
+def zeros_(tensor: torch.Tensor) -> torch.Tensor:
+    """Fill with 0. As the only init of a layer's weights it keeps all its units identical
+    (symmetry is never broken): shown here as the failure it is, and right for biases."""
+    if _should_fill(tensor, "zeros_"):
+        with torch.no_grad():
+            tensor.zero_()
+    return tensor
+
+
+def constant_(tensor: torch.Tensor, value: float) -> torch.Tensor:
+    """Fill with ``value`` (e.g. 1 for a norm layer's scale)."""
+    if _should_fill(tensor, "constant_"):
+        with torch.no_grad():
+            tensor.fill_(value)
+    return tensor
+
+
+def small_normal_(tensor: torch.Tensor, std: float = 0.01, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``N(0, std^2)`` with a fixed small ``std`` regardless of the fans: the classic "small random
+    numbers" init, whose signal shrinks by ``std * sqrt(fan_in)`` per layer and vanishes in deep
+    networks (Glorot & Bengio 2010, section 4.2)."""
+    if not std > 0:
+        raise ValueError(f"std must be positive, got {std!r}")
+    if _should_fill(tensor, "small_normal_"):
+        with torch.no_grad():
+            tensor.copy_(_draw(tensor.shape, tensor.dtype, tensor.device, std, "normal", generator))
+    return tensor
+
+
+def small_uniform_(tensor: torch.Tensor, bound: float = 0.01, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``U(-bound, bound)`` with a fixed small bound regardless of the fans (see small_normal_)."""
+    if not bound > 0:
+        raise ValueError(f"bound must be positive, got {bound!r}")
+    if _should_fill(tensor, "small_uniform_"):
+        with torch.no_grad():
+            tensor.copy_(_draw(tensor.shape, tensor.dtype, tensor.device, bound / math.sqrt(3.0), "uniform",
+                               generator))
+    return tensor
+
+
+# ------------------------------------------------------------------------------- registry
+_REGISTRY: dict[str, Callable[..., torch.Tensor]] = {
+    "zeros": zeros_,
+    "constant": constant_,
+    "small_normal": small_normal_,
+    "small_uniform": small_uniform_,
+    "xavier_normal": xavier_normal_,
+    "xavier_uniform": xavier_uniform_,
+    "xavier_truncated_normal": xavier_truncated_normal_,
+    "kaiming_normal": kaiming_normal_,
+    "kaiming_uniform": kaiming_uniform_,
+    "kaiming_truncated_normal": kaiming_truncated_normal_,
+    "lecun_normal": lecun_normal_,
+    "lecun_uniform": lecun_uniform_,
+    "lecun_truncated_normal": lecun_truncated_normal_,
+    "orthogonal": orthogonal_,
+    "delta_orthogonal": delta_orthogonal_,
+}
+SCHEME_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+
+_SCHEME_ALIASES = {
+    # short names
+    "zero": "zeros", "small": "small_normal", "xavier": "xavier_normal", "glorot": "xavier_normal",
+    "he": "kaiming_normal", "kaiming": "kaiming_normal", "lecun": "lecun_normal",
+    # He and Glorot spellings (Keras names among them)
+    "he_normal": "kaiming_normal", "he_uniform": "kaiming_uniform",
+    "he_truncated_normal": "kaiming_truncated_normal",
+    "glorot_normal": "xavier_normal", "glorot_uniform": "xavier_uniform",
+    "glorot_truncated_normal": "xavier_truncated_normal",
+}
+
+
+def canonical_name(name: str) -> str:
+    """The registry's name for ``name``: case-insensitive, trailing ``_`` allowed, aliases
+    resolved (``"he_normal_"`` -> ``"kaiming_normal"``, ``"glorot_uniform"`` -> ``"xavier_uniform"``).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"a scheme name must be a string, got {type(name).__name__}")
+    key = name.strip().lower().replace("-", "_").rstrip("_")
+    key = _SCHEME_ALIASES.get(key, key)
+    if key in _REGISTRY:
+        return key
+    known = sorted(set(_REGISTRY) | set(_SCHEME_ALIASES))
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(f"unknown initializer {name!r}.{hint} Known names: {', '.join(known)}")
+
+
+def get_initializer(name: str) -> Callable[..., torch.Tensor]:
+    """The in-place initializer called ``name`` (our names, torch-style names with or without the
+    trailing ``_``, short names ``xavier``/``he``/``lecun``/``small``, and the Keras names
+    ``glorot_uniform``, ``glorot_normal``, ``he_normal``, ``he_uniform``, ``lecun_normal``,
+    ``lecun_uniform``, ``orthogonal``, ``zeros``).
+
+    Note: Keras's ``*_normal`` draw from a truncated normal; the function returned here draws from
+    a plain normal with the same variance (use the ``*_truncated_normal`` names for Keras's
+    distribution).
+    """
+    return _REGISTRY[canonical_name(name)]
