@@ -24,7 +24,8 @@ Each comes in three distributions with the SAME variance ``std^2``:
   same variance.)
 
 All functions accept ``generator=`` (a ``torch.Generator`` on the tensor's device) and keep the
-tensor's dtype (samples are drawn in float32, or float64 for float64 tensors, and copied).
+tensor's dtype (float32/float64 tensors are filled directly; float16/bfloat16 ones get float32
+samples, rounded on copy).
 They run under ``torch.no_grad()``, so leaf parameters with ``requires_grad`` are filled without
 an autograd record. Meta tensors are left as they are (nothing to fill); a tensor with no
 elements is left as it is with a warning; integer tensors raise ``ValueError``.
@@ -78,21 +79,26 @@ def _should_fill(tensor: torch.Tensor, what: str) -> bool:
     return True
 
 
-def _draw(shape: torch.Size, dtype: torch.dtype, device: torch.device, std: float, distribution: str,
-          generator: torch.Generator | None) -> torch.Tensor:
-    """Samples with mean 0 and standard deviation ``std`` from ``distribution``."""
-    work = torch.float64 if dtype == torch.float64 else torch.float32
-    out = torch.empty(shape, dtype=work, device=device)
-    if distribution == "normal":
-        return out.normal_(0.0, std, generator=generator)
-    if distribution == "uniform":
-        bound = math.sqrt(3.0) * std
-        return out.uniform_(-bound, bound, generator=generator)
-    # truncated normal by inverse CDF: u ~ U(Phi(-2), Phi(2)), x = Phi^-1(u) = sqrt(2) erfinv(2u - 1)
-    lo = 0.5 * (1.0 + math.erf(-_TRUNCATION / math.sqrt(2.0)))
-    out.uniform_(2.0 * lo - 1.0, 1.0 - 2.0 * lo, generator=generator)
-    out.erfinv_().mul_(math.sqrt(2.0)).clamp_(-_TRUNCATION, _TRUNCATION)
-    return out.mul_(std / TRUNCATED_NORMAL_STD)
+def _fill_(tensor: torch.Tensor, std: float, distribution: str, generator: torch.Generator | None) -> torch.Tensor:
+    """Fill ``tensor`` with samples of mean 0 and standard deviation ``std`` from ``distribution``.
+
+    float32/float64 tensors are filled directly; half-precision ones get float32 samples, copied.
+    """
+    direct = tensor.dtype in (torch.float32, torch.float64)
+    out = tensor if direct else torch.empty(tensor.shape, dtype=torch.float32, device=tensor.device)
+    with torch.no_grad():
+        if distribution == "normal":
+            out.normal_(0.0, std, generator=generator)
+        elif distribution == "uniform":
+            bound = math.sqrt(3.0) * std
+            out.uniform_(-bound, bound, generator=generator)
+        else:  # truncated normal by inverse CDF: u ~ U(Phi(-2), Phi(2)), x = sqrt(2) erfinv(2u - 1)
+            lo = 0.5 * (1.0 + math.erf(-_TRUNCATION / math.sqrt(2.0)))
+            out.uniform_(2.0 * lo - 1.0, 1.0 - 2.0 * lo, generator=generator)
+            out.erfinv_().mul_(math.sqrt(2.0) * std / TRUNCATED_NORMAL_STD)
+            bound = _TRUNCATION * std / TRUNCATED_NORMAL_STD
+            out.clamp_(-bound, bound)
+        return tensor if direct else tensor.copy_(out)
 
 
 def variance_scaling_std(scale: float, mode: str, fan_in: int, fan_out: int) -> float:
@@ -132,8 +138,7 @@ def variance_scaling_(
         return tensor
     fan_in, fan_out = fans if fans is not None else _fans(tensor)
     std = variance_scaling_std(scale, mode, fan_in, fan_out)
-    with torch.no_grad():
-        return tensor.copy_(_draw(tensor.shape, tensor.dtype, tensor.device, std, distribution, generator))
+    return _fill_(tensor, std, distribution, generator)
 
 
 # ------------------------------------------------------------------------------- Xavier / Glorot
@@ -302,8 +307,7 @@ def small_normal_(tensor: torch.Tensor, std: float = 0.01, generator: torch.Gene
     if not std > 0:
         raise ValueError(f"std must be positive, got {std!r}")
     if _should_fill(tensor, "small_normal_"):
-        with torch.no_grad():
-            tensor.copy_(_draw(tensor.shape, tensor.dtype, tensor.device, std, "normal", generator))
+        _fill_(tensor, std, "normal", generator)
     return tensor
 
 
@@ -312,9 +316,7 @@ def small_uniform_(tensor: torch.Tensor, bound: float = 0.01, generator: torch.G
     if not bound > 0:
         raise ValueError(f"bound must be positive, got {bound!r}")
     if _should_fill(tensor, "small_uniform_"):
-        with torch.no_grad():
-            tensor.copy_(_draw(tensor.shape, tensor.dtype, tensor.device, bound / math.sqrt(3.0), "uniform",
-                               generator))
+        _fill_(tensor, bound / math.sqrt(3.0), "uniform", generator)
     return tensor
 
 
