@@ -30,6 +30,9 @@ from .schemes import (
     xavier_uniform_,
     zeros_,
 )
+from .discover import Activation, Discovery, discover
+from .plan import Plan, PlanEntry, recommend
+from .api import init, load_target, plan  # last: the function `plan` hides the submodule name
 
 __version__ = "0.1.0"
 
@@ -41,4 +44,5 @@ __all__ = [
     "lecun_normal_", "lecun_uniform_", "lecun_truncated_normal_",
     "orthogonal_", "delta_orthogonal_", "zeros_", "constant_", "small_normal_", "small_uniform_",
     "get_initializer", "canonical_name", "SCHEME_NAMES",
+    "discover", "Discovery", "Activation", "plan", "init", "Plan", "PlanEntry", "recommend", "load_target",
 ]

@@ -20,27 +20,691 @@ class CLIError(Exception):
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="show how the activation std evolves through deep MLPs under each scheme",
-        description="For each scheme, build a deep MLP (ReLU and tanh), push a batch of "
-        "standard-normal inputs through it and print the activation std at a few depths.",
+        help="headline comparison: train a 30-layer ReLU MLP on digits from each init",
+        description="Print the activation-std depth profile of deep MLPs under each scheme "
+        "(one second), then train a 30-layer ReLU MLP on the digits data from each "
+        "initialization scheme (torch, zeros, small, xavier, he, lecun, orthogonal, auto) with "
+        "the same data order, optimizer and budget, print the table and write the report "
+        "folder (results.json, results.csv, curves.png, summary.md). A few minutes on 2 cores.",
     )
-    p.add_argument("--depth", type=int, default=50, help="number of Linear layers (default 50)")
-    p.add_argument("--width", type=int, default=256, help="units per layer (default 256)")
-    p.add_argument("--batch", type=int, default=512, help="batch size (default 512)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", default="initwise-demo", metavar="DIR",
+                   help="report folder to write (default ./initwise-demo)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per scheme (default 3)")
+    p.add_argument("--steps", type=int, default=500, help="training steps per run (default 500)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: small matmuls gain nothing from more)")
+    p.add_argument("--profile", action="store_true",
+                   help="only print the depth profile (no training)")
+    p.add_argument("--no-profile", action="store_true", help="skip the depth profile")
+    p.add_argument("--depth", type=int, default=50,
+                   help="depth-profile MLP: number of Linear layers (default 50)")
+    p.add_argument("--width", type=int, default=256,
+                   help="depth-profile MLP: units per layer (default 256)")
+    p.add_argument("--batch", type=int, default=512,
+                   help="depth-profile batch size (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="depth-profile random seed (default 0)")
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .depthprofile import DEMO_SCHEMES, depth_profile, format_profile
+    if not args.no_profile:
+        from .depthprofile import DEMO_SCHEMES, depth_profile, format_profile
 
-    for activation in ("relu", "tanh"):
-        rows = depth_profile(
-            activation, DEMO_SCHEMES, depth=args.depth, width=args.width,
-            batch=args.batch, seed=args.seed,
-        )
-        print(format_profile(rows, activation, depth=args.depth, width=args.width))
-        print()
+        for activation in ("relu", "tanh"):
+            rows = depth_profile(
+                activation, DEMO_SCHEMES, depth=args.depth, width=args.width,
+                batch=args.batch, seed=args.seed,
+            )
+            print(format_profile(rows, activation, depth=args.depth, width=args.width))
+            print()
+    if args.profile:
+        return 0
+    from .experiments.compare import DEFAULT_SCHEMES, compare
+    from .experiments.training import TrainConfig
+
+    _ev_threads(args.threads)
+    config = TrainConfig(steps=args.steps)
+    print(f"Headline: 30-layer ReLU MLP (width 128) on digits, {args.seeds} seed(s) x "
+          f"{len(DEFAULT_SCHEMES)} schemes, SGD momentum 0.9 lr 0.01, batch 64, "
+          f"{args.steps} steps each")
+    with _ev_progress(len(DEFAULT_SCHEMES) * args.seeds * args.steps) as progress:
+        comp = compare("digits", "mlp", depth=30, width=128, activation="relu",
+                       schemes=DEFAULT_SCHEMES, seeds=args.seeds, config=config,
+                       progress=progress)
+    _ev_print_comparison(comp)
+    paths = comp.write(args.out)
+    print(f"wrote {', '.join(paths.values())} ({comp.wall_time:.0f} s of training)")
+    return 0
+
+
+# ---------------------------------------------------------------------------- evidence helpers
+def _ev_threads(n: int) -> None:
+    import torch
+
+    if n < 1:
+        raise CLIError(f"--threads must be >= 1, got {n}")
+    torch.set_num_threads(n)
+
+
+def _ev_csv(text: str, what: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise CLIError(f"{what} is empty; give a comma-separated list")
+    return items
+
+
+def _ev_ints(text: str, what: str) -> list[int]:
+    try:
+        return [int(t) for t in _ev_csv(text, what)]
+    except ValueError:
+        raise CLIError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+class _ev_progress:
+    """A rich progress bar over ``total`` training steps; yields progress(advance, label).
+    Without rich (or total 0) it yields None."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.bar = None
+
+    def __enter__(self):
+        try:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+        except ImportError:  # pragma: no cover - rich is optional
+            return None
+        self.bar = Progress(TextColumn("{task.description:<28}"), BarColumn(),
+                            MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                            transient=False)
+        self.bar.__enter__()
+        task = self.bar.add_task("training", total=self.total)
+
+        def progress(advance: int, label: str) -> None:
+            self.bar.update(task, advance=advance, description=label)
+
+        return progress
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+def _ev_check(schemes: list[str], dataset: str | None = None) -> None:
+    """Validate names before a progress bar starts (errors print as one line)."""
+    from .experiments.datasets import DATASET_NAMES
+    from .experiments.training import check_scheme
+
+    for scheme in schemes:
+        check_scheme(scheme)
+    if dataset is not None and dataset.lower().replace("-", "_") not in DATASET_NAMES:
+        raise CLIError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_NAMES)}")
+
+
+def _ev_print_comparison(comp) -> None:
+    rows = comp.summary()
+    target = comp.target_accuracy()
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # pragma: no cover - rich is optional
+        print(comp.title())
+        print(comp.to_markdown())
+        return
+    table = Table(title=comp.title())
+    for col in ("scheme", "test acc (mean ± std)", "final loss",
+                f"steps to {target:.2f} acc", "diverged"):
+        table.add_column(col, justify="left" if col == "scheme" else "right")
+    for row in rows:
+        if row["reached_target"] == 0:
+            steps = "never"
+        else:
+            steps = f"{row['steps_to_target']:.0f}"
+            if row["reached_target"] < row["runs"]:
+                steps += f" ({row['reached_target']}/{row['runs']})"
+        loss = row["final_loss"]
+        table.add_row(row["scheme"], f"{row['test_acc_mean']:.3f} ± {row['test_acc_std']:.3f}",
+                      "-" if loss != loss else f"{loss:.3f}", steps,
+                      f"{row['diverged']}/{row['runs']}")
+    Console().print(table)
+
+
+_EV_ARCH_DEFAULTS = {"mlp": (30, 128), "cnn": (10, 16), "rnn": (2, 64), "lstm": (2, 64),
+                     "gru": (2, 64)}
+
+
+def _ev_add_training_args(p: argparse.ArgumentParser, *, schemes: str, seeds: int) -> None:
+    from_list = "digits, breast_cancer, wine, mnist1d"
+    p.add_argument("--dataset", default="digits", help=f"data set: {from_list} (default digits)")
+    p.add_argument("--arch", default="mlp", choices=list(_EV_ARCH_DEFAULTS),
+                   help="model: plain MLP, plain CNN (image data), or a recurrent net over the "
+                   "inputs as a sequence (default mlp)")
+    p.add_argument("--width", type=int, default=None,
+                   help="units per hidden layer / CNN channels / recurrent hidden size "
+                   "(default 128 / 16 / 64)")
+    p.add_argument("--activation", default="relu",
+                   help="activation: relu, leaky_relu, tanh, sigmoid, selu, elu, gelu, silu, "
+                   "identity (RNN: tanh or relu) (default relu)")
+    p.add_argument("--schemes", default=schemes,
+                   help="comma-separated schemes: torch (as built), auto (initwise.init), large "
+                   "(N(0,1)) or any initializer name: zeros, small, xavier, he, lecun, "
+                   f"orthogonal, ... (default {schemes})")
+    p.add_argument("--seeds", type=int, default=seeds,
+                   help=f"number of seeds 0..N-1 per scheme (default {seeds})")
+    p.add_argument("--steps", type=int, default=500, help="training steps per run (default 500)")
+    p.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64)")
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"],
+                   help="optimizer (default sgd)")
+    p.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    p.add_argument("--clip", type=float, default=None,
+                   help="clip the gradient norm to this value (default: no clipping)")
+    p.add_argument("--eval-every", type=int, default=25,
+                   help="measure test accuracy every N steps (default 25)")
+    p.add_argument("--seq-mode", default="pixel", choices=["pixel", "row"],
+                   help="recurrent archs: one pixel per step (64 steps on digits) or one row "
+                   "per step (8 steps) (default pixel)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write results.json, results.csv, the plot and summary.md to DIR")
+
+
+def _ev_config(args: argparse.Namespace):
+    from .experiments.training import TrainConfig
+
+    return TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       momentum=args.momentum, optimizer=args.optimizer, clip=args.clip,
+                       eval_every=args.eval_every)
+
+
+# ---------------------------------------------------------------------------- compare
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="train one model per init scheme and seed on real data and compare them",
+        description="Train the same model from each initialization scheme, with the same data "
+        "order, optimizer, learning rate and budget per seed; print test accuracy (mean ± std "
+        "over seeds), final loss, steps to 90%% of the best accuracy and diverged runs.",
+    )
+    p.add_argument("--depth", type=int, default=None,
+                   help="weight layers including the classifier (default 30 for mlp, 10 for "
+                   "cnn, 2 (one recurrent layer) for rnn/lstm/gru)")
+    _ev_add_training_args(p, schemes="torch,zeros,small,xavier,he,lecun,orthogonal,auto",
+                          seeds=3)
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .experiments.compare import compare
+
+    _ev_threads(args.threads)
+    depth0, width0 = _EV_ARCH_DEFAULTS[args.arch]
+    depth = args.depth if args.depth is not None else depth0
+    width = args.width if args.width is not None else width0
+    schemes = _ev_csv(args.schemes, "--schemes")
+    _ev_check(schemes, args.dataset)
+    config = _ev_config(args)
+    with _ev_progress(len(schemes) * max(args.seeds, 0) * args.steps) as progress:
+        comp = compare(args.dataset, args.arch, depth=depth, width=width,
+                       activation=args.activation, schemes=schemes, seeds=args.seeds,
+                       config=config, seq_mode=args.seq_mode, progress=progress)
+    _ev_print_comparison(comp)
+    if args.out:
+        paths = comp.write(args.out)
+        print(f"wrote {', '.join(paths.values())}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- sweep
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="compare schemes across depths and plot test accuracy against depth",
+        description="Run the comparison of `initwise compare` at every depth and plot the "
+        "final test accuracy against depth per scheme (the trainable-depth picture).",
+    )
+    p.add_argument("--depths", default="5,10,20,50,100",
+                   help="comma-separated depths (weight layers) (default 5,10,20,50,100)")
+    _ev_add_training_args(p, schemes="torch,xavier,he,auto", seeds=2)
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .experiments.compare import sweep
+
+    _ev_threads(args.threads)
+    depths = _ev_ints(args.depths, "--depths")
+    width = args.width if args.width is not None else _EV_ARCH_DEFAULTS[args.arch][1]
+    schemes = _ev_csv(args.schemes, "--schemes")
+    _ev_check(schemes, args.dataset)
+    total = len(schemes) * max(args.seeds, 0) * args.steps * len(depths)
+    with _ev_progress(total) as progress:
+        result = sweep(args.dataset, args.arch, depths=depths, width=width,
+                       activation=args.activation, schemes=schemes, seeds=args.seeds,
+                       config=_ev_config(args), seq_mode=args.seq_mode, progress=progress)
+    print(result.title())
+    print(result.to_markdown())
+    if args.out:
+        paths = result.write(args.out)
+        print(f"wrote {', '.join(paths.values())}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- claim
+def _add_claim(sub: argparse._SubParsersAction) -> None:
+    from .experiments.claims import CLAIMS
+
+    p = sub.add_parser(
+        "claim",
+        help="reproduce one claim behind initwise by training (or 'all', or --list)",
+        description="Run the fixed experiment behind one claim (zero init symmetry, small "
+        "weights vanish, large weights saturate, He for deep ReLU, Xavier for deep tanh, "
+        "LeCun+SELU self-normalizes, orthogonal RNN), print the measured figure and whether it "
+        "reproduces. The recipe is fixed; it is not tuned to make a claim pass.",
+    )
+    p.add_argument("name", nargs="?", default=None,
+                   help=f"claim to run: {', '.join(CLAIMS)}, or all")
+    p.add_argument("--list", action="store_true", help="list the claims and exit")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per scheme (default 3)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps per run (default: the claim's budget, 500 or 1000)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write the report files (one subfolder per claim) to DIR")
+    p.set_defaults(func=_cmd_claim)
+
+
+def _cmd_claim(args: argparse.Namespace) -> int:
+    import os
+
+    from .experiments.claims import CLAIM_STEPS, CLAIMS, run_claim
+
+    if args.list or not args.name:
+        for name, fn in CLAIMS.items():
+            summary = " ".join((fn.__doc__ or "").split("\n\n")[0].split())
+            print(f"{name:<22} {summary}")
+        return 0
+    names = list(CLAIMS) if args.name == "all" else [args.name.strip().lower().replace("-", "_")]
+    for name in names:
+        if name not in CLAIMS:
+            raise CLIError(f"unknown claim {args.name!r}; choose one of {', '.join(CLAIMS)}, all")
+    _ev_threads(args.threads)
+    status = 0
+    for name in names:
+        n_schemes, default_steps = CLAIM_STEPS[name]
+        total = n_schemes * max(args.seeds, 0) * (args.steps or default_steps)
+        with _ev_progress(total) as progress:
+            result = run_claim(name, seeds=args.seeds, steps=args.steps, progress=progress)
+        _ev_print_comparison(result.comparison)
+        verdict = "reproduced" if result.reproduced else "NOT reproduced"
+        print(f"{name}: {verdict}. {result.figure}")
+        print(f"  criterion: {result.criterion}")
+        if args.out:
+            folder = os.path.join(args.out, name) if len(names) > 1 else args.out
+            paths = result.write(folder)
+            print(f"  wrote {', '.join(paths.values())}")
+        status = status or (0 if result.reproduced else 1)
+    return status
+
+
+# ---------------------------------------------------------------------------- diagnose
+def _add_diagnose(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "diagnose",
+        help="measure signal and gradient flow at initialization, layer by layer",
+        description="Run one forward and one backward pass on a random N(0, 1) batch and "
+        "report, per layer: activation std across the batch, post-activation std, dead and "
+        "saturated units, gradient std and duplicate units, with verdicts in words (vanishing, "
+        "exploding, saturation, symmetry, healthy). Diagnose a TARGET model (with "
+        "--input-shape) or a built-in plain MLP (--mlp DEPTH). Several --scheme values are "
+        "compared side by side and overlaid in one plot.",
+    )
+    p.add_argument("target", nargs="?", metavar="TARGET",
+                   help="the model to diagnose, in the form initwise's load_target accepts "
+                   "(e.g. path/to/model.py:factory or package.module:Class)")
+    p.add_argument("--input-shape", metavar="SHAPE",
+                   help="shape of the random input batch, batch first, e.g. 128,3,32,32 "
+                   "(required with TARGET)")
+    p.add_argument("--mlp", type=int, metavar="DEPTH",
+                   help="diagnose a built-in plain MLP with DEPTH Linear layers instead of a TARGET")
+    p.add_argument("--width", type=int, default=256,
+                   help="--mlp: units per layer, also the input size (default 256)")
+    p.add_argument("--activation", default="relu",
+                   help="--mlp: activation after every hidden layer: relu, leaky_relu, tanh, "
+                   "sigmoid, selu, elu, gelu, silu, identity (default relu)")
+    p.add_argument("--batch", type=int, default=256, help="--mlp: batch size (default 256)")
+    p.add_argument("--scheme", action="append", metavar="NAME",
+                   help="initialization to diagnose: torch (the model as built or loaded), auto "
+                   "(initwise.init) or any scheme name (xavier_normal, he, lecun, orthogonal, "
+                   "zeros, small, ...); repeat or comma-separate to compare (default torch)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the weights and the batch (default 0)")
+    p.add_argument("--plot", metavar="PNG",
+                   help="write a PNG: activation and gradient std per layer, activation histograms")
+    p.add_argument("--json", metavar="PATH", help="write the reports as JSON ({scheme: report})")
+    p.set_defaults(func=_cmd_diagnose)
+
+
+def _dg_shape(text: str) -> tuple[int, ...]:
+    parts = [t for t in text.strip().strip("()[]").replace("x", ",").replace(" ", ",").split(",") if t]
+    try:
+        shape = tuple(int(t) for t in parts)
+    except ValueError:
+        raise CLIError(f"--input-shape must be integers such as 128,3,32,32, got {text!r}") from None
+    if len(shape) < 2 or min(shape) < 1 or shape[0] < 2:
+        raise CLIError(f"--input-shape must be batch first with a batch of at least 2 and "
+                       f"positive sizes, e.g. 128,3,32,32; got {text!r}")
+    return shape
+
+
+def _dg_load_target():
+    try:
+        from .api import load_target
+    except ImportError:
+        try:
+            from .target import load_target
+        except ImportError:
+            raise CLIError("loading a TARGET needs initwise.load_target, which this build does "
+                           "not have; use --mlp DEPTH, or call initwise.diagnose from Python") from None
+    return load_target
+
+
+def _cmd_diagnose(args: argparse.Namespace) -> int:
+    import copy
+
+    import torch
+
+    from .diagnose import Comparison, compare_schemes
+    from .schemes import get_initializer
+
+    schemes = [s.strip().lower() for value in (args.scheme or ["torch"])
+               for s in value.split(",") if s.strip()]
+    if not schemes:
+        raise CLIError("--scheme is empty; give a scheme name such as torch, auto or he")
+    for scheme in schemes:
+        if scheme not in ("torch", "auto", "standard"):
+            try:
+                get_initializer(scheme)
+            except (KeyError, ValueError) as exc:
+                raise CLIError(f"unknown --scheme {scheme!r}: use torch, auto or a scheme name "
+                               f"({exc})") from None
+    if args.mlp is not None and args.target:
+        raise CLIError("give either a TARGET or --mlp DEPTH, not both")
+    if args.mlp is not None:
+        if args.mlp < 1 or args.width < 1 or args.batch < 2:
+            raise CLIError(f"--mlp needs DEPTH >= 1, --width >= 1 and --batch >= 2; got "
+                           f"{args.mlp}, {args.width}, {args.batch}")
+        from .experiments.models import make_activation, mlp
+
+        make_activation(args.activation)  # unknown names fail here, before any work
+        depth, width, act = args.mlp, args.width, args.activation
+
+        def factory() -> torch.nn.Module:
+            return mlp(width, width, depth=depth, width=width, activation=act)
+
+        shape: tuple[int, ...] = (args.batch, width)
+        title = f"{depth}-layer {act} MLP, width {width}, batch {args.batch}"
+    elif args.target:
+        if not args.input_shape:
+            raise CLIError("TARGET needs --input-shape, batch first, e.g. --input-shape 128,3,32,32")
+        shape = _dg_shape(args.input_shape)
+        loaded = _dg_load_target()(args.target)
+
+        def factory() -> torch.nn.Module:
+            return copy.deepcopy(loaded)
+
+        title = f"{args.target}, input {'x'.join(map(str, shape))}"
+    else:
+        raise CLIError("nothing to diagnose: give a TARGET with --input-shape, or --mlp DEPTH")
+
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed))
+    reports = {}
+    with _ev_progress(len(schemes)) as progress:
+        for scheme in schemes:
+            if progress:
+                progress(0, f"diagnose {scheme}")
+            reports.update(compare_schemes(factory, x, [scheme], seed=args.seed))
+            if progress:
+                progress(1, f"diagnose {scheme}")
+    comparison = Comparison(reports)
+    _dg_print(comparison, title)
+    if args.plot:
+        comparison.plot(args.plot, title=f"initwise diagnose: {title}")
+        print(f"wrote {args.plot}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            fh.write(comparison.to_json())
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _dg_print(comparison, title: str) -> None:
+    try:
+        from rich.console import Console
+        from rich.markup import escape
+    except ImportError:  # pragma: no cover - rich is optional
+        for key, report in comparison.items():
+            print(f"{title}: {key}")
+            for line in report.verdicts:
+                print(f"  - {line}")
+        return
+    console = Console()
+    if len(comparison) == 1:
+        key, report = next(iter(comparison.items()))
+        console.print(report.table(title=f"{title}: {key}"))
+    else:
+        console.print(comparison.table())
+    for key, report in comparison.items():
+        console.print(f"[bold]{escape(key)}[/bold]", highlight=False)
+        for line in report.verdicts:
+            style = "green" if line.startswith("healthy") else "red"
+            console.print(f"  - [{style}]{escape(line)}[/{style}]", highlight=False)
+        if report.unused:
+            console.print(f"  (not run in the forward pass: {escape(', '.join(report.unused))})",
+                          highlight=False)
+
+
+# ---------------------------------------------------------------------------- auto-plan: recommend, plan, init
+_AP_FORMULAS = {
+    "xavier": "std = gain * sqrt(2 / (fan_in + fan_out)), gain 1  (Glorot & Bengio 2010)",
+    "he": "std = gain / sqrt(fan_in)  (He et al. 2015)",
+    "lecun": "std = 1 / sqrt(fan_in)  (LeCun 1998; Klambauer et al. 2017 for SELU)",
+}
+
+
+def _add_recommend(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "recommend",
+        help="the scheme, gains (both conventions) and formula for a layer feeding ACTIVATION",
+        description="Show what initwise's standard policy gives a weight whose output feeds "
+        "ACTIVATION: the scheme, the gain in the initwise convention (1/sqrt(E[phi(z)^2])) and in "
+        "torch's calculate_gain convention, the formula, and the std for the given fans.",
+    )
+    p.add_argument("activation", metavar="ACTIVATION",
+                   help="activation name: relu, leaky_relu, tanh, sigmoid, selu, gelu, silu, elu, "
+                        "mish, softmax, none, ...")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="activation parameter, e.g. --param negative_slope=0.2 (repeatable)")
+    p.add_argument("--fan-in", type=int, default=256, help="fan-in for the example std (default 256)")
+    p.add_argument("--fan-out", type=int, default=256, help="fan-out for the example std (default 256)")
+    p.set_defaults(func=_cmd_recommend)
+
+
+def _ap_params(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CLIError(f"--param must look like KEY=VALUE (e.g. negative_slope=0.2), got {item!r}")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    from .gains import gain
+    from .plan import recommend
+
+    params = _ap_params(args.param)
+    entry = recommend(args.activation, fan_in=args.fan_in, fan_out=args.fan_out, **params)
+    name = args.activation.strip().lower()
+    lookup = "identity" if name in ("none", "linear") else name
+    g_initwise = gain(lookup, **params)
+    try:
+        g_torch = f"{gain(lookup, convention='torch', **params):.6g}  (torch.nn.init.calculate_gain)"
+    except ValueError:
+        g_torch = "n/a  (torch.nn.init.calculate_gain has no value for it)"
+    rows = [
+        ("activation", entry.activation),
+        ("scheme", f"{entry.scheme}  (family {entry.family})"),
+        ("formula", _AP_FORMULAS[entry.family]),
+        ("gain initwise", f"{g_initwise:.6g}  (1/sqrt(E[phi(z)^2]), z ~ N(0,1))"),
+        ("gain torch", g_torch),
+        ("gain used", f"{entry.gain:.6g}"),
+        ("std", f"{entry.std:.6g}  for fan_in={entry.fan_in}, fan_out={entry.fan_out}"),
+        ("why", entry.reason),
+    ]
+    for key, value in rows:
+        print(f"{key:<14} {value}")
+    return 0
+
+
+def _ap_shape(text: str) -> tuple[int, ...]:
+    parts = [t for t in text.strip().strip("()[]").replace("x", ",").replace(" ", ",").split(",") if t]
+    try:
+        shape = tuple(int(t) for t in parts)
+    except ValueError:
+        raise CLIError(f"--input-shape must be integers such as 1,3,32,32, got {text!r}") from None
+    if not shape or min(shape) < 1:
+        raise CLIError(f"--input-shape must be positive sizes such as 1,3,32,32, got {text!r}")
+    return shape
+
+
+def _ap_rules(items: list[str]) -> dict | None:
+    from torch import nn
+
+    rules: dict = {}
+    for item in items:
+        key, sep, value = item.rpartition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise CLIError(f"--rule must look like KEY=SCHEME (e.g. 'head.*=zeros', 'type:LSTM=orthogonal', "
+                           f"'activation:tanh=xavier_uniform'), got {item!r}")
+        key = key.strip()
+        if key.lower().startswith("type:"):
+            cls = getattr(nn, key.split(":", 1)[1].strip(), None)
+            if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+                raise CLIError(f"--rule {item!r}: {key.split(':', 1)[1]!r} is not a torch.nn layer type")
+            key = cls
+        rules[key] = value.strip()
+    return rules or None
+
+
+def _ap_add_plan_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="TARGET",
+                   help="path/to/file.py:factory or package.module:factory returning an nn.Module")
+    p.add_argument("--input-shape", metavar="SHAPE",
+                   help="example input shape, e.g. 1,3,32,32: used to follow the data flow when "
+                        "torch.fx cannot trace the model")
+    p.add_argument("--input-dtype", choices=("float", "long"), default="float",
+                   help="dtype of the example input: float (randn) or long (token ids 0) (default float)")
+    p.add_argument("--policy", default="standard",
+                   help="standard (per layer, from its activation), torch (PyTorch defaults) or a "
+                        "scheme name for every weight, e.g. he_normal (default standard)")
+    p.add_argument("--distribution", default="normal", choices=("normal", "uniform", "truncated_normal"),
+                   help="distribution of the standard policy's choices (default normal)")
+    p.add_argument("--rule", action="append", default=[], metavar="KEY=SCHEME",
+                   help="override: 'GLOB=SCHEME', 'type:LSTM=SCHEME' or 'activation:NAME=SCHEME'; "
+                        "SCHEME may be keep (repeatable)")
+    p.add_argument("--json", metavar="PATH", help="also write the plan as JSON to PATH")
+    p.add_argument("--plain", action="store_true", help="plain-text table (no rich formatting)")
+
+
+def _ap_example(args: argparse.Namespace):
+    if not args.input_shape:
+        return None
+    import torch
+
+    shape = _ap_shape(args.input_shape)
+    if args.input_dtype == "long":
+        return torch.zeros(shape, dtype=torch.long)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(0))
+
+
+def _ap_print_plan(plan, plain: bool) -> None:
+    if not sys.stdout.isatty():
+        plain = True
+    if not plain:
+        try:
+            from rich.console import Console
+        except ImportError:
+            plain = True
+    if plain:
+        print(plan.table(plain=True), end="")
+    else:
+        Console().print(plan)
+
+
+def _add_plan(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="show the initialization plan of a model: scheme and reason for every parameter",
+        description="Load TARGET, find the activation that consumes each layer's output (torch.fx, "
+        "else a recorded forward pass with --input-shape, else module order) and print the plan: "
+        "scheme, fans, gain, std and the reason for every parameter. Nothing is written.",
+    )
+    _ap_add_plan_args(p)
+    p.set_defaults(func=_cmd_plan)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from .api import load_target, plan
+
+    model = load_target(args.target)
+    p = plan(model, _ap_example(args), rules=_ap_rules(args.rule), policy=args.policy,
+             distribution=args.distribution)
+    _ap_print_plan(p, args.plain)
+    if args.json:
+        p.to_json(args.json)
+        print(f"plan written to {args.json}")
+    return 0
+
+
+def _add_init(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "init",
+        help="initialize a model by its plan and save the weights (a state_dict)",
+        description="Load TARGET, build its plan (or read one with --from-plan), initialize every "
+        "parameter with --seed (all or nothing) and save the state_dict with torch.save.",
+    )
+    _ap_add_plan_args(p)
+    p.add_argument("--save", metavar="PATH", required=True, help="where to write the state_dict (.pt)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights (default 0)")
+    p.add_argument("--from-plan", metavar="JSON", help="apply this saved plan instead of building one")
+    p.add_argument("--quiet", action="store_true", help="do not print the plan")
+    p.set_defaults(func=_cmd_init)
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    import torch
+
+    from .api import load_target, plan
+    from .plan import Plan
+
+    model = load_target(args.target)
+    if args.from_plan:
+        p = Plan.from_json(args.from_plan)
+    else:
+        p = plan(model, _ap_example(args), rules=_ap_rules(args.rule), policy=args.policy,
+                 distribution=args.distribution)
+    p.apply(model, seed=args.seed)
+    if not args.quiet:
+        _ap_print_plan(p, args.plain)
+    if args.json:
+        p.to_json(args.json)
+    torch.save(model.state_dict(), args.save)
+    written = sum(1 for e in p if e.scheme != "keep")
+    print(f"initialized {written} of {len(p)} tensors (seed {args.seed}); state_dict written to {args.save}")
     return 0
 
 
@@ -48,7 +712,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # (add new subcommands above this line: an _add_<name> and a _cmd_<name>, then list
 #  _add_<name> in _ADDERS below)
 
-_ADDERS = [_add_demo]
+_ADDERS = [_add_demo, _add_compare, _add_sweep, _add_claim, _add_diagnose, _add_recommend, _add_plan,
+           _add_init]
 
 
 def build_parser() -> argparse.ArgumentParser:

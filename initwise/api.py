@@ -1,0 +1,130 @@
+"""Whole-model initialization: ``initwise.plan(model)`` shows, ``initwise.init(model)`` writes.
+
+>>> plan = initwise.init(model, seed=0)                       # per layer, from its activation
+>>> plan = initwise.init(model, policy="he_normal", seed=0)   # one scheme for every weight
+>>> print(initwise.plan(model).table())                       # what would be done, and why
+
+Both take the same arguments; ``plan`` never touches the model. ``init`` builds the plan,
+computes every new tensor, and only then copies them into the model: if anything fails (an
+unknown rule, a shape mismatch, a parametrization without ``right_inverse``), no weight has
+changed. See :mod:`initwise.plan` for the policies and the conventions (Xavier with gain 1 for
+linear/sigmoid/tanh consumers, He with the activation's gain for ReLU-like ones, LeCun for
+SELU, orthogonal recurrent weights).
+
+:func:`load_target` turns ``"path/to/file.py:factory"`` or ``"package.module:factory"`` into the
+``nn.Module`` the factory returns (used by the CLI's TARGET arguments).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from typing import Any, Mapping
+
+from torch import nn
+
+from .plan import Plan, build_plan
+
+__all__ = ["plan", "init", "load_target"]
+
+
+def plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[Any, Any] | None = None,
+         policy: str = "standard", distribution: str = "normal") -> Plan:
+    """The initialization plan of ``model``, one :class:`~initwise.plan.PlanEntry` per tensor
+    (reads only).
+
+    ``example_input`` (a tensor, a tuple of positional inputs or a dict of keyword inputs) is
+    used only when ``torch.fx`` cannot trace the model, to follow the data flow in a recorded
+    forward pass. ``policy`` is ``"standard"`` (per layer, from the activation consuming its
+    output), ``"torch"`` (PyTorch's defaults) or any scheme name (``"xavier_uniform"``, ``"he"``,
+    ``"lecun"``, ``"orthogonal"``, ``"zeros"`` ...) for every weight. ``distribution``
+    (``"normal"``, ``"uniform"``, ``"truncated_normal"``, same variance) applies to the choices
+    of the standard policy; a scheme name carries its own. ``rules`` override per parameter
+    name glob, layer type, module or activation, e.g. ``{"head.*": "zeros", nn.LSTM:
+    "orthogonal", "encoder.*": "keep", "activation:tanh": "xavier_uniform"}``.
+    """
+    return build_plan(model, example_input, rules=rules, policy=policy, distribution=distribution)
+
+
+def init(model: nn.Module, example_input: Any = None, *, rules: Mapping[Any, Any] | None = None,
+         policy: str = "standard", distribution: str = "normal", seed: int | None = None) -> Plan:
+    """Initialize every parameter of ``model`` in place (all or nothing) and return the plan.
+
+    Arguments as in :func:`plan`. ``seed`` makes the result reproducible and independent of the
+    order in which modules were registered: each tensor draws from its own generator seeded by
+    ``seed`` and its qualified name. ``seed=None`` draws the seed from torch's global generator
+    and records it in ``plan.seed``. Tied parameters are written once; parametrized weights
+    (weight_norm, spectral_norm, ``torch.nn.utils.parametrize``) through their original tensors.
+    """
+    p = build_plan(model, example_input, rules=rules, policy=policy, distribution=distribution)
+    return p.apply(model, seed=seed)
+
+
+def load_target(spec: str) -> nn.Module:
+    """Load ``"path/to/file.py:factory"`` or ``"package.module:factory"`` and return the module
+    made by calling ``factory()`` (or the ``nn.Module`` instance found there).
+
+    Raises ``ValueError`` with a one-line message on any problem (bad syntax, missing file or
+    module, error while importing, missing attribute, factory failing or not returning an
+    ``nn.Module``).
+    """
+    if not isinstance(spec, str) or ":" not in spec:
+        raise ValueError(f"TARGET {spec!r} must look like path/to/file.py:factory or package.module:factory")
+    where, _, attr = spec.rpartition(":")
+    if not where or not attr or not attr.replace(".", "").replace("_", "").isalnum():
+        raise ValueError(f"TARGET {spec!r} must look like path/to/file.py:factory or package.module:factory")
+    try:
+        if where.endswith(".py") or os.sep in where or "/" in where:
+            if not os.path.isfile(where):
+                raise ValueError(f"TARGET file {where!r} does not exist")
+            name = f"_initwise_target_{abs(hash(os.path.abspath(where)))}"
+            spec_obj = importlib.util.spec_from_file_location(name, where)
+            if spec_obj is None or spec_obj.loader is None:
+                raise ValueError(f"cannot import {where!r} as a Python file")
+            module = importlib.util.module_from_spec(spec_obj)
+            sys.modules[name] = module
+            directory = os.path.dirname(os.path.abspath(where))
+            added = directory not in sys.path
+            if added:
+                sys.path.insert(0, directory)
+            try:
+                spec_obj.loader.exec_module(module)
+            finally:
+                if added:
+                    sys.path.remove(directory)
+        else:
+            module = importlib.import_module(where)
+    except ValueError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise ValueError(f"cannot import {where!r}: {exc}") from None
+    except SyntaxError as exc:
+        raise ValueError(f"syntax error in {exc.filename}, line {exc.lineno}: {exc.msg}") from None
+    except Exception as exc:  # noqa: BLE001 - any error in user code becomes one line
+        raise ValueError(f"error while importing {where!r}: {type(exc).__name__}: {_one_line(exc)}") from None
+
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            names = [n for n in dir(module) if not n.startswith("_")]
+            raise ValueError(f"{where!r} has no attribute {attr!r}; available: {', '.join(names[:12])}")
+        obj = getattr(obj, part)
+    if isinstance(obj, nn.Module):
+        return obj
+    if not callable(obj):
+        raise ValueError(f"{spec!r} is a {type(obj).__name__}, not a factory function or nn.Module")
+    try:
+        result = obj()
+    except TypeError as exc:
+        raise ValueError(f"calling {attr}() failed: {_one_line(exc)} (the factory must take no arguments)") from None
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"calling {attr}() failed: {type(exc).__name__}: {_one_line(exc)}") from None
+    if not isinstance(result, nn.Module):
+        raise ValueError(f"{attr}() returned a {type(result).__name__}, not an nn.Module")
+    return result
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,579 @@
+"""Which activation consumes the output of each parametric layer of a model.
+
+The right initialization of a layer depends on the nonlinearity applied to its output (He et al.
+2015 derive the weight variance from it), and that is a property of the data flow, not of the
+order in which modules are declared. :func:`discover` follows the data flow with the first of
+three methods that works:
+
+1. ``"fx"``: ``torch.fx`` symbolic tracing (no input needed). Layers are the atomic modules that
+   own parameters; the graph is walked forward from each call of a layer.
+2. ``"forward"``: a recorded forward pass with ``example_input`` (or with an input guessed from
+   the first layer when none is given): forward hooks on the layers and a
+   :class:`~torch.overrides.TorchFunctionMode` that sees every functional call (``F.relu``,
+   ``torch.tanh``, ``x.sigmoid()``, ``F.leaky_relu(x, 0.2)``, ``x + y``, ``x.view(...)``). Used for
+   models that fx cannot trace (data-dependent control flow). The model is left as it was:
+   buffers (BatchNorm statistics), train/eval flags and the global RNG are restored.
+3. ``"order"``: module declaration order, the last resort: the first activation module declared
+   after a layer, skipping dropout, norms, pooling and reshapes.
+
+While following a layer's output, dropout, normalization layers, flatten/reshape/view/permute,
+pooling, padding, indexing, concatenation and additions (residual connections) are passed
+through; the first activation reached is recorded. Reaching another layer, the model output or
+any other operation (a matrix product, a gating product) records ``"none"``: the output is used
+linearly. A layer whose output reaches several places gets every distinct activation.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+from .gains import activation_name
+
+__all__ = ["Activation", "Discovery", "discover", "layers", "is_norm", "NORM_TYPES"]
+
+NORM_TYPES: tuple[type, ...] = tuple(
+    t for t in (
+        nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
+        getattr(nn, "RMSNorm", None),
+    ) if t is not None
+)
+
+# Modules passed through when following a layer's output.
+_PASS_MODULES: tuple[type, ...] = NORM_TYPES + (
+    nn.modules.dropout._DropoutNd, nn.Flatten, nn.Unflatten, nn.Identity,
+    nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
+    nn.modules.pooling._LPPoolNd, nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle,
+    nn.ChannelShuffle, nn.modules.padding._ConstantPadNd, nn.modules.padding._ReflectionPadNd,
+    nn.modules.padding._ReplicationPadNd, nn.ZeroPad2d, nn.Sequential,
+)
+
+# Functions / tensor methods (by name, without leading/trailing underscores) passed through.
+_PASS_NAMES = frozenset("""
+view view_as reshape reshape_as flatten unflatten permute transpose t contiguous squeeze unsqueeze
+expand expand_as repeat repeat_interleave narrow select getitem split split_with_sizes chunk unbind
+cat concat concatenate stack hstack vstack add iadd radd sub isub rsub neg pos clone detach to float
+double half bfloat16 type type_as cpu cuda dropout dropout1d dropout2d dropout3d alpha_dropout
+feature_alpha_dropout max_pool1d max_pool2d max_pool3d max_pool1d_with_indices
+max_pool2d_with_indices max_pool3d_with_indices avg_pool1d avg_pool2d avg_pool3d
+adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d adaptive_max_pool1d
+adaptive_max_pool2d adaptive_max_pool3d adaptive_max_pool1d_with_indices
+adaptive_max_pool2d_with_indices adaptive_max_pool3d_with_indices lp_pool1d lp_pool2d lp_pool3d
+batch_norm layer_norm group_norm instance_norm rms_norm local_response_norm normalize pad
+interpolate upsample upsample_nearest upsample_bilinear pixel_shuffle pixel_unshuffle mean sum max
+min amax amin roll flip movedim moveaxis swapaxes swapdims index_select gather masked_fill
+""".split())
+
+# Binary arithmetic passed through when the other operand is a plain number (a rescale).
+_SCALE_NAMES = frozenset("mul rmul imul truediv div itruediv floordiv".split())
+
+# Metadata and comparisons: neither an activation nor a use of the values as a signal.
+_IGNORE_NAMES = frozenset("""
+getattr size dim ndimension numel shape dtype device stride is_contiguous is_floating_point
+item tolist bool len gt lt ge le eq ne greater less any all isnan isinf isfinite argmax argmin
+argsort sort topk norm std var std_mean var_mean nonzero count_nonzero requires_grad_ data_ptr
+element_size format repr get
+""".split())
+
+# Positional parameters (after the input) of functional activations.
+_POSITIONAL = {
+    "leaky_relu": ("negative_slope",), "elu": ("alpha",), "celu": ("alpha",),
+    "softplus": ("beta",), "hardtanh": ("min_val", "max_val"),
+}
+_KEYWORDS = frozenset({"negative_slope", "alpha", "beta", "approximate", "min_val", "max_val"})
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An activation found downstream of a layer: ``name`` (as in :data:`initwise.GAIN_NAMES`,
+    or ``"none"`` when the output is used linearly) and its parameters as sorted
+    ``(key, value)`` pairs. ``via`` says where it was seen (not part of equality); ``fn`` is the
+    module or function itself for activations initwise has no name for."""
+
+    name: str
+    params: tuple[tuple[str, Any], ...] = ()
+    via: str = field(default="", compare=False)
+    fn: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    def label(self) -> str:
+        """``"relu"``, ``"leaky_relu(negative_slope=0.2)"``, ``"none"``."""
+        if not self.params:
+            return self.name
+        inner = ", ".join(f"{k}={_fmt(v)}" for k, v in self.params)
+        return f"{self.name}({inner})"
+
+
+NONE = Activation("none")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+@dataclass
+class Discovery:
+    """Result of :func:`discover`: the method used (``"fx"``, ``"forward"``, ``"order"``), a
+    note on why (fallback reasons, the guessed input shape) and, for every layer's qualified
+    name, the distinct activations consuming its output (``(Activation("none"),)`` for an output
+    layer)."""
+
+    method: str
+    consumers: dict[str, tuple[Activation, ...]]
+    note: str = ""
+
+    def of(self, layer_name: str) -> tuple[Activation, ...]:
+        """Activations consuming ``layer_name``'s output (a sub-layer of a fused layer such as
+        ``attn.out_proj`` inherits those of ``attn``)."""
+        name = layer_name
+        while True:
+            if name in self.consumers:
+                return self.consumers[name]
+            if "." not in name:
+                return (Activation("none", via="not reached"),)
+            name = name.rsplit(".", 1)[0]
+
+
+# ----------------------------------------------------------------------------- layers
+def _is_layer(module: nn.Module) -> bool:
+    if isinstance(module, nn.MultiheadAttention) or parametrize.is_parametrized(module):
+        return True
+    children = [n for n, _ in module.named_children() if n != "parametrizations"]
+    return not children and any(True for _ in module.parameters(recurse=False))
+
+
+def layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Atomic parametric layers of ``model`` by qualified name: modules that own parameters and
+    have no sub-modules (plus ``MultiheadAttention`` and parametrized modules). The root counts
+    when it is such a module."""
+    found: dict[str, nn.Module] = {}
+    skip: list[str] = []
+    for name, module in model.named_modules():
+        if any(name == s or name.startswith(s + ".") for s in skip):
+            continue
+        if _is_layer(module):
+            found[name] = module
+            skip.append(name)
+    return found
+
+
+def is_norm(module: nn.Module) -> bool:
+    """True for batch/layer/group/instance/RMS normalization layers."""
+    return isinstance(module, NORM_TYPES)
+
+
+def _module_activation(module: nn.Module, where: str) -> Activation | None:
+    known = activation_name(module)
+    if known is not None and known[0] != "identity":
+        name, params = known
+        return Activation(name, tuple(sorted(params.items())), via=f"{type(module).__name__} module '{where}'")
+    if type(module).__module__ == "torch.nn.modules.activation" and not isinstance(module, nn.MultiheadAttention):
+        return Activation(type(module).__name__.lower(), (), via=f"{type(module).__name__} module '{where}'",
+                          fn=module)
+    return None
+
+
+def _bare(name: str) -> str:
+    return name.strip("_")
+
+
+def _function_activation(func: Any, args: tuple, kwargs: dict) -> Activation | None:
+    """The activation a functional call applies (with parameters from its arguments), or None."""
+    known = None
+    try:
+        known = activation_name(func)
+    except Exception:  # noqa: BLE001 - odd callables
+        known = None
+    fname = getattr(func, "__name__", str(func))
+    if known is None and isinstance(fname, str):
+        bare = _bare(fname)
+        for space in (F, torch):
+            candidate = getattr(space, bare, None)
+            if candidate is not None and candidate is not func:
+                try:
+                    known = activation_name(candidate)
+                except Exception:  # noqa: BLE001
+                    known = None
+                if known is not None:
+                    break
+    if known is None:
+        return None
+    name, params = known
+    params = dict(params)
+    for i, key in enumerate(_POSITIONAL.get(name, ())):
+        if len(args) > i + 1 and isinstance(args[i + 1], (int, float)) and not isinstance(args[i + 1], bool):
+            params[key] = float(args[i + 1])
+    for key, value in kwargs.items():
+        if key in _KEYWORDS and not isinstance(value, (torch.Tensor, torch.fx.Node)):
+            params[key] = float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    module = getattr(func, "__module__", None) or ""
+    if module.endswith("functional") or module == "torch._C._nn":
+        prefix = "F."
+    elif module.startswith("torch"):
+        prefix = "torch."
+    else:
+        prefix = "Tensor."
+    return Activation(name, tuple(sorted(params.items())), via=f"{prefix}{fname}")
+
+
+def _classify(func: Any, args: tuple, kwargs: dict, node_type: type = torch.Tensor) -> tuple[str, Any]:
+    """("act", Activation) | ("pass", None) | ("ignore", None) | ("other", label)."""
+    act = _function_activation(func, args, kwargs)
+    if act is not None:
+        return ("ignore", None) if act.name == "identity" else ("act", act)
+    fname = getattr(func, "__name__", None) or str(func)
+    bare = _bare(fname)
+    if bare in _PASS_NAMES:
+        return "pass", None
+    if bare in _IGNORE_NAMES:
+        return "ignore", None
+    if bare in _SCALE_NAMES:
+        operands = [a for a in args if isinstance(a, node_type)]
+        if len(operands) <= 1:
+            return "pass", None
+    return "other", bare
+
+
+def _pass_module(module: nn.Module) -> bool:
+    return isinstance(module, _PASS_MODULES)
+
+
+# ----------------------------------------------------------------------------- fx
+class _Tracer(torch.fx.Tracer):
+    def __init__(self, layer_ids: set[int]):
+        super().__init__()
+        self._layer_ids = layer_ids
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if id(m) in self._layer_ids:
+            return True
+        if isinstance(m, nn.Sequential):
+            return False
+        return m.__module__.startswith("torch.nn") and not any(True for _ in m.children())
+
+
+def _discover_fx(model: nn.Module, found: dict[str, nn.Module]) -> dict[str, tuple[Activation, ...]]:
+    tracer = _Tracer({id(m) for m in found.values()})
+    graph = tracer.trace(model)
+    modules = dict(model.named_modules())
+    result: dict[str, list[Activation]] = {}
+
+    def classify(node: torch.fx.Node) -> tuple[str, Any]:
+        if node.op == "output":
+            return "act", Activation("none", via="model output")
+        if node.op == "call_module":
+            module = modules.get(node.target)
+            if module is None:
+                return "other", str(node.target)
+            if node.target in found and not is_norm(module):
+                act = _module_activation(module, node.target) if isinstance(module, nn.PReLU) else None
+                return ("act", act) if act else ("act", Activation("none", via=f"layer '{node.target}'"))
+            act = _module_activation(module, node.target)
+            if act is not None:
+                return "act", act
+            if _pass_module(module):
+                return "pass", None
+            return "act", Activation("none", via=f"{type(module).__name__} module '{node.target}'")
+        if node.op == "call_function":
+            kind, info = _classify(node.target, node.args, node.kwargs, torch.fx.Node)
+        elif node.op == "call_method":
+            func = getattr(torch.Tensor, node.target, None) or node.target
+            if isinstance(func, str):
+                kind, info = _classify(type("m", (), {"__name__": func})(), node.args, node.kwargs, torch.fx.Node)
+            else:
+                kind, info = _classify(func, node.args, node.kwargs, torch.fx.Node)
+        else:
+            return "ignore", None
+        if kind == "other":
+            return "act", Activation("none", via=f"{info}()")
+        return kind, info
+
+    for node in graph.nodes:
+        if node.op != "call_module" or node.target not in found:
+            continue
+        acts = result.setdefault(node.target, [])
+        stack, seen = list(node.users), set()
+        while stack:
+            user = stack.pop()
+            if user in seen:
+                continue
+            seen.add(user)
+            kind, info = classify(user)
+            if kind == "act":
+                acts.append(info)
+            elif kind == "pass":
+                if user.users:
+                    stack.extend(user.users)
+        if not acts:
+            acts.append(Activation("none", via="output not used"))
+    return {name: _distinct(acts) for name, acts in result.items()}
+
+
+def _distinct(acts: Iterable[Activation]) -> tuple[Activation, ...]:
+    out: list[Activation] = []
+    for a in acts:
+        if a not in out:
+            out.append(a)
+    return tuple(sorted(out, key=lambda a: a.label()))
+
+
+# ----------------------------------------------------------------------------- recorded forward
+class _Recorder(TorchFunctionMode):
+    """Follows, for every tensor, the set of layers whose output reached it through
+    pass-through operations only."""
+
+    def __init__(self, found: dict[str, nn.Module]):
+        super().__init__()
+        self.found = found
+        self.names = {id(m): n for n, m in found.items()}
+        self.prov: dict[int, tuple[torch.Tensor, frozenset[str]]] = {}
+        self.consumers: dict[str, list[Activation]] = {}
+        self.depth = 0
+
+    # provenance helpers
+    def sources(self, *objs: Any) -> frozenset[str]:
+        flat, _ = tree_flatten(objs)
+        out: set[str] = set()
+        for t in flat:
+            if isinstance(t, torch.Tensor):
+                entry = self.prov.get(id(t))
+                if entry is not None and entry[0] is t:
+                    out |= entry[1]
+        return frozenset(out)
+
+    def mark(self, obj: Any, srcs: frozenset[str]) -> None:
+        flat, _ = tree_flatten(obj)
+        for t in flat:
+            if isinstance(t, torch.Tensor):
+                self.prov[id(t)] = (t, srcs)
+
+    def record(self, srcs: Iterable[str], act: Activation) -> None:
+        for s in srcs:
+            self.consumers.setdefault(s, []).append(act)
+
+    # hooks
+    def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict | None = None) -> None:
+        if self.depth == 0:
+            name = self.names[id(module)]
+            srcs = self.sources(args, kwargs or {})
+            if isinstance(module, nn.PReLU):
+                self.record(srcs, _module_activation(module, name))
+            elif not is_norm(module):
+                self.record(srcs, Activation("none", via=f"layer '{name}'"))
+            self.consumers.setdefault(name, [])
+        self.depth += 1
+
+    def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        self.depth -= 1
+        if self.depth == 0:
+            name = self.names[id(module)]
+            srcs = frozenset({name})
+            if is_norm(module):
+                srcs = srcs | self.sources(args, kwargs)
+            self.mark(output, srcs)
+
+    def act_pre_hook(self, module: nn.Module, args: tuple) -> None:
+        if self.depth == 0:
+            self.record(self.sources(args), self.act_modules[id(module)])
+        self.depth += 1
+
+    def act_post_hook(self, module: nn.Module, args: tuple, output: Any) -> None:
+        self.depth -= 1
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.depth > 0:
+            return out
+        srcs = self.sources(args, kwargs)
+        if not srcs:
+            return out
+        flat_out = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        if not any(t.is_floating_point() or t.is_complex() for t in flat_out):
+            return out
+        kind, info = _classify(func, args, kwargs)
+        if kind == "act":
+            self.record(srcs, info)
+            self.mark(out, frozenset())
+        elif kind == "pass":
+            self.mark(out, srcs)
+        elif kind == "other":
+            self.record(srcs, Activation("none", via=f"{info}()"))
+            self.mark(out, frozenset())
+        return out
+
+
+@contextlib.contextmanager
+def _preserved(model: nn.Module):
+    """Restore buffers, parameters' values, train/eval flags and the CPU RNG afterwards."""
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    flags = [(m, m.training) for m in model.modules()]
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for b, saved in buffers:
+                    if b.shape == saved.shape:
+                        b.copy_(saved)
+            for m, flag in flags:
+                m.training = flag
+
+
+def _call(model: nn.Module, example_input: Any) -> Any:
+    if isinstance(example_input, dict):
+        return model(**example_input)
+    if isinstance(example_input, (tuple, list)):
+        return model(*example_input)
+    return model(example_input)
+
+
+def _discover_forward(model: nn.Module, found: dict[str, nn.Module],
+                      example_input: Any) -> dict[str, tuple[Activation, ...]]:
+    rec = _Recorder(found)
+    rec.act_modules = {}
+    handles = []
+    try:
+        for name, module in found.items():
+            handles.append(module.register_forward_pre_hook(rec.pre_hook, with_kwargs=True))
+            handles.append(module.register_forward_hook(rec.post_hook, with_kwargs=True))
+        for name, module in model.named_modules():
+            if id(module) in rec.names:
+                continue
+            act = _module_activation(module, name)
+            if act is not None:
+                rec.act_modules[id(module)] = act
+                handles.append(module.register_forward_pre_hook(rec.act_pre_hook))
+                handles.append(module.register_forward_hook(rec.act_post_hook))
+        errors = []
+        for training in (True, False):
+            rec.prov.clear()
+            rec.consumers.clear()
+            rec.depth = 0
+            try:
+                with _preserved(model), torch.no_grad():
+                    model.train(training)
+                    with rec:
+                        out = _call(model, example_input)
+                    rec.record(rec.sources(out), Activation("none", via="model output"))
+                break
+            except Exception as exc:  # noqa: BLE001 - try eval mode, then give up
+                errors.append(f"{type(exc).__name__}: {exc}")
+        else:
+            raise RuntimeError("; ".join(errors))
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: _distinct(acts) or (Activation("none", via="output not used"),)
+            for name, acts in rec.consumers.items()}
+
+
+def guess_input(model: nn.Module) -> torch.Tensor | None:
+    """A small input for ``model`` guessed from its first layer (batch of 2), or None."""
+    for module in model.modules():
+        weight = next(module.parameters(recurse=False), None)
+        if weight is None and not isinstance(module, nn.Embedding):
+            continue
+        dtype = weight.dtype if weight is not None and weight.is_floating_point() else torch.float32
+        if isinstance(module, nn.Linear):
+            return torch.randn(2, module.in_features, dtype=dtype)
+        if isinstance(module, nn.modules.conv._ConvNd):
+            d = len(module.kernel_size)
+            size = max(16, *(k * 2 for k in module.kernel_size))
+            return torch.randn(2, module.in_channels, *([size] * d), dtype=dtype)
+        if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+            return torch.randint(0, module.num_embeddings, (2, 8))
+        if isinstance(module, nn.RNNBase):
+            shape = (2, 5, module.input_size) if module.batch_first else (5, 2, module.input_size)
+            return torch.randn(*shape, dtype=dtype)
+        return None
+    return None
+
+
+# ----------------------------------------------------------------------------- module order
+def _discover_order(model: nn.Module, found: dict[str, nn.Module]) -> dict[str, tuple[Activation, ...]]:
+    sequence: list[tuple[str, nn.Module]] = []
+    skip: list[str] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(s + ".") for s in skip):
+            continue
+        if name in found:
+            sequence.append((name, module))
+            skip.append(name)
+        elif not any(True for _ in module.children()):
+            sequence.append((name, module))
+    result: dict[str, tuple[Activation, ...]] = {}
+    for i, (name, module) in enumerate(sequence):
+        if name not in found:
+            continue
+        act = Activation("none", via="last layer in declaration order")
+        for later_name, later in sequence[i + 1:]:
+            if later_name in found and not is_norm(later) and not isinstance(later, nn.PReLU):
+                act = Activation("none", via=f"next declared layer '{later_name}'")
+                break
+            found_act = _module_activation(later, later_name)
+            if found_act is not None:
+                act = found_act
+                break
+            if not (later_name in found or _pass_module(later)):
+                act = Activation("none", via=f"{type(later).__name__} module '{later_name}'")
+                break
+        result[name] = (act,)
+    return result
+
+
+# ----------------------------------------------------------------------------- entry point
+def discover(model: nn.Module, example_input: Any = None, *, method: str = "auto") -> Discovery:
+    """Find the activations consuming each parametric layer's output (see the module docstring).
+
+    ``method`` is ``"auto"`` (fx, else a recorded forward pass, else module order), or one of
+    ``"fx"``, ``"forward"``, ``"order"`` to force one (``"forward"`` without ``example_input``
+    uses an input guessed from the first layer). The model is not modified.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"discover() expects an nn.Module, got {type(model).__name__}")
+    if method not in ("auto", "fx", "forward", "order"):
+        raise ValueError(f"method must be 'auto', 'fx', 'forward' or 'order', got {method!r}")
+    found = layers(model)
+    notes: list[str] = []
+    if method in ("auto", "fx"):
+        try:
+            return Discovery("fx", _discover_fx(model, found), "torch.fx symbolic trace")
+        except Exception as exc:  # noqa: BLE001 - any trace failure means: try the next method
+            if method == "fx":
+                raise ValueError(f"torch.fx cannot trace {type(model).__name__}: {_short(exc)}") from exc
+            notes.append(f"fx failed ({_short(exc)})")
+    if method in ("auto", "forward"):
+        x, guessed = example_input, False
+        if x is None:
+            x, guessed = guess_input(model), True
+        if x is not None:
+            try:
+                consumers = _discover_forward(model, found, x)
+                shape = f" with a guessed input of shape {tuple(x.shape)}" if guessed else " with the example input"
+                notes.append("recorded forward pass" + shape)
+                return Discovery("forward", consumers, "; ".join(notes))
+            except Exception as exc:  # noqa: BLE001
+                if method == "forward":
+                    raise ValueError(f"forward pass of {type(model).__name__} failed: {_short(exc)}") from exc
+                notes.append(f"forward pass failed ({_short(exc)})")
+        else:
+            notes.append("no example input (pass example_input to follow the data flow)")
+    notes.append("activations guessed from module declaration order")
+    return Discovery("order", _discover_order(model, found), "; ".join(notes))
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

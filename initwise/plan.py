@@ -1,0 +1,1058 @@
+"""Plans: which scheme every parameter of a model gets, and why.
+
+A :class:`Plan` is an ordered sequence of :class:`PlanEntry` (one per parameter tensor; tied
+parameters once), built by :func:`build_plan` from the activations that :mod:`initwise.discover`
+finds downstream of each layer, the policy and the user's rules. Building reads the model only;
+:meth:`Plan.apply` writes it (all or nothing). A plan round-trips through JSON, and applying the
+same plan with the same seed gives the same weights on any fresh copy of the model.
+
+Policies
+--------
+``"standard"`` (initwise's choice per layer, from the activation that consumes its output):
+
+=====================================================  =========================================
+activation after the layer                             weight
+=====================================================  =========================================
+none (output layer), identity, sigmoid, tanh, softmax,  Xavier/Glorot, gain 1: var 2/(fan_in +
+softsign, hardtanh                                      fan_out) (Glorot & Bengio 2010 derive it
+                                                        in the linear regime of these units)
+relu, leaky_relu (slope a), elu, celu, gelu, silu,      He: var gain^2/fan_in with initwise's
+mish, softplus, relu6, hardswish, any other callable    gain 1/sqrt(E[phi(z)^2]) (He et al. 2015):
+                                                        relu 2, leaky 2/(1+a^2), gelu/silu/... by
+                                                        their numeric gain
+selu                                                    LeCun: var 1/fan_in (Klambauer et al. 2017)
+=====================================================  =========================================
+
+RNN/LSTM/GRU: ``weight_ih`` by the gate activations (sigmoid/tanh gates: Xavier with the fans of
+one gate block; a ReLU ``nn.RNN``: He), ``weight_hh`` orthogonal per gate block (Saxe et al.
+2014), ``weight_hr`` Xavier. MultiheadAttention: q/k/v projections Xavier with per-block fans.
+Embeddings ``N(0, 1)`` (their fan-in is 1), the ``padding_idx`` row 0. Biases 0; norm layers
+weight 1, bias 0; PReLU slopes 0.25. A layer whose output feeds several different activations
+gets the most conservative (smallest std) of their choices.
+
+``"torch"``: PyTorch's own ``reset_parameters`` distributions (Linear/Conv ``kaiming_uniform_(a=
+sqrt(5))`` i.e. ``U(+-1/sqrt(fan_in))`` with torch's fan rule, biases ``U(+-1/sqrt(fan_in))``,
+RNN everything ``U(+-1/sqrt(hidden))``, embeddings ``N(0, 1)``, attention ``xavier_uniform_``).
+
+Any scheme name accepted by :func:`initwise.get_initializer` (``"xavier_normal"``, ``"he"``,
+``"lecun"``, ``"orthogonal"``, ``"zeros"``, ``"small"`` ...): that scheme for every weight with at
+least 2 dimensions (He with the ReLU gain, Xavier and orthogonal with gain 1; fused gate/q-k-v
+weights with per-block fans or per-block orthogonality), biases 0, norm layers 1 and 0.
+
+Parameters of layer types initwise does not know are kept and listed as ``keep``.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import io
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator, Mapping
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .discover import Activation, Discovery, NORM_TYPES, discover
+from .fans import fans as _fans
+from .fans import param_blocks
+from .gains import GAIN_NAMES, activation_name
+from .gains import gain as _gain
+from .schemes import (
+    canonical_name,
+    constant_,
+    delta_orthogonal_,
+    orthogonal_,
+    small_normal_,
+    small_uniform_,
+    variance_scaling_,
+    zeros_,
+)
+
+__all__ = ["Plan", "PlanEntry", "build_plan", "recommend", "POLICIES", "param_generator", "stream_seed"]
+
+POLICIES = ("standard", "torch")
+_DISTRIBUTIONS = ("normal", "uniform", "truncated_normal")
+_XAVIER_ACTS = frozenset({"none", "identity", "linear", "sigmoid", "tanh", "softmax", "log_softmax",
+                          "softsign", "hardtanh"})
+_HE_ACTS = frozenset({"relu", "leaky_relu", "elu", "celu", "gelu", "silu", "swish", "mish", "softplus",
+                      "relu6", "hardswish"})
+_FAN_FREE = frozenset({"zeros", "small_normal", "small_uniform"})
+_JSON_VERSION = 1
+
+
+# ============================================================================= entries
+@dataclass
+class PlanEntry:
+    """How one parameter tensor is initialized.
+
+    ``name`` is the qualified parameter name (for a parametrized weight, the name of the
+    effective tensor, e.g. ``"fc.weight"``; the tensors actually written are in ``writes``),
+    ``scheme`` a registry name (``"xavier_normal"``, ``"kaiming_uniform"``, ``"orthogonal"``,
+    ``"zeros"``, ``"constant"``), ``"normal"``/``"uniform"`` (fixed std / bound in ``params``) or
+    ``"keep"``. ``std`` is the standard deviation of the entries the scheme draws (``None`` when
+    kept), ``gain`` the gain used, ``fan_in``/``fan_out`` the fans used (per gate block for
+    fused weights). ``params`` holds the remaining arguments (``mode``, ``blocks``, ``value``,
+    ``padding_idx``). ``shared_with`` lists the other names of a tied parameter.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    layer: str
+    activation: str
+    scheme: str
+    distribution: str
+    fan_in: int | None
+    fan_out: int | None
+    gain: float | None
+    std: float | None
+    reason: str
+    params: dict[str, Any] = field(default_factory=dict)
+    shared_with: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+
+    @property
+    def family(self) -> str:
+        """``"xavier"``, ``"he"``, ``"lecun"``, ``"orthogonal"``, ``"delta_orthogonal"``,
+        ``"constant"`` (zeros, ones, constant), ``"normal"``, ``"uniform"`` or ``"keep"``."""
+        s = self.scheme
+        if s.startswith("xavier"):
+            return "xavier"
+        if s.startswith("kaiming"):
+            return "he"
+        if s.startswith("lecun"):
+            return "lecun"
+        if s in ("zeros", "constant"):
+            return "constant"
+        if s in ("small_normal",):
+            return "normal"
+        if s in ("small_uniform",):
+            return "uniform"
+        return s
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        d["shared_with"] = list(self.shared_with)
+        d["writes"] = list(self.writes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PlanEntry":
+        d = dict(d)
+        try:
+            d["shape"] = tuple(int(x) for x in d["shape"])
+            d["shared_with"] = tuple(d.get("shared_with", ()))
+            d["writes"] = tuple(d.get("writes", ()))
+            d["params"] = dict(d.get("params", {}))
+            return cls(**d)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed plan entry {d.get('name', '?')!r}: {exc}") from None
+
+
+# ============================================================================= plan
+class Plan(Sequence):
+    """An ordered sequence of :class:`PlanEntry`; index by position or by parameter name.
+
+    ``policy``, ``distribution``, ``method`` (how activations were discovered: ``"fx"``,
+    ``"forward"``, ``"order"``, or ``"not needed"``) and ``note`` describe how it was built;
+    ``seed`` is the seed it was last applied with (``None`` before).
+    """
+
+    def __init__(self, entries: Sequence[PlanEntry], *, policy: str = "standard", distribution: str = "normal",
+                 method: str = "", note: str = "", seed: int | None = None):
+        self.entries: list[PlanEntry] = list(entries)
+        self.policy = policy
+        self.distribution = distribution
+        self.method = method
+        self.note = note
+        self.seed = seed
+        self._by_name = {}
+        for e in self.entries:
+            for n in (e.name, *e.shared_with):
+                self._by_name[n] = e
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, key):  # noqa: ANN001
+        if isinstance(key, str):
+            try:
+                return self._by_name[key]
+            except KeyError:
+                raise KeyError(f"no parameter {key!r} in the plan; names look like {self.entries[0].name!r}"
+                               if self.entries else f"no parameter {key!r}: the plan is empty") from None
+        return self.entries[key]
+
+    def __iter__(self) -> Iterator[PlanEntry]:
+        return iter(self.entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._by_name if isinstance(key, str) else key in self.entries
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Plan):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return (f"Plan({len(self)} tensors, policy={self.policy!r}, method={self.method!r}"
+                + (f", seed={self.seed}" if self.seed is not None else "") + ")")
+
+    def __str__(self) -> str:
+        return self.table()
+
+    # ---------------------------------------------------------------- display
+    def header(self) -> str:
+        counts: dict[str, int] = {}
+        for e in self.entries:
+            counts[e.scheme] = counts.get(e.scheme, 0) + 1
+        summary = ", ".join(f"{k} {v}" for k, v in counts.items())
+        seed = f", seed {self.seed}" if self.seed is not None else ""
+        how = f"{self.method}" + (f" ({self.note})" if self.note else "")
+        return f"initwise plan: policy {self.policy!r}, discovery {how}{seed}; {len(self)} tensors: {summary}"
+
+    def rows(self) -> list[list[str]]:
+        """Table rows as strings (parameter, shape, layer, activation, scheme, fan_in, fan_out,
+        gain, std, reason)."""
+        def num(x: float | None) -> str:
+            return "-" if x is None else f"{x:.4g}"
+
+        out = []
+        for e in self.entries:
+            name = e.name + (f" (= {', '.join(e.shared_with)})" if e.shared_with else "")
+            out.append([name, "x".join(map(str, e.shape)) or "scalar", e.layer, e.activation, e.scheme,
+                        "-" if e.fan_in is None else str(e.fan_in), "-" if e.fan_out is None else str(e.fan_out),
+                        num(e.gain), num(e.std), e.reason])
+        return out
+
+    _COLUMNS = ("parameter", "shape", "layer", "activation", "scheme", "fan_in", "fan_out", "gain", "std", "reason")
+
+    def rich_table(self, compact: bool = False):  # noqa: ANN201 - rich is optional
+        """The plan as a ``rich.table.Table`` (needs rich). ``compact`` leaves out the layer and
+        reason columns and merges the fans, for narrow terminals (the reasons are then printed
+        below the table by ``rich``'s rendering of the plan itself)."""
+        from rich.table import Table
+
+        table = Table(title=self.header(), title_justify="left")
+        columns = self._COLUMNS if not compact else ("parameter", "shape", "activation", "scheme", "fans",
+                                                    "gain", "std")
+        for col in columns:
+            numeric = col in ("fan_in", "fan_out", "fans", "gain", "std")
+            table.add_column(col, justify="right" if numeric else "left", overflow="fold",
+                             no_wrap=col != "reason", min_width=24 if col == "reason" else None,
+                             ratio=1 if col == "reason" else None)
+        for row in self.rows():
+            if compact:
+                row = [row[0], row[1], row[3], row[4], f"{row[5]}/{row[6]}", row[7], row[8]]
+            table.add_row(*row)
+        return table
+
+    def __rich_console__(self, console, options):  # noqa: ANN001, ANN204 - rich protocol
+        if options.max_width >= 150:
+            yield self.rich_table()
+            return
+        from rich.text import Text
+
+        yield self.rich_table(compact=True)
+        for e in self.entries:
+            yield Text.assemble((f"{e.name}: ", "bold"), e.reason)
+
+    def table(self, width: int | None = None, *, plain: bool = False) -> str:
+        """The plan as text: a rich table when rich is installed (unless ``plain``), else
+        aligned columns."""
+        if not plain:
+            try:
+                from rich.console import Console
+            except ImportError:
+                plain = True
+        if not plain:
+            buf = io.StringIO()
+            console = Console(file=buf, width=width or 200, color_system=None, force_terminal=False)
+            console.print(self)
+            return buf.getvalue().rstrip() + "\n"
+        rows = [list(self._COLUMNS)] + self.rows()
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self._COLUMNS) - 1)]
+        lines = [self.header()]
+        for r in rows:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+        return "\n".join(lines) + "\n"
+
+    # ---------------------------------------------------------------- JSON
+    def to_dict(self) -> dict[str, Any]:
+        return {"initwise_plan": _JSON_VERSION, "policy": self.policy, "distribution": self.distribution,
+                "method": self.method, "note": self.note, "seed": self.seed,
+                "entries": [e.to_dict() for e in self.entries]}
+
+    def to_json(self, path: str | os.PathLike | None = None, indent: int = 2) -> str:
+        """The plan as JSON text (also written to ``path`` when given)."""
+        text = json.dumps(self.to_dict(), indent=indent)
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+        return text
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Plan":
+        if not isinstance(d, Mapping) or "entries" not in d:
+            raise ValueError("not an initwise plan: expected a JSON object with an 'entries' list")
+        if d.get("initwise_plan", _JSON_VERSION) != _JSON_VERSION:
+            raise ValueError(f"plan format version {d.get('initwise_plan')!r} is not supported "
+                             f"(this initwise reads version {_JSON_VERSION})")
+        return cls([PlanEntry.from_dict(e) for e in d["entries"]], policy=d.get("policy", ""),
+                   distribution=d.get("distribution", "normal"), method=d.get("method", ""),
+                   note=d.get("note", ""), seed=d.get("seed"))
+
+    @classmethod
+    def from_json(cls, text_or_path: str | os.PathLike) -> "Plan":
+        """Read a plan written by :meth:`to_json` (JSON text or a path to a file)."""
+        text = os.fspath(text_or_path)
+        if not text.lstrip().startswith("{"):
+            with open(text, encoding="utf-8") as fh:
+                text = fh.read()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"plan is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    # ---------------------------------------------------------------- apply
+    def apply(self, model: nn.Module, seed: int | None = None) -> "Plan":
+        """Write every parameter of ``model`` as planned and return the plan (with ``seed``
+        set to the seed used).
+
+        Each tensor's random stream is a ``torch.Generator`` seeded from ``seed`` and the
+        parameter's qualified name (:func:`stream_seed`), so the result does not depend on the
+        order of the layers. ``seed=None`` draws a seed from torch's global generator (so
+        ``torch.manual_seed`` makes it reproducible) and records it in ``plan.seed``.
+
+        All or nothing: every new value is computed and checked first (names, shapes, dtypes),
+        then all are copied under ``torch.no_grad()``; on any error the model is unchanged.
+        """
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"apply() expects an nn.Module, got {type(model).__name__}")
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+        writes = _compute_writes(self, model, seed)
+        with torch.no_grad():
+            for target, value in writes:
+                target.copy_(value)
+        self.seed = seed
+        return self
+
+
+# ============================================================================= seeds
+def stream_seed(seed: int, name: str) -> int:
+    """The 63-bit seed of parameter ``name``'s random stream: SHA-256 of ``f"{seed}:{name}"``."""
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def param_generator(seed: int, name: str) -> torch.Generator:
+    """A CPU ``torch.Generator`` for parameter ``name`` (see :func:`stream_seed`)."""
+    g = torch.Generator()
+    g.manual_seed(stream_seed(seed, name))
+    return g
+
+
+# ============================================================================= drawing
+def draw(entry: PlanEntry, generator: torch.Generator | None, dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
+    """A new CPU tensor for ``entry`` (``None`` when the entry keeps its values)."""
+    s, p = entry.scheme, entry.params
+    if s == "keep":
+        return None
+    t = torch.empty(entry.shape, dtype=dtype)
+    fans = (entry.fan_in, entry.fan_out) if entry.fan_in is not None else None
+    g = 1.0 if entry.gain is None else float(entry.gain)
+    family = entry.family
+    if family in ("xavier", "he", "lecun"):
+        mode = p.get("mode", "fan_avg" if family == "xavier" else "fan_in")
+        variance_scaling_(t, g * g, mode, entry.distribution, generator, fans)
+    elif s == "orthogonal":
+        orthogonal_(t, gain=g, blocks=int(p.get("blocks", 1)), generator=generator)
+    elif s == "delta_orthogonal":
+        delta_orthogonal_(t, gain=g, generator=generator)
+    elif s == "zeros":
+        zeros_(t)
+    elif s == "constant":
+        constant_(t, float(p["value"]))
+    elif s in ("normal", "small_normal"):
+        small_normal_(t, std=float(p.get("std", 0.01)), generator=generator)
+    elif s in ("uniform", "small_uniform"):
+        small_uniform_(t, bound=float(p.get("bound", 0.01)), generator=generator)
+    else:
+        raise ValueError(f"plan entry {entry.name!r}: unknown scheme {s!r}")
+    if p.get("padding_idx") is not None:
+        t[int(p["padding_idx"])] = 0
+    return t
+
+
+def _compute_writes(plan: Plan, model: nn.Module, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    tensors = dict(model.named_parameters(remove_duplicate=False))
+    virtual = _parametrized(model)
+    covered: set[str] = set()
+    writes: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for entry in plan.entries:
+        names = (entry.name, *entry.shared_with)
+        covered.update(names)
+        covered.update(entry.writes)
+        if entry.writes or entry.name in virtual:
+            if entry.name not in virtual:
+                raise ValueError(f"plan entry {entry.name!r} is a parametrized weight, but the model has no "
+                                 "parametrization there; was the plan made for another model?")
+            owner, pname, prefix = virtual[entry.name]
+            _check_shape(entry, tuple(_effective_shape(owner, pname)))
+            plist = owner.parametrizations[pname]
+            originals = _originals(plist)
+            covered.update(f"{prefix}parametrizations.{pname}.{o}" for o, _ in originals)
+            if entry.scheme == "keep":
+                continue
+            if any(t.is_meta for _, t in originals):
+                continue
+            value = draw(entry, param_generator(seed, entry.name), _work_dtype(originals[0][1]))
+            new = _right_inverse(plist, value, entry.name)
+            for (oname, target), v in zip(originals, new):
+                if tuple(v.shape) != tuple(target.shape):
+                    raise ValueError(f"{entry.name}: right_inverse gave shape {list(v.shape)} for "
+                                     f"{oname} of shape {list(target.shape)}")
+                writes.append((target, v))
+            continue
+        missing = [n for n in names if n not in tensors]
+        if missing:
+            raise ValueError(f"plan entry {missing[0]!r} names no parameter of {type(model).__name__}; "
+                             "was the plan made for another model?")
+        target = tensors[entry.name]
+        if _is_lazy(target):
+            if entry.scheme != "keep":
+                raise ValueError(f"parameter {entry.name!r} is lazy (not materialized): run a forward pass first")
+            continue
+        _check_shape(entry, tuple(target.shape))
+        if entry.scheme == "keep" or target.is_meta:
+            continue
+        if not target.is_floating_point():
+            raise ValueError(f"parameter {entry.name!r} has dtype {target.dtype}; only floating-point "
+                             "parameters can be initialized: add a rule {'%s': 'keep'}" % entry.name)
+        writes.append((target, draw(entry, param_generator(seed, entry.name), _work_dtype(target))))
+    extra = [n for n in tensors if n not in covered]
+    if extra:
+        raise ValueError(f"parameter {extra[0]!r} of {type(model).__name__} is not in the plan "
+                         f"({len(extra)} missing); was the plan made for another model? Build it with "
+                         "initwise.plan(model)")
+    return writes
+
+
+def _work_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _check_shape(entry: PlanEntry, shape: tuple[int, ...]) -> None:
+    if tuple(entry.shape) != tuple(shape):
+        raise ValueError(f"plan entry {entry.name!r} has shape {list(entry.shape)} but the model's tensor has "
+                         f"shape {list(shape)}; was the plan made for another model?")
+
+
+def _is_lazy(t: torch.Tensor) -> bool:
+    return isinstance(t, nn.parameter.UninitializedParameter)
+
+
+# ============================================================================= parametrizations
+def _parametrized(model: nn.Module) -> dict[str, tuple[nn.Module, str, str]]:
+    """Qualified effective name ("fc.weight") -> (owner module, tensor name, owner prefix)."""
+    out = {}
+    for mname, module in model.named_modules(remove_duplicate=False):
+        if parametrize.is_parametrized(module):
+            prefix = f"{mname}." if mname else ""
+            for pname in module.parametrizations.keys():
+                out[prefix + pname] = (module, pname, prefix)
+    return out
+
+
+def _originals(plist: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    if getattr(plist, "is_tensor", True) and hasattr(plist, "original"):
+        return [("original", plist.original)]
+    out, i = [], 0
+    while hasattr(plist, f"original{i}"):
+        out.append((f"original{i}", getattr(plist, f"original{i}")))
+        i += 1
+    return out
+
+
+def _right_inverse(plist: nn.Module, value: torch.Tensor, name: str) -> list[torch.Tensor]:
+    with torch.no_grad():
+        for module in reversed(list(plist)):
+            if not hasattr(module, "right_inverse"):
+                raise ValueError(f"{name}: parametrization {type(module).__name__} has no right_inverse, so "
+                                 f"initwise cannot set it; add a rule {{'{name}': 'keep'}}")
+            value = module.right_inverse(value)
+    values = [value] if isinstance(value, torch.Tensor) else list(value)
+    return [v.detach().clone() for v in values]
+
+
+def _effective_shape(module: nn.Module, pname: str) -> torch.Size:
+    """Shape of a parametrized tensor, computed with the parametrizations in eval mode so that
+    nothing (e.g. spectral norm's power iteration) updates."""
+    plist = module.parametrizations[pname]
+    flags = [(m, m.training) for m in plist.modules()]
+    try:
+        plist.eval()
+        with torch.no_grad():
+            return getattr(module, pname).shape
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+# ============================================================================= rules
+@dataclass
+class _Rule:
+    key: Any
+    label: str
+    kind: str  # "name", "module", "type", "activation"
+    value: str
+    level: int
+    used: bool = False
+
+
+def _with_distribution(raw: str, name: str, distribution: str) -> str:
+    """A family name without a distribution ("he", "xavier", "lecun", "glorot", "kaiming") takes
+    ``distribution``; a full name ("he_uniform") keeps its own."""
+    if not name.startswith(("xavier", "kaiming", "lecun")) or "normal" in raw or "uniform" in raw:
+        return name
+    return f"{name.split('_')[0]}_{distribution}"
+
+
+def _normalize_value(value: Any, label: str, distribution: str = "normal") -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"rule {label}: the value must be a scheme name, 'keep', 'standard' or 'torch', "
+                        f"got {type(value).__name__}")
+    v = value.strip().lower()
+    if v in ("keep", "standard", "torch"):
+        return v
+    try:
+        name = canonical_name(v)
+    except ValueError as exc:
+        raise ValueError(f"rule {label}: {exc}") from None
+    if name == "constant":
+        raise ValueError(f"rule {label}: 'constant' needs a value; use 'zeros' or 'keep'")
+    return _with_distribution(v, name, distribution)
+
+
+def _activation_key(name: str, label: str) -> str:
+    n = name.strip().lower().replace("-", "_")
+    if n in ("none", "linear", "identity"):
+        return "none"
+    if n == "swish":
+        return "silu"
+    if n not in GAIN_NAMES:
+        raise ValueError(f"rule {label}: unknown activation {name!r}; known: none, {', '.join(GAIN_NAMES)}")
+    return n
+
+
+def _parse_rules(rules: Mapping[Any, Any] | None, model: nn.Module, distribution: str) -> list[_Rule]:
+    if rules is None:
+        return []
+    if not isinstance(rules, Mapping):
+        raise TypeError(f"rules must be a dict {{key: scheme}}, got {type(rules).__name__}")
+    parsed = []
+    for key, value in rules.items():
+        if isinstance(key, str):
+            label = repr(key)
+            low = key.strip()
+            if low.lower().startswith(("activation:", "act:")):
+                act = _activation_key(low.split(":", 1)[1], label)
+                parsed.append(_Rule(act, label, "activation", _normalize_value(value, label, distribution), 2))
+            else:
+                parsed.append(_Rule(low, label, "name", _normalize_value(value, label, distribution), 0))
+        elif isinstance(key, type) and issubclass(key, nn.Module):
+            label = f"nn.{key.__name__}" if key.__module__.startswith("torch.nn") else key.__name__
+            act = None
+            if key.__module__ == "torch.nn.modules.activation" and key is not nn.MultiheadAttention:
+                try:
+                    known = activation_name(key())
+                except Exception:  # noqa: BLE001 - needs constructor arguments
+                    known = None
+                act = known[0] if known else key.__name__.lower()
+            if act is not None:
+                parsed.append(_Rule(_activation_key(act, label) if act in GAIN_NAMES or act in ("none",) else act,
+                                    label, "activation", _normalize_value(value, label, distribution), 2))
+            else:
+                parsed.append(_Rule(key, label, "type", _normalize_value(value, label, distribution), 1))
+        elif isinstance(key, nn.Module):
+            names = [n for n, m in model.named_modules() if m is key]
+            label = f"module {names[0]!r}" if names else f"module {type(key).__name__}"
+            if not names:
+                raise ValueError(f"rule {label}: this module is not part of the model")
+            parsed.append(_Rule(key, label, "module", _normalize_value(value, label, distribution), 0))
+        else:
+            raise TypeError(f"rule key {key!r}: use a parameter-name glob ('head.*'), a layer type "
+                            "(nn.LSTM), a module of the model, or 'activation:NAME'")
+    return parsed
+
+
+# ============================================================================= building
+@dataclass
+class _Alias:
+    name: str          # qualified name of the tensor
+    local: str         # local name in its module
+    module_name: str
+    module: nn.Module
+
+
+@dataclass
+class _Tensor:
+    aliases: list[_Alias]
+    shape: tuple[int, ...]
+    tensor: torch.Tensor | None
+    writes: tuple[str, ...] = ()
+    parametrization: str = ""
+
+
+def _collect(model: nn.Module) -> list[_Tensor]:
+    groups: dict[int, _Tensor] = {}
+    order: list[int] = []
+    for mname, module in model.named_modules(remove_duplicate=False):
+        if isinstance(module, parametrize.ParametrizationList):
+            continue
+        prefix = f"{mname}." if mname else ""
+        for local, p in module._parameters.items():
+            if p is None:
+                continue
+            key = id(p)
+            if key not in groups:
+                groups[key] = _Tensor([], () if _is_lazy(p) else tuple(p.shape), p)
+                order.append(key)
+            groups[key].aliases.append(_Alias(prefix + local, local, mname, module))
+        if parametrize.is_parametrized(module):
+            for pname, plist in module.parametrizations.items():
+                key = id(plist)
+                if key not in groups:
+                    originals = _originals(plist)
+                    kinds = "+".join(type(m).__name__.lstrip("_") for m in plist)
+                    groups[key] = _Tensor([], tuple(_effective_shape(module, pname)), None,
+                                          tuple(f"{prefix}parametrizations.{pname}.{o}" for o, _ in originals),
+                                          kinds)
+                    order.append(key)
+                groups[key].aliases.append(_Alias(prefix + pname, pname, mname, module))
+    out = []
+    for key in order:
+        g = groups[key]
+        g.aliases.sort(key=lambda a: a.name)
+        out.append(g)
+    return out
+
+
+def build_plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[Any, Any] | None = None,
+               policy: str = "standard", distribution: str = "normal",
+               discovery: Discovery | None = None) -> Plan:
+    """Build the :class:`Plan` for ``model`` without changing it (see the module docstring).
+
+    ``rules`` override the policy: keys are parameter-name globs (``"head.*"``), layer types
+    (``nn.LSTM``), modules of the model, or activations (``"activation:tanh"`` or an activation
+    class such as ``nn.Tanh``: layers whose output feeds it); values are scheme names,
+    ``"keep"``, ``"standard"`` or ``"torch"``. A name or module rule beats a type rule, which
+    beats an activation rule; two rules of the same rank that disagree on a parameter, and a
+    rule that matches nothing, are errors. Fan-based schemes in a rule apply to the matched
+    weights (biases 0, norms 1/0); ``zeros``/``small_*`` apply to every matched tensor.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
+    if distribution not in _DISTRIBUTIONS:
+        raise ValueError(f"distribution must be one of {', '.join(_DISTRIBUTIONS)}; got {distribution!r}")
+    policy = _normalize_policy(policy, distribution)
+    parsed = _parse_rules(rules, model, distribution)
+    needs_discovery = (policy == "standard" or any(r.value == "standard" or r.kind == "activation"
+                                                   for r in parsed))
+    if discovery is None and needs_discovery:
+        discovery = discover(model, example_input)
+    module_ids = {id(r.key): {id(m) for m in r.key.modules()} for r in parsed if r.kind == "module"}
+
+    entries = []
+    for item in _collect(model):
+        contexts = []
+        for alias in item.aliases:
+            acts = discovery.of(alias.module_name) if discovery is not None else ()
+            contexts.append((alias, acts))
+        chosen_policy, rule = _resolve(item, contexts, parsed, policy, module_ids)
+        candidates = []
+        for alias, acts in contexts:
+            e = _entry(chosen_policy, item, alias, acts, distribution, explicit=rule is not None)
+            if rule is not None:
+                e.reason = f"rule {rule.label} -> {rule.value}: {e.reason}"
+            candidates.append(e)
+        best = min(candidates, key=lambda e: (e.std is None, e.std if e.std is not None else 0.0))
+        if len(item.aliases) > 1:
+            others = [a.name for a in item.aliases if a.name != item.aliases[0].name]
+            best.name = item.aliases[0].name
+            best.shared_with = tuple(others)
+            owners = sorted({type(a.module).__name__ for a in item.aliases})
+            best.reason = (f"shared by {len(item.aliases)} names (tied), initialized once"
+                           + (f"; most conservative of the {'/'.join(owners)} choices" if len(owners) > 1 else "")
+                           + f": {best.reason}")
+        else:
+            best.name = item.aliases[0].name
+        if item.writes:
+            best.writes = item.writes
+            best.reason += f" (parametrized by {item.parametrization}: written through the original tensor)"
+        entries.append(best)
+    unused = [r.label for r in parsed if not r.used]
+    if unused:
+        raise ValueError(f"rule {unused[0]} matches no parameter of {type(model).__name__}; "
+                         f"parameter names look like {entries[0].name if entries else '(none)'!r}")
+    method = discovery.method if discovery is not None else "not needed"
+    note = discovery.note if discovery is not None else f"policy {policy!r} does not depend on activations"
+    return Plan(entries, policy=policy, distribution=distribution, method=method, note=note)
+
+
+def _normalize_policy(policy: str, distribution: str = "normal") -> str:
+    if not isinstance(policy, str):
+        raise TypeError(f"policy must be a string, got {type(policy).__name__}")
+    p = policy.strip().lower()
+    if p in POLICIES:
+        return p
+    try:
+        name = canonical_name(p)
+    except ValueError as exc:
+        raise ValueError(f"unknown policy {policy!r}: use 'standard', 'torch' or a scheme name ({exc})") from None
+    if name == "constant":
+        raise ValueError("policy 'constant' needs a value; use rules with zeros, or policy 'zeros'")
+    return _with_distribution(p, name, distribution)
+
+
+def _resolve(item: _Tensor, contexts, parsed: list[_Rule], policy: str, module_ids) -> tuple[str, _Rule | None]:
+    matches: list[_Rule] = []
+    for rule in parsed:
+        hit = False
+        for alias, acts in contexts:
+            if rule.kind == "name":
+                hit = any(fnmatch.fnmatchcase(n, rule.key) for n in (alias.name, *item.writes))
+            elif rule.kind == "module":
+                hit = id(alias.module) in module_ids[id(rule.key)]
+            elif rule.kind == "type":
+                hit = isinstance(alias.module, rule.key)
+            elif rule.kind == "activation":
+                hit = any(_act_key(a) == rule.key for a in acts)
+            if hit:
+                break
+        if hit:
+            rule.used = True
+            matches.append(rule)
+    if not matches:
+        return policy, None
+    level = min(r.level for r in matches)
+    best = [r for r in matches if r.level == level]
+    values = {r.value for r in best}
+    if len(values) > 1:
+        desc = " and ".join(f"{r.label} -> {r.value}" for r in best)
+        raise ValueError(f"conflicting rules for {item.aliases[0].name}: {desc}; make one more specific")
+    return best[0].value, best[0]
+
+
+def _act_key(a: Activation) -> str:
+    return "none" if a.name in ("none", "identity", "linear") else ("silu" if a.name == "swish" else a.name)
+
+
+# ----------------------------------------------------------------------------- one entry
+def _kind(module: nn.Module, local: str) -> str:
+    if isinstance(module, nn.MultiheadAttention):
+        return "mha"
+    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+        return "dense"
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return "embedding"
+    if isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
+        return "rnn"
+    if isinstance(module, NORM_TYPES):
+        return "norm"
+    if isinstance(module, nn.PReLU):
+        return "prelu"
+    return "unknown"
+
+
+def _role(kind: str, local: str) -> str:
+    """"weight", "bias", "gain1" (norm/prelu scale), "hh" (recurrent), "ih" or "" (unknown)."""
+    if kind in ("dense",):
+        return {"weight": "weight", "bias": "bias"}.get(local, "")
+    if kind == "embedding":
+        return "weight" if local == "weight" else ""
+    if kind == "norm":
+        return {"weight": "scale", "bias": "bias"}.get(local, "")
+    if kind == "prelu":
+        return "prelu" if local == "weight" else ""
+    if kind == "rnn":
+        if local.startswith("weight_ih"):
+            return "ih"
+        if local.startswith("weight_hh"):
+            return "hh"
+        if local.startswith("weight_hr"):
+            return "weight"
+        if local.startswith(("bias_ih", "bias_hh")):
+            return "bias"
+        return ""
+    if kind == "mha":
+        if local in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+            return "weight"
+        if local in ("bias_k", "bias_v"):
+            return "weight"
+        if local == "in_proj_bias":
+            return "bias"
+    return ""
+
+
+def _entry(policy: str, item: _Tensor, alias: _Alias, acts: tuple[Activation, ...], distribution: str,
+           explicit: bool) -> PlanEntry:
+    module, local, shape = alias.module, alias.local, item.shape
+    kind = _kind(module, local)
+    role = _role(kind, local)
+    layer = _layer_name(module)
+    act_label = _act_label(kind, module, local, acts)
+    base = dict(name=alias.name, shape=shape, layer=layer, activation=act_label)
+
+    def make(scheme_, dist_, fan_in_, fan_out_, gain_, std_, reason_, **params) -> PlanEntry:
+        return PlanEntry(**base, scheme=scheme_, distribution=dist_, fan_in=fan_in_, fan_out=fan_out_,
+                         gain=gain_, std=std_, reason=reason_, params=params)
+
+    if policy == "keep":
+        return make("keep", "-", None, None, None, None, "left as it is")
+    if item.tensor is not None and _is_lazy(item.tensor):
+        return make("keep", "-", None, None, None, None,
+                    "lazy parameter not materialized yet: run a forward pass before initializing")
+    if item.tensor is not None and not item.tensor.is_floating_point():
+        return make("keep", "-", None, None, None, None, f"{item.tensor.dtype} tensor: not a weight")
+    if explicit and policy in _FAN_FREE:
+        return _fan_free(make, policy, "")
+    if kind == "unknown" or not role:
+        what = f"{layer}.{local}" if kind != "unknown" else f"layer type {layer}"
+        return make("keep", "-", None, None, None, None, f"{what} unknown to initwise: kept as it is")
+    if policy == "torch":
+        return _torch_entry(make, kind, role, module, local, shape)
+    if role == "bias":
+        return make("zeros", "-", None, None, None, 0.0, "biases start at 0")
+    if role == "scale":
+        return make("constant", "-", None, None, None, 0.0, "norm layers start as the identity: weight 1",
+                    value=1.0)
+    if role == "prelu":
+        return make("constant", "-", None, None, None, 0.0,
+                    "PReLU slopes start at 0.25 (He et al. 2015)", value=0.25)
+    if len(shape) < 2:
+        return make("keep", "-", None, None, None, None, f"{len(shape)}-D tensor with no fans: kept")
+    fan_in, fan_out = _fans(shape, module, name=local)
+    if policy == "standard":
+        return _standard_entry(make, kind, role, module, local, shape, fan_in, fan_out, acts, distribution)
+    return _uniform_entry(make, policy, kind, role, module, local, shape, fan_in, fan_out)
+
+
+def _layer_name(module: nn.Module) -> str:
+    cls = type(module)
+    if parametrize.is_parametrized(module) and cls.__name__.startswith("Parametrized"):
+        cls = cls.__mro__[1]
+    return cls.__name__
+
+
+def _act_label(kind: str, module: nn.Module, local: str, acts: tuple[Activation, ...]) -> str:
+    if kind == "rnn" and (local.startswith("weight_ih") or local.startswith("weight_hh")):
+        nl = getattr(module, "nonlinearity", None)
+        mode = getattr(module, "mode", type(module).__name__.upper())
+        if nl is not None:
+            return f"{nl} (recurrent)"
+        return "sigmoid+tanh gates" if "LSTM" in str(mode) or "GRU" in str(mode) else "gates"
+    if not acts:
+        return "-"
+    return "+".join(a.label() for a in acts)
+
+
+def _fan_free(make, scheme: str, why: str) -> PlanEntry:
+    if scheme == "zeros":
+        return make("zeros", "-", None, None, None, 0.0, why or "zeros")
+    if scheme == "small_normal":
+        return make("small_normal", "normal", None, None, None, 0.01, why or "N(0, 0.01^2), no fans", std=0.01)
+    return make("small_uniform", "uniform", None, None, None, 0.01 / math.sqrt(3),
+                why or "U(-0.01, 0.01), no fans", bound=0.01)
+
+
+def _dist_scheme(family: str, distribution: str) -> str:
+    return f"{family}_{distribution}"
+
+
+def _xavier(make, distribution, fan_in, fan_out, why, gain=1.0, **params) -> PlanEntry:
+    std = gain * math.sqrt(2.0 / (fan_in + fan_out))
+    return make(_dist_scheme("xavier", distribution), distribution, fan_in, fan_out, gain, std, why, **params)
+
+
+def _he(make, distribution, fan_in, fan_out, gain, why, **params) -> PlanEntry:
+    return make(_dist_scheme("kaiming", distribution), distribution, fan_in, fan_out, gain,
+                gain / math.sqrt(fan_in), why, **params)
+
+
+def _lecun(make, distribution, fan_in, fan_out, why) -> PlanEntry:
+    return make(_dist_scheme("lecun", distribution), distribution, fan_in, fan_out, 1.0,
+                1.0 / math.sqrt(fan_in), why)
+
+
+def _choice_for(act: Activation, make, distribution, fan_in, fan_out) -> PlanEntry:
+    name = act.name
+    where = f" ({act.via})" if act.via else ""
+    if name in ("none", "identity", "linear"):
+        return _xavier(make, distribution, fan_in, fan_out,
+                       f"no activation follows{where}: Xavier/Glorot with gain 1 (linear output)")
+    if name in _XAVIER_ACTS:
+        return _xavier(make, distribution, fan_in, fan_out,
+                       f"feeds {act.label()}{where}: Xavier/Glorot with gain 1, derived for its linear regime "
+                       "(Glorot & Bengio 2010)")
+    if name == "selu":
+        return _lecun(make, distribution, fan_in, fan_out,
+                      f"feeds selu{where}: LeCun var 1/fan_in keeps SELU self-normalizing (Klambauer et al. 2017)")
+    try:
+        g = _gain(name, **act.kwargs) if name in GAIN_NAMES else _gain(act.fn)
+    except (ValueError, TypeError):
+        return _xavier(make, distribution, fan_in, fan_out,
+                       f"feeds {act.label()}{where}, whose gain initwise cannot compute: treated as linear, Xavier")
+    label = act.label()
+    return _he(make, distribution, fan_in, fan_out, g,
+               f"feeds {label}{where}: He et al. 2015, var gain^2/fan_in with {name}'s gain {g:.4g}")
+
+
+def recommend(activation: str, fan_in: int = 256, fan_out: int = 256, distribution: str = "normal",
+              **params: Any) -> PlanEntry:
+    """The standard policy's choice for a weight of fans ``(fan_in, fan_out)`` whose output
+    feeds ``activation`` (a name from :data:`initwise.GAIN_NAMES` or ``"none"``; parameters as
+    keywords, e.g. ``recommend("leaky_relu", negative_slope=0.2)``)."""
+    if not isinstance(activation, str):
+        raise TypeError(f"activation must be a name, got {type(activation).__name__}")
+    name = activation.strip().lower().replace("-", "_")
+    name = {"linear": "none", "identity": "none", "swish": "silu"}.get(name, name)
+    if name != "none" and name not in GAIN_NAMES:
+        known = sorted({n for n in GAIN_NAMES if not n.startswith("conv")} | {"none"})
+        raise ValueError(f"unknown activation {activation!r}; known: {', '.join(known)}")
+    if distribution not in _DISTRIBUTIONS:
+        raise ValueError(f"distribution must be one of {', '.join(_DISTRIBUTIONS)}; got {distribution!r}")
+    if fan_in < 1 or fan_out < 1:
+        raise ValueError(f"fans must be positive, got fan_in={fan_in}, fan_out={fan_out}")
+    if name != "none":
+        _gain(name, **params)  # validates the parameters
+    act = Activation(name, tuple(sorted(params.items())))
+    base = dict(name="weight", shape=(fan_out, fan_in), layer="Linear", activation=act.label())
+
+    def make(scheme_, dist_, fan_in_, fan_out_, gain_, std_, reason_, **extra) -> PlanEntry:
+        return PlanEntry(**base, scheme=scheme_, distribution=dist_, fan_in=fan_in_, fan_out=fan_out_,
+                         gain=gain_, std=std_, reason=reason_, params=extra)
+
+    return _choice_for(act, make, distribution, fan_in, fan_out)
+
+
+def _standard_entry(make, kind, role, module, local, shape, fan_in, fan_out, acts, distribution) -> PlanEntry:
+    if kind == "embedding":
+        pad = getattr(module, "padding_idx", None)
+        return make("normal", "normal", fan_in, fan_out, 1.0, 1.0,
+                    "embedding: N(0, 1), since each output reads one row (fan_in 1)"
+                    + ("; padding row 0" if pad is not None else ""), std=1.0, padding_idx=pad)
+    if kind == "rnn":
+        blocks = param_blocks(module, local)
+        if role == "hh":
+            std = 1.0 / math.sqrt(max(shape[0] // blocks, math.prod(shape[1:])))
+            return make("orthogonal", "-", fan_in, fan_out, 1.0, std,
+                        f"recurrent weight: orthogonal per gate block ({blocks}) keeps the state's norm over time "
+                        "(Saxe et al. 2014)", blocks=blocks)
+        if role == "ih":
+            if getattr(module, "nonlinearity", None) == "relu":
+                return _he(make, distribution, fan_in, fan_out, math.sqrt(2.0),
+                           "input weight of a ReLU RNN: He, gain sqrt(2)")
+            return _xavier(make, distribution, fan_in, fan_out,
+                           f"input weight feeding sigmoid/tanh gates: Xavier with the fans of one gate block "
+                           f"({blocks} blocks)")
+        return _xavier(make, distribution, fan_in, fan_out, "LSTM projection: Xavier, gain 1")
+    if kind == "mha":
+        blocks = param_blocks(module, local)
+        what = "q/k/v projection" + (f" ({blocks} blocks)" if blocks > 1 else "")
+        return _xavier(make, distribution, fan_in, fan_out,
+                       f"attention {what}: linear, Xavier with per-block fans")
+    if not acts:
+        acts = (Activation("none", via="activation unknown"),)
+    options = [_choice_for(a, make, distribution, fan_in, fan_out) for a in acts]
+    best = min(options, key=lambda e: e.std)
+    if len(options) > 1:
+        labels = ", ".join(a.label() for a in acts)
+        best.reason = (f"output feeds {len(acts)} activations ({labels}): most conservative (smallest std) choice; "
+                       + best.reason)
+    return best
+
+
+def _uniform_entry(make, scheme, kind, role, module, local, shape, fan_in, fan_out) -> PlanEntry:
+    blocks = param_blocks(module, local)
+    why = f"policy {scheme}"
+    if scheme in _FAN_FREE:
+        return _fan_free(make, scheme, why)
+    if scheme.startswith("xavier"):
+        return _xavier(make, scheme.split("_", 1)[1], fan_in, fan_out, why + ", gain 1")
+    if scheme.startswith("kaiming"):
+        return _he(make, scheme.split("_", 1)[1], fan_in, fan_out, math.sqrt(2.0), why + ", ReLU gain sqrt(2)")
+    if scheme.startswith("lecun"):
+        return _lecun(make, scheme.split("_", 1)[1], fan_in, fan_out, why)
+    if scheme == "delta_orthogonal":
+        if kind == "dense" and len(shape) >= 3:
+            k = math.prod(shape[2:])
+            return make("delta_orthogonal", "-", fan_in, fan_out, 1.0,
+                        1.0 / math.sqrt(max(shape[0], shape[1]) * k), why + ", gain 1 (Xiao et al. 2018)")
+        scheme, why = "orthogonal", why + " (not a convolution: orthogonal instead)"
+    if scheme == "orthogonal":
+        rows = shape[0] // blocks
+        std = 1.0 / math.sqrt(max(rows, math.prod(shape[1:])))
+        return make("orthogonal", "-", fan_in, fan_out, 1.0, std,
+                    why + ", gain 1" + (f", per block ({blocks})" if blocks > 1 else ""), blocks=blocks)
+    raise ValueError(f"scheme {scheme!r} cannot be used as a whole-model policy")
+
+
+def _torch_entry(make, kind, role, module, local, shape) -> PlanEntry:
+    """PyTorch's own defaults (reset_parameters), with torch's fan rule (dims 1 and 0)."""
+    torch_fan_in = shape[1] * math.prod(shape[2:]) if len(shape) >= 2 else None
+    torch_fan_out = shape[0] * math.prod(shape[2:]) if len(shape) >= 2 else None
+    if kind == "dense":
+        if role == "weight":
+            return make("kaiming_uniform", "uniform", torch_fan_in, torch_fan_out, math.sqrt(1 / 3),
+                        1 / math.sqrt(3 * torch_fan_in),
+                        "PyTorch default: kaiming_uniform_(a=sqrt(5)), U(+-1/sqrt(fan_in))")
+        fan_in = _torch_bias_fan_in(module)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        if bound == 0:
+            return make("zeros", "-", None, None, None, 0.0, "PyTorch default: bias 0 (no inputs)")
+        return make("uniform", "uniform", fan_in, None, None, bound / math.sqrt(3),
+                    "PyTorch default: bias U(+-1/sqrt(fan_in))", bound=bound)
+    if kind == "embedding":
+        pad = getattr(module, "padding_idx", None)
+        return make("normal", "normal", None, None, None, 1.0, "PyTorch default: embedding N(0, 1)",
+                    std=1.0, padding_idx=pad)
+    if kind == "rnn":
+        bound = 1 / math.sqrt(module.hidden_size)
+        return make("uniform", "uniform", None, None, None, bound / math.sqrt(3),
+                    "PyTorch default: every RNN tensor U(+-1/sqrt(hidden_size))", bound=bound)
+    if kind == "mha":
+        if role == "bias":
+            return make("zeros", "-", None, None, None, 0.0, "PyTorch default: in_proj_bias 0")
+        scheme = "xavier_normal" if local in ("bias_k", "bias_v") else "xavier_uniform"
+        dist = scheme.split("_", 1)[1]
+        return make(scheme, dist, torch_fan_in, torch_fan_out, 1.0,
+                    math.sqrt(2.0 / (torch_fan_in + torch_fan_out)),
+                    f"PyTorch default: {scheme}_ on the whole tensor")
+    if kind == "norm":
+        if role == "scale":
+            return make("constant", "-", None, None, None, 0.0, "PyTorch default: weight 1", value=1.0)
+        return make("zeros", "-", None, None, None, 0.0, "PyTorch default: bias 0")
+    if kind == "prelu":
+        return make("constant", "-", None, None, None, 0.0, "PyTorch default: 0.25", value=0.25)
+    return make("keep", "-", None, None, None, None, "kept")
+
+
+def _torch_bias_fan_in(module: nn.Module) -> int:
+    if parametrize.is_parametrized(module, "weight"):
+        shape = _effective_shape(module, "weight")
+    else:
+        w = module.weight
+        if isinstance(w, nn.parameter.UninitializedParameter) or w.dim() < 2:
+            return 0
+        shape = w.shape
+    return shape[1] * math.prod(shape[2:]) if len(shape) >= 2 else 0

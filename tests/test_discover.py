@@ -1,0 +1,176 @@
+"""Discovery follows the data flow: fx, recorded forward pass, declaration order."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from initwise.discover import Activation, discover, guess_input, layers
+
+try:
+    from tests.zoo import ZOO, SeedMLP
+except ImportError:  # tests/ itself on sys.path
+    from zoo import ZOO, SeedMLP
+
+
+def labels(discovery, layer):
+    return "+".join(a.label() for a in discovery.of(layer))
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_zoo_method_and_activations(name):
+    zm = ZOO[name]
+    model, x = zm.build(), zm.example_input()
+    d = discover(model, x)
+    assert d.method == ("fx" if zm.traceable else "forward"), d.note
+    for pname, (_, act) in zm.expect.items():
+        if act is not None:
+            assert labels(d, pname.rsplit(".", 1)[0]) == act, pname
+
+
+@pytest.mark.parametrize("name", sorted(n for n, z in ZOO.items() if z.traceable))
+def test_forward_recording_agrees_with_fx(name):
+    zm = ZOO[name]
+    model, x = zm.build(), zm.example_input()
+    fx = discover(model, x, method="fx")
+    fwd = discover(model, x, method="forward")
+    assert fx.method == "fx" and fwd.method == "forward"
+    assert set(fx.consumers) == set(fwd.consumers)
+    for layer in fx.consumers:
+        assert set(fx.of(layer)) == set(fwd.of(layer)), layer
+
+
+def test_seed_example_declared_out_of_order():
+    d = discover(SeedMLP())
+    assert [labels(d, n) for n in ("fc1", "fc2", "fc3")] == ["relu", "tanh", "sigmoid"]
+    # declaration order alone would get it wrong: fc3 is declared first
+    order = discover(SeedMLP(), method="order")
+    assert order.method == "order"
+    assert labels(order, "fc3") == "none"
+
+
+def test_functional_parameters_are_read_from_the_call():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(3, 3), nn.Linear(3, 3), nn.Linear(3, 3)
+
+        def forward(self, x):
+            x = F.leaky_relu(self.a(x), negative_slope=0.3)
+            x = F.elu(self.b(x), 2.0)
+            return F.gelu(self.c(x), approximate="tanh")
+
+    for method in ("fx", "forward"):
+        d = discover(M(), torch.randn(2, 3), method=method)
+        assert d.of("a") == (Activation("leaky_relu", (("negative_slope", 0.3),)),)
+        assert d.of("b") == (Activation("elu", (("alpha", 2.0),)),)
+        assert d.of("c") == (Activation("gelu", (("approximate", "tanh"),)),)
+
+
+def test_skips_dropout_norm_reshape_pool_and_residual():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(2, 4, 3, padding=1)
+            self.norm = nn.GroupNorm(2, 4)
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x):
+            h = F.max_pool1d(self.norm(self.conv(x)), 2)
+            h = F.dropout(h.reshape(h.shape[0], -1), 0.1, self.training)
+            h = self.fc(h)
+            return torch.sigmoid(h + h.permute(0, 1) * 0.5)
+
+    for method in ("fx", "forward"):
+        d = discover(M(), torch.randn(2, 2, 4), method=method)
+        assert labels(d, "fc") == "sigmoid"
+        assert labels(d, "conv") == "none"  # consumed by the next layer (fc) linearly
+
+
+def test_matmul_and_model_output_count_as_linear():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.k = nn.Linear(4, 4), nn.Linear(4, 4)
+
+        def forward(self, x):
+            return torch.softmax(self.q(x) @ self.k(x).transpose(-1, -2), -1)
+
+    d = discover(M(), torch.randn(2, 3, 4))
+    assert labels(d, "q") == "none" and labels(d, "k") == "none"
+    assert "matmul" in d.of("q")[0].via
+
+
+def test_dynamic_model_without_input_uses_a_guessed_input():
+    zm = ZOO["dynamic_control"]
+    d = discover(zm.build())
+    assert d.method == "forward" and "guessed input of shape (2, 8)" in d.note
+    assert labels(d, "fc1") == "gelu"
+
+
+def test_order_fallback_when_nothing_else_works():
+    class Untraceable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(4, 1)
+            self.fc = nn.Linear(4, 4)
+            self.act = nn.Tanh()
+
+        def forward(self, x):
+            if x.sum() > 0:
+                x = x + 1
+            return self.act(self.fc(self.attn(x, x, x)[0]))
+
+    d = discover(Untraceable())
+    assert d.method == "order"
+    assert "fx failed" in d.note and "no example input" in d.note
+    assert labels(d, "fc") == "tanh"
+    with pytest.raises(ValueError, match="fx cannot trace"):
+        discover(Untraceable(), method="fx")
+
+
+def test_forward_pass_leaves_model_and_rng_untouched():
+    zm = ZOO["cnn_bn_relu"]
+    model = zm.build()
+    model.eval()
+    x = zm.example_input()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    d = discover(model, x, method="forward")
+    assert d.method == "forward"
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert not model.training and not any(m.training for m in model.modules())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_forward_with_batch_of_one_falls_back_to_eval_mode():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 1))
+    d = discover(model, torch.randn(1, 3), method="forward")
+    assert labels(d, "0") == "relu"
+
+
+def test_layers_are_atomic_and_include_attention():
+    found = layers(ZOO["transformer_block"].build())
+    assert "attn" in found and "attn.out_proj" not in found
+    assert set(found) == {"norm1", "attn", "norm2", "fc_in", "fc_out"}
+
+
+def test_sub_layer_inherits_consumers():
+    d = discover(ZOO["transformer_block"].build())
+    assert d.of("attn.out_proj") == d.of("attn")
+
+
+def test_guess_input_shapes():
+    assert guess_input(nn.Sequential(nn.Conv2d(3, 4, 3))).shape[:2] == (2, 3)
+    assert guess_input(nn.LSTM(5, 7, batch_first=True)).shape == (2, 5, 5)
+    assert guess_input(nn.Embedding(9, 2)).dtype == torch.long
+    assert guess_input(nn.ReLU()) is None
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match="nn.Module"):
+        discover("not a model")
+    with pytest.raises(ValueError, match="method"):
+        discover(nn.Linear(2, 2), method="magic")

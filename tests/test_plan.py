@@ -1,0 +1,419 @@
+"""Plans: standard/torch/uniform policies, rules, ties, parametrizations, JSON, apply."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from initwise.api import init, plan
+from initwise.plan import Plan, PlanEntry, stream_seed
+
+try:
+    from tests.zoo import ZOO, SeedMLP
+except ImportError:
+    from zoo import ZOO, SeedMLP
+
+
+def params(model):
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def same_params(a, b):
+    pa, pb = params(a), params(b)
+    return pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
+# ----------------------------------------------------------------------------- zoo
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_zoo_standard_plan_matches_expectations(name):
+    zm = ZOO[name]
+    model = zm.build()
+    p = plan(model, zm.example_input())
+    for pname, (family, act) in zm.expect.items():
+        entry = p[pname]
+        assert entry.family == family, (pname, entry.scheme, entry.reason)
+        if act is not None:
+            assert entry.activation == act, pname
+    # every parameter tensor is listed exactly once, nothing silently skipped
+    listed = [n for e in p for n in (e.name, *e.shared_with, *e.writes)]
+    assert len(listed) == len(set(listed))
+    for n, _ in model.named_parameters(remove_duplicate=False):
+        assert n in listed, n
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_zoo_json_round_trip_and_fresh_copy_gets_identical_weights(name):
+    zm = ZOO[name]
+    x = zm.example_input()
+    a = zm.build(seed=1)
+    p = init(a, x, seed=123)
+    text = p.to_json()
+    loaded = Plan.from_json(text)
+    assert loaded == p and loaded.to_json() == text
+    b = zm.build(seed=2)  # different construction-time weights
+    loaded.apply(b, seed=123)
+    assert same_params(a, b)
+
+
+# ----------------------------------------------------------------------------- the seed example
+def test_seed_example_exact_schemes_and_std():
+    p = plan(SeedMLP())
+    assert p["fc1.weight"].scheme == "kaiming_normal" and p["fc1.weight"].activation == "relu"
+    assert p["fc2.weight"].scheme == "xavier_normal" and p["fc3.weight"].scheme == "xavier_normal"
+    assert p["fc1.weight"].std == pytest.approx(math.sqrt(2 / 10), rel=1e-12)
+    assert p["fc2.weight"].std == pytest.approx(math.sqrt(2 / (50 + 30)), rel=1e-12)
+    assert p["fc3.weight"].std == pytest.approx(math.sqrt(2 / (30 + 1)), rel=1e-12)
+    assert p["fc2.weight"].gain == 1.0 and p["fc1.weight"].gain == pytest.approx(math.sqrt(2))
+    assert all(p[f"fc{i}.bias"].scheme == "zeros" for i in (1, 2, 3))
+    assert p.method == "fx"
+
+
+# ----------------------------------------------------------------------------- distributions
+def wide(act: nn.Module) -> nn.Module:
+    return nn.Sequential(nn.Linear(400, 300), act, nn.Linear(300, 2))
+
+
+@pytest.mark.parametrize("act, expected_std", [
+    (nn.ReLU(), math.sqrt(2 / 400)),
+    (nn.LeakyReLU(0.2), math.sqrt(2 / (1.04 * 400))),
+    (nn.Tanh(), math.sqrt(2 / 700)),
+    (nn.SELU(), math.sqrt(1 / 400)),
+])
+@pytest.mark.parametrize("distribution", ["normal", "uniform", "truncated_normal"])
+def test_sampled_std_matches_plan(act, expected_std, distribution):
+    model = wide(act)
+    p = init(model, distribution=distribution, seed=0)
+    entry = p["0.weight"]
+    assert entry.std == pytest.approx(expected_std, rel=1e-9)
+    assert entry.distribution == distribution
+    w = model[0].weight.detach().double()  # 120,000 samples: std error ~0.2%
+    assert w.mean().abs() < 4 * expected_std / math.sqrt(w.numel())
+    assert w.std().item() == pytest.approx(expected_std, rel=0.01)
+    if distribution == "uniform":
+        assert w.abs().max() <= math.sqrt(3) * expected_std + 1e-7
+        assert w.abs().max() > 0.99 * math.sqrt(3) * expected_std
+    if distribution == "truncated_normal":
+        assert w.abs().max() <= 2 * expected_std / 0.87962566103423978 + 1e-6
+
+
+def test_he_gain_for_smooth_activations_uses_initwise_gain():
+    import initwise.gains as gains
+
+    for module, name in [(nn.GELU(), "gelu"), (nn.SiLU(), "silu"), (nn.ELU(), "elu"), (nn.Mish(), "mish")]:
+        entry = plan(wide(module))["0.weight"]
+        assert entry.family == "he"
+        assert entry.gain == pytest.approx(gains.gain(name), rel=1e-12)
+        assert entry.std == pytest.approx(gains.gain(name) / math.sqrt(400), rel=1e-12)
+
+
+def test_multi_consumer_gets_the_smallest_std_and_says_so():
+    e = plan(ZOO["multi_consumer"].build())["shared.weight"]
+    assert e.family == "xavier" and e.std == pytest.approx(math.sqrt(2 / 30))
+    assert "most conservative" in e.reason and "relu" in e.reason and "tanh" in e.reason
+
+
+# ----------------------------------------------------------------------------- recurrent / attention / embedding
+def test_lstm_orthogonal_per_gate_block_and_block_fans():
+    zm = ZOO["lstm_classifier"]
+    model = zm.build()
+    p = init(model, seed=0)
+    hh = model.lstm.weight_hh_l0.detach().double()
+    for block in hh.chunk(4):
+        assert torch.allclose(block @ block.T, torch.eye(16, dtype=torch.float64), atol=1e-5)
+    ih = p["lstm.weight_ih_l0"]
+    assert (ih.fan_in, ih.fan_out) == (12, 16)
+    assert ih.std == pytest.approx(math.sqrt(2 / 28))
+    assert p["lstm.weight_hh_l0"].params["blocks"] == 4
+    assert torch.count_nonzero(model.lstm.bias_ih_l0) == 0
+
+
+def test_embedding_normal_one_with_zero_padding_row():
+    model = nn.Embedding(200, 64, padding_idx=3)
+    p = init(model, seed=0)
+    assert p["weight"].scheme == "normal" and p["weight"].std == 1.0
+    w = model.weight.detach()
+    assert torch.count_nonzero(w[3]) == 0
+    rest = torch.cat([w[:3], w[4:]])  # 12,544 samples
+    assert rest.std().item() == pytest.approx(1.0, rel=0.03)
+
+
+def test_attention_projections_xavier_per_block():
+    model = ZOO["transformer_block"].build()
+    p = init(model, seed=0)
+    e = p["attn.in_proj_weight"]
+    assert (e.fan_in, e.fan_out) == (16, 16) and e.std == pytest.approx(math.sqrt(2 / 32))
+    assert torch.count_nonzero(model.attn.in_proj_bias) == 0
+    assert torch.equal(model.norm1.weight, torch.ones(16)) and torch.count_nonzero(model.norm1.bias) == 0
+
+
+def test_conv_transpose_fans():
+    p = plan(ZOO["decoder"].build())
+    e = p["3.weight"]  # ConvTranspose2d(8, 8, 4, groups=2): weight (8, 4, 4, 4)
+    assert (e.fan_in, e.fan_out) == (4 * 16, 4 * 16)
+
+
+# ----------------------------------------------------------------------------- policies
+@pytest.mark.parametrize("policy, family", [
+    ("xavier_uniform", "xavier"), ("he", "he"), ("lecun", "lecun"), ("orthogonal", "orthogonal"),
+    ("zeros", "constant"), ("small", "normal"), ("glorot_normal", "xavier"),
+])
+def test_uniform_policy_applies_one_scheme_to_every_weight(policy, family):
+    model = ZOO["cnn_bn_relu"].build()
+    p = init(model, policy=policy, seed=0)
+    assert p.method == "not needed"
+    for e in p:
+        t = dict(model.named_parameters())[e.name]
+        if t.dim() >= 2:
+            assert e.family == family, e.name
+        elif e.layer == "BatchNorm2d" and e.name.endswith("weight"):
+            assert torch.equal(t, torch.ones_like(t))
+        else:
+            assert torch.count_nonzero(t) == 0, e.name
+    if policy == "he":
+        assert p["9.weight"].gain == pytest.approx(math.sqrt(2))
+
+
+def test_family_policy_takes_the_distribution_a_full_name_keeps_its_own():
+    model = ZOO["seed_mlp"].build()
+    assert plan(model, policy="he", distribution="uniform")["fc1.weight"].scheme == "kaiming_uniform"
+    assert plan(model, policy="glorot", distribution="truncated_normal")["fc1.weight"].scheme == \
+        "xavier_truncated_normal"
+    assert plan(model, policy="he_normal", distribution="uniform")["fc1.weight"].scheme == "kaiming_normal"
+    p = plan(model, rules={"fc2.*": "lecun"}, distribution="uniform")
+    assert p["fc2.weight"].scheme == "lecun_uniform" and p["fc1.weight"].scheme == "kaiming_uniform"
+
+
+def test_delta_orthogonal_policy_uses_orthogonal_for_linear_layers():
+    p = plan(ZOO["cnn_bn_relu"].build(), policy="delta_orthogonal")
+    assert p["0.weight"].scheme == "delta_orthogonal" and p["9.weight"].scheme == "orthogonal"
+
+
+def test_torch_policy_reproduces_pytorch_default_distributions():
+    model = nn.Sequential(nn.Linear(500, 200), nn.LSTM(200, 50))
+    p = init(model, policy="torch", seed=0)
+    w, b = model[0].weight.detach(), model[0].bias.detach()
+    bound = 1 / math.sqrt(500)
+    assert w.abs().max() <= bound and w.abs().max() > 0.99 * bound
+    assert w.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.01)
+    assert b.abs().max() <= bound
+    for name, t in model[1].named_parameters():
+        assert t.abs().max() <= 1 / math.sqrt(50) + 1e-7, name
+        assert p[f"1.{name}"].params["bound"] == pytest.approx(1 / math.sqrt(50))
+    # torch's fan rule for transposed convolutions: dims 1 and 0
+    e = plan(nn.ConvTranspose2d(6, 4, 3), policy="torch")["weight"]
+    assert e.fan_in == 4 * 9
+
+
+def test_unknown_policy_and_distribution():
+    with pytest.raises(ValueError, match="unknown policy 'bogus'"):
+        plan(nn.Linear(2, 2), policy="bogus")
+    with pytest.raises(ValueError, match="distribution"):
+        plan(nn.Linear(2, 2), distribution="cauchy")
+    with pytest.raises(ValueError, match="constant"):
+        plan(nn.Linear(2, 2), policy="constant")
+
+
+# ----------------------------------------------------------------------------- rules
+def test_rules_by_glob_type_module_and_activation():
+    model = ZOO["lstm_classifier"].build()
+    before = params(model)
+    p = init(model, rules={"head.*": "zeros", nn.LSTM: "orthogonal", "embed.*": "keep"}, seed=0)
+    assert torch.count_nonzero(model.head.weight) == 0
+    assert p["lstm.weight_ih_l0"].scheme == "orthogonal" and p["lstm.weight_ih_l0"].params["blocks"] == 4
+    assert p["lstm.bias_ih_l0"].scheme == "zeros"
+    assert torch.equal(model.embed.weight, before["embed.weight"])
+    assert p["head.weight"].reason.startswith("rule 'head.*' -> zeros")
+
+    model = ZOO["seed_mlp"].build()
+    p = plan(model, rules={"activation:tanh": "xavier_uniform", model.fc1: "lecun", nn.Sigmoid: "orthogonal"})
+    assert p["fc2.weight"].scheme == "xavier_uniform"
+    assert p["fc1.weight"].scheme == "lecun_normal"
+    # fc3 feeds torch.sigmoid: the nn.Sigmoid class names the activation
+    assert p["fc3.weight"].scheme == "orthogonal"
+
+
+def test_rule_precedence_name_beats_type_beats_activation():
+    model = ZOO["seed_mlp"].build()
+    p = plan(model, rules={"fc1.weight": "zeros", nn.Linear: "lecun", "activation:relu": "orthogonal"})
+    assert p["fc1.weight"].scheme == "zeros"
+    assert p["fc1.bias"].scheme == "zeros"  # type rule: lecun for weights, biases stay 0
+    assert p["fc2.weight"].scheme == "lecun_normal"
+
+
+def test_conflicting_unknown_and_unmatched_rules_raise_before_writing():
+    model = ZOO["seed_mlp"].build()
+    before = params(model)
+    bad = [
+        ({"fc*": "zeros", "*.weight": "xavier"}, "conflicting rules for fc3.weight"),
+        ({"head.*": "zeros"}, "matches no parameter"),
+        ({"fc1.*": "xavierr"}, "unknown initializer"),
+        ({"activation:swoosh": "he"}, "unknown activation"),
+        ({3: "he"}, "rule key 3"),
+        ({nn.LSTM: "orthogonal"}, "matches no parameter"),
+        ({"fc1.*": 0.5}, "must be a scheme name"),
+    ]
+    for rules, message in bad:
+        with pytest.raises((ValueError, TypeError), match=message):
+            init(model, rules=rules, seed=0)
+        assert same_params_dict(model, before)
+
+
+def same_params_dict(model, before):
+    return all(torch.equal(t, before[n]) for n, t in model.named_parameters())
+
+
+# ----------------------------------------------------------------------------- ties, parametrizations, unknowns
+def test_tied_parameters_initialized_once_and_listed():
+    model = ZOO["tied_lm"].build()
+    p = init(model, seed=0)
+    e = p["embed.weight"]
+    assert e.shared_with == ("lm_head.weight",) and p["lm_head.weight"] is e
+    assert "tied" in e.reason
+    assert model.lm_head.weight is model.embed.weight
+    # the most conservative of N(0,1) (embedding) and Xavier (output layer)
+    assert e.family == "xavier"
+    assert sum(1 for x in p if x.name == "embed.weight") == 1
+
+
+def test_parametrized_weights_written_through_the_original():
+    model = ZOO["parametrized"].build()
+    p = init(model, seed=0)
+    e = p["wn.weight"]
+    assert e.writes == ("wn.parametrizations.weight.original0", "wn.parametrizations.weight.original1")
+    # weight norm: the effective weight equals the planned He weight exactly
+    v = model.wn.parametrizations.weight.original1
+    assert torch.allclose(model.wn.weight, v, atol=1e-6)
+    fresh = ZOO["parametrized"].build(seed=5)
+    Plan.from_json(p.to_json()).apply(fresh, seed=0)
+    assert torch.allclose(fresh.wn.weight, model.wn.weight)
+    assert "WeightNorm" in e.reason and "SpectralNorm" in p["sn.weight"].reason
+
+
+def test_parametrization_without_right_inverse_fails_without_writing():
+    class Square(nn.Module):
+        def forward(self, w):
+            return w * w
+
+    model = ZOO["seed_mlp"].build()
+    nn.utils.parametrize.register_parametrization(model.fc3, "weight", Square())
+    before = params(model)
+    with pytest.raises(ValueError, match="right_inverse"):
+        init(model, seed=0)
+    assert same_params_dict(model, before)
+    init(model, rules={"fc3.weight": "keep"}, seed=0)  # the fix the message suggests works
+    assert not same_params_dict(model, before)
+
+
+def test_unknown_layer_parameters_are_kept_and_listed():
+    model = ZOO["with_unknown"].build()
+    p = init(model, seed=0)
+    e = p["scale.alpha"]
+    assert e.scheme == "keep" and "Scale" in e.reason
+    assert torch.equal(model.scale.alpha, torch.full((6,), 0.5))
+
+
+# ----------------------------------------------------------------------------- seeds and apply
+def test_seed_independent_of_registration_order():
+    class A(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(5, 6), nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.fc2(torch.relu(self.fc1(x)))
+
+    class B(A):
+        def __init__(self):
+            nn.Module.__init__(self)
+            self.fc2 = nn.Linear(6, 2)
+            self.fc1 = nn.Linear(5, 6)
+
+    a, b = A(), B()
+    init(a, seed=7)
+    init(b, seed=7)
+    assert list(dict(a.named_parameters())) != list(dict(b.named_parameters()))
+    assert all(torch.equal(t, dict(b.named_parameters())[n]) for n, t in a.named_parameters())
+    c = A()
+    init(c, seed=8)
+    assert not torch.equal(c.fc1.weight, a.fc1.weight)
+    assert stream_seed(7, "fc1.weight") != stream_seed(7, "fc2.weight")
+
+
+def test_seed_none_is_recorded_and_follows_torch_manual_seed():
+    a, b = SeedMLP(), SeedMLP()
+    torch.manual_seed(3)
+    pa = init(a)
+    torch.manual_seed(3)
+    pb = init(b)
+    assert pa.seed is not None and pa.seed == pb.seed
+    assert same_params(a, b)
+
+
+def test_failure_half_way_through_apply_changes_nothing():
+    model = ZOO["sequential_mlp"].build()
+    p = plan(model)
+    data = json.loads(p.to_json())
+    data["entries"][-1]["scheme"] = "no_such_scheme"
+    broken = Plan.from_dict(data)
+    before = params(model)
+    with pytest.raises(ValueError, match="unknown scheme 'no_such_scheme'"):
+        broken.apply(model, seed=0)
+    assert same_params_dict(model, before)
+
+
+def test_plan_for_another_model_is_rejected():
+    p = plan(SeedMLP())
+    with pytest.raises(ValueError, match="another model"):
+        p.apply(nn.Sequential(nn.Linear(10, 50)), seed=0)
+    data = json.loads(p.to_json())
+    data["entries"][0]["shape"] = [2, 30]
+    with pytest.raises(ValueError, match="shape"):
+        Plan.from_dict(data).apply(SeedMLP(), seed=0)
+    other = SeedMLP()
+    other.extra = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="not in the plan"):
+        p.apply(other, seed=0)
+
+
+def test_plan_reads_only():
+    zm = ZOO["cnn_bn_relu"]
+    model = zm.build()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    plan(model, zm.example_input())
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+# ----------------------------------------------------------------------------- display and JSON
+def test_table_rich_and_plain():
+    p = plan(SeedMLP())
+    for text in (p.table(), p.table(plain=True)):
+        assert "fc1.weight" in text and "kaiming_normal" in text and "relu" in text
+        assert "policy 'standard'" in text and "fx" in text
+    assert str(p) == p.table()
+
+
+def test_from_json_errors(tmp_path):
+    with pytest.raises(ValueError, match="not valid JSON"):
+        Plan.from_json("{nope")
+    with pytest.raises(ValueError, match="not an initwise plan"):
+        Plan.from_json("{}")
+    with pytest.raises(ValueError, match="malformed plan entry"):
+        Plan.from_json('{"entries": [{"name": "x"}]}')
+    path = tmp_path / "plan.json"
+    p = plan(SeedMLP())
+    p.to_json(path)
+    assert Plan.from_json(path) == p
+
+
+def test_entry_family_names():
+    base = dict(name="w", shape=(2, 2), layer="Linear", activation="relu", distribution="-",
+                fan_in=2, fan_out=2, gain=None, std=None, reason="")
+    for scheme, family in [("kaiming_uniform", "he"), ("xavier_truncated_normal", "xavier"),
+                           ("lecun_uniform", "lecun"), ("zeros", "constant"), ("keep", "keep")]:
+        assert PlanEntry(scheme=scheme, **base).family == family
