@@ -32,7 +32,17 @@ from .schemes import (
 )
 from .discover import Activation, Discovery, discover
 from .plan import Plan, PlanEntry, recommend
-from .api import init, load_target, plan  # last: the function `plan` hides the submodule name
+from .api import init, load_target, plan  # the function `plan` hides the submodule name
+from .diagnose import (
+    Comparison,
+    DiagnosisThresholds,
+    Finding,
+    LayerDiagnosis,
+    Report,
+    compare_schemes,
+    diagnose,  # hides the submodule name, as `plan` does
+    plot_reports,
+)
 
 __version__ = "0.1.0"
 
@@ -45,4 +55,6 @@ __all__ = [
     "orthogonal_", "delta_orthogonal_", "zeros_", "constant_", "small_normal_", "small_uniform_",
     "get_initializer", "canonical_name", "SCHEME_NAMES",
     "discover", "Discovery", "Activation", "plan", "init", "Plan", "PlanEntry", "recommend", "load_target",
+    "diagnose", "compare_schemes", "Report", "Comparison", "LayerDiagnosis", "Finding",
+    "DiagnosisThresholds", "plot_reports",
 ]

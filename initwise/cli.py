@@ -65,7 +65,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     _ev_threads(args.threads)
     config = TrainConfig(steps=args.steps)
     print(f"Headline: 30-layer ReLU MLP (width 128) on digits, {args.seeds} seed(s) x "
-          f"{len(DEFAULT_SCHEMES)} schemes, SGD momentum 0.9 lr 0.01, batch 64, "
+          f"{len(DEFAULT_SCHEMES)} schemes, SGD momentum 0.9 lr 0.001, batch 64, "
           f"{args.steps} steps each")
     with _ev_progress(len(DEFAULT_SCHEMES) * args.seeds * args.steps) as progress:
         comp = compare("digits", "mlp", depth=30, width=128, activation="relu",
@@ -182,9 +182,9 @@ def _ev_add_training_args(p: argparse.ArgumentParser, *, schemes: str, seeds: in
     p.add_argument("--width", type=int, default=None,
                    help="units per hidden layer / CNN channels / recurrent hidden size "
                    "(default 128 / 16 / 64)")
-    p.add_argument("--activation", default="relu",
+    p.add_argument("--activation", default=None,
                    help="activation: relu, leaky_relu, tanh, sigmoid, selu, elu, gelu, silu, "
-                   "identity (RNN: tanh or relu) (default relu)")
+                   "identity (rnn: tanh or relu; ignored by lstm/gru) (default relu, rnn tanh)")
     p.add_argument("--schemes", default=schemes,
                    help="comma-separated schemes: torch (as built), auto (initwise.init), large "
                    "(N(0,1)) or any initializer name: zeros, small, xavier, he, lecun, "
@@ -195,7 +195,7 @@ def _ev_add_training_args(p: argparse.ArgumentParser, *, schemes: str, seeds: in
     p.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64)")
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"],
                    help="optimizer (default sgd)")
-    p.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
+    p.add_argument("--lr", type=float, default=0.001, help="learning rate (default 0.001)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     p.add_argument("--clip", type=float, default=None,
                    help="clip the gradient norm to this value (default: no clipping)")
@@ -207,6 +207,12 @@ def _ev_add_training_args(p: argparse.ArgumentParser, *, schemes: str, seeds: in
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="write results.json, results.csv, the plot and summary.md to DIR")
+
+
+def _ev_activation(args: argparse.Namespace) -> str:
+    if args.activation:
+        return args.activation
+    return "tanh" if args.arch in ("rnn", "lstm", "gru") else "relu"
 
 
 def _ev_config(args: argparse.Namespace):
@@ -246,7 +252,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     config = _ev_config(args)
     with _ev_progress(len(schemes) * max(args.seeds, 0) * args.steps) as progress:
         comp = compare(args.dataset, args.arch, depth=depth, width=width,
-                       activation=args.activation, schemes=schemes, seeds=args.seeds,
+                       activation=_ev_activation(args), schemes=schemes, seeds=args.seeds,
                        config=config, seq_mode=args.seq_mode, progress=progress)
     _ev_print_comparison(comp)
     if args.out:
@@ -280,7 +286,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     total = len(schemes) * max(args.seeds, 0) * args.steps * len(depths)
     with _ev_progress(total) as progress:
         result = sweep(args.dataset, args.arch, depths=depths, width=width,
-                       activation=args.activation, schemes=schemes, seeds=args.seeds,
+                       activation=_ev_activation(args), schemes=schemes, seeds=args.seeds,
                        config=_ev_config(args), seq_mode=args.seq_mode, progress=progress)
     print(result.title())
     print(result.to_markdown())
@@ -381,6 +387,8 @@ def _add_diagnose(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", metavar="PNG",
                    help="write a PNG: activation and gradient std per layer, activation histograms")
     p.add_argument("--json", metavar="PATH", help="write the reports as JSON ({scheme: report})")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: small layers gain nothing from more)")
     p.set_defaults(func=_cmd_diagnose)
 
 
@@ -456,6 +464,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     else:
         raise CLIError("nothing to diagnose: give a TARGET with --input-shape, or --mlp DEPTH")
 
+    _ev_threads(args.threads)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed))
     reports = {}
     with _ev_progress(len(schemes)) as progress:
@@ -488,6 +497,8 @@ def _dg_print(comparison, title: str) -> None:
                 print(f"  - {line}")
         return
     console = Console()
+    if not console.is_terminal:  # pipes and files: do not squeeze the table into 80 columns
+        console = Console(width=160)
     if len(comparison) == 1:
         key, report = next(iter(comparison.items()))
         console.print(report.table(title=f"{title}: {key}"))

@@ -1,0 +1,1032 @@
+"""Signal and gradient flow at initialization: one forward and one backward pass, measured.
+
+``diagnose(model, inputs)`` runs the model once forward and once backward on a batch and
+reports, for every parametric layer (a module with a weight of two or more dimensions) in the
+order its forward pass ends:
+
+* ``out_mean``, ``out_std``: mean of the layer's output, and its spread across the batch: the
+  std of each unit over the batch (dim 0), averaged over the units (every non-batch position).
+  A constant offset, such as the one biases leave once the input signal has died, is not
+  signal and does not count;
+* ``post_std``: the same spread after the activation that follows the layer (the first
+  elementwise activation, module or functional, that runs after the layer and before the next
+  layer starts, on a tensor of the same size); the layer's own output if none follows;
+* ``dead``: for a ReLU-family activation (relu, relu6, hardtanh with a lower bound 0), the
+  fraction of units whose output is exactly 0 for the whole batch (dead ReLUs); ``None`` for
+  other activations;
+* ``saturated``: fraction of post-activation outputs (units x batch) in the flat part of a
+  saturating activation: ``|tanh| > 0.99``, ``sigmoid < 0.01 or > 0.99``, a hardtanh at its
+  bounds; ``None`` for non-saturating activations;
+* ``grad_out_std``, ``grad_weight_std``: std (over all elements) of the gradient of the loss
+  with respect to the layer's output and with respect to its weight(s);
+* ``duplicates``: number of units (output features / channels) that have an identical twin in
+  the same layer: identical outputs over the batch, up to a relative tolerance
+  ``duplicate_rtol`` (1e-5) of the larger of the two (units with identical weight rows, bias
+  included, have identical outputs). Two units whose outputs are constant over the batch
+  count only if their weight rows are identical too: equal constants left by the biases are a
+  vanished signal, not a symmetry. Layers whose output cannot be split per unit are judged on
+  their weight rows alone.
+
+From these, :class:`Report` derives verdicts in words: symmetry, vanishing or exploding
+activations, saturation, dead units, vanishing or exploding gradients, or healthy. The limits
+are the fields of :class:`DiagnosisThresholds` (documented defaults, overridable).
+
+The references: Glorot & Bengio 2010 (activation and gradient histograms per layer,
+saturation of deep tanh/sigmoid nets), He et al. 2015 (ReLU nets halve or keep the signal
+variance at every layer), Saxe et al. 2014 and Klambauer et al. 2017 (signal propagation).
+The model's weights, gradients (``.grad``), buffers, train/eval mode and ``requires_grad`` flags
+are left as they were, and every hook is removed, even when the forward pass raises.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+__all__ = [
+    "DiagnosisThresholds", "LayerDiagnosis", "Finding", "Report", "Comparison",
+    "diagnose", "compare_schemes", "plot_reports",
+]
+
+
+# ----------------------------------------------------------------------------- thresholds
+@dataclass(frozen=True)
+class DiagnosisThresholds:
+    """The limits behind the verdicts. Override any of them: ``DiagnosisThresholds(vanish=1e-3)``.
+
+    Activation std is compared with layer 1's (``out_std`` of every layer / ``out_std`` of the
+    first); gradient std with the last layer's (``grad_out_std`` / that of the last layer).
+    The defaults separate the geometric decay of a mismatched scheme (x0.7 per layer for
+    Xavier or torch's default on ReLU: 1e-8 after 50 layers) from the slow, polynomial drift of
+    a matched one at finite width (He on ReLU, Xavier on tanh: about x0.1-0.3 after 50 layers,
+    as the inputs of a deep net become correlated).
+    """
+
+    #: activations vanish when some layer's std falls below ``vanish`` x layer 1's
+    vanish: float = 1e-2
+    #: activations explode when some layer's std exceeds ``explode`` x layer 1's
+    explode: float = 1e2
+    #: gradients vanish when some layer's output-gradient std falls below this x the last layer's
+    grad_vanish: float = 1e-2
+    #: gradients explode when some layer's output-gradient std exceeds this x the last layer's
+    grad_explode: float = 1e2
+    #: a layer is reported for dead units when more than this fraction of its units are dead
+    #: (a matched ReLU net of depth 50 has up to ~60% of units silent on a batch in its deepest
+    #: layers, as the inputs become correlated with depth: that alone is not a fault)
+    dead: float = 0.75
+    #: a layer is reported as saturated when more than this fraction of its outputs saturate
+    saturated: float = 0.2
+    #: |tanh| (and softsign, hardtanh) above this value is saturated
+    tanh_saturation: float = 0.99
+    #: sigmoid (and hardsigmoid) below this value or above 1 - this value is saturated
+    sigmoid_saturation: float = 0.01
+    #: two units are duplicates when max|a - b| <= duplicate_rtol * max(max|a|, max|b|)
+    duplicate_rtol: float = 1e-5
+
+    def __post_init__(self) -> None:
+        for name in ("vanish", "explode", "grad_vanish", "grad_explode", "duplicate_rtol"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"DiagnosisThresholds.{name} must be a positive number, got {value!r}")
+        for name in ("dead", "saturated", "sigmoid_saturation"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 <= value <= 1):
+                raise ValueError(f"DiagnosisThresholds.{name} must be in [0, 1], got {value!r}")
+        if not 0 < self.tanh_saturation < 1:
+            raise ValueError(f"DiagnosisThresholds.tanh_saturation must be in (0, 1), got {self.tanh_saturation!r}")
+        if self.vanish >= 1 or self.grad_vanish >= 1 or self.explode <= 1 or self.grad_explode <= 1:
+            raise ValueError("DiagnosisThresholds: vanish limits must be < 1 and explode limits > 1, "
+                             f"got {self!r}")
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class LayerDiagnosis:
+    """The measurements of one parametric layer (see the module docstring for each field)."""
+
+    index: int  #: 1-based position in data-flow order
+    name: str  #: qualified module name ("" for the root module)
+    type: str  #: module class name
+    weight_shape: tuple[int, ...]
+    units: int  #: output features / channels
+    activation: str | None = None  #: name of the activation that follows, None if none
+    out_mean: float = math.nan
+    out_std: float = math.nan
+    post_std: float = math.nan
+    dead: float | None = None
+    saturated: float | None = None
+    grad_out_std: float | None = None
+    grad_weight_std: float | None = None
+    duplicates: int = 0
+    #: why units are duplicates: "zero initialization", "constant initialization",
+    #: "identical weight rows" or "identical outputs over the batch"; None if no duplicates
+    duplicate_cause: str | None = None
+    #: a subsample of the post-activation values, for histograms (not in JSON)
+    samples: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        """``"3 (fc3)"``: position and name."""
+        return f"{self.index} ({self.name or self.type})"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "samples"}
+        out["weight_shape"] = list(self.weight_shape)
+        return {k: _finite_or_none(v) for k, v in out.items()}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One verdict: ``kind`` is one of ``symmetry``, ``vanishing``, ``exploding``,
+    ``saturation``, ``dead``, ``gradient_vanishing``, ``gradient_exploding``, ``healthy``;
+    ``text`` is the sentence, with numbers."""
+
+    kind: str
+    text: str
+
+
+KINDS = ("symmetry", "vanishing", "exploding", "saturation", "dead", "gradient_vanishing",
+         "gradient_exploding", "healthy")
+
+
+@dataclass
+class Report:
+    """What :func:`diagnose` measured: one :class:`LayerDiagnosis` per layer, and the verdicts."""
+
+    layers: list[LayerDiagnosis]
+    loss: float
+    input_std: float
+    thresholds: DiagnosisThresholds = field(default_factory=DiagnosisThresholds)
+    label: str | None = None
+    #: parametric layers that did not run in the forward pass
+    unused: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.findings:
+            self.findings = _findings(self.layers, self.thresholds)
+
+    @property
+    def verdicts(self) -> list[str]:
+        """The verdicts as plain sentences with numbers."""
+        return [f.text for f in self.findings]
+
+    @property
+    def kinds(self) -> set[str]:
+        """The set of verdict kinds, e.g. ``{"vanishing", "dead"}`` or ``{"healthy"}``."""
+        return {f.kind for f in self.findings}
+
+    @property
+    def healthy(self) -> bool:
+        return self.kinds == {"healthy"}
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, key: int | str) -> LayerDiagnosis:
+        """Layer by position in the list (0-based int) or by qualified name."""
+        if isinstance(key, str):
+            for layer in self.layers:
+                if layer.name == key:
+                    return layer
+            raise KeyError(f"no layer named {key!r} in the report; layers: "
+                           f"{', '.join(l.name for l in self.layers[:10])}...")
+        return self.layers[key]
+
+    # -- output
+    def table(self, title: str | None = None) -> Any:
+        """A ``rich.table.Table`` with one row per layer (needs ``rich``)."""
+        from rich.table import Table
+
+        table = Table(title=title or (f"diagnose: {self.label}" if self.label else "diagnose"),
+                      title_justify="left")
+        for col, justify in (("#", "right"), ("layer", "left"), ("type", "left"),
+                             ("act", "left"), ("out mean", "right"), ("out std", "right"),
+                             ("post std", "right"), ("dead", "right"), ("sat", "right"),
+                             ("grad out", "right"), ("grad W", "right"), ("dup", "right")):
+            table.add_column(col, justify=justify)
+        for r in self.layers:
+            table.add_row(
+                str(r.index), r.name or "(root)", r.type, r.activation or "-",
+                _fmt(r.out_mean), _fmt(r.out_std), _fmt(r.post_std), _pct(r.dead),
+                _pct(r.saturated), _fmt(r.grad_out_std), _fmt(r.grad_weight_std),
+                f"{r.duplicates}/{r.units}" if r.duplicates else "0",
+            )
+        return table
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "loss": _finite_or_none(self.loss),
+            "input_std": _finite_or_none(self.input_std),
+            "thresholds": asdict(self.thresholds),
+            "verdicts": self.verdicts,
+            "findings": [asdict(f) for f in self.findings],
+            "unused": list(self.unused),
+            "layers": [r.to_dict() for r in self.layers],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The report as JSON (NaN written as null; histogram samples left out)."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def plot(self, path: str, *others: Report, title: str | None = None) -> str:
+        """Write a PNG: this report (and ``others``, overlaid); see :func:`plot_reports`."""
+        return plot_reports([self, *others], path, title=title)
+
+
+# ----------------------------------------------------------------------------- measuring
+# Elementwise activations recognised in the forward pass, by function name (module
+# activations call these too), with how they saturate.
+_ACTIVATIONS: dict[str, str | None] = {
+    "relu": "relu", "relu6": "relu", "leaky_relu": None, "rrelu": None, "prelu": None, "elu": None,
+    "selu": None, "celu": None, "gelu": None, "silu": None, "mish": None, "softplus": None,
+    "hardswish": None, "tanh": "tanh", "softsign": "tanh", "hardtanh": "hardtanh",
+    "sigmoid": "sigmoid", "hardsigmoid": "sigmoid", "logsigmoid": None,
+}
+_CHANNEL_FIRST = (nn.modules.conv._ConvNd,)
+# The statistics computed inside forward hooks must not go through our own torch-function mode
+# (that would cost a Python call per tensor operation); DisableTorchFunction turns modes off.
+_quiet = getattr(torch._C, "DisableTorchFunction", contextlib.nullcontext)
+_MAX_DUP_COLUMNS = 1024
+
+
+def _first_tensor(obj: Any) -> torch.Tensor | None:
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, Mapping):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        for item in obj:
+            found = _first_tensor(item)
+            if found is not None:
+                return found
+    return None
+
+
+def _layer_params(layer: nn.Module) -> list[nn.Parameter]:
+    """The layer's own parameters with >= 2 dims (and the originals of a parametrized weight)."""
+    params = [p for p in layer.parameters(recurse=False) if p.dim() >= 2]
+    parametrizations = getattr(layer, "parametrizations", None)
+    if isinstance(parametrizations, nn.ModuleDict):
+        for plist in parametrizations.values():
+            params += [p for p in plist.parameters() if p.dim() >= 2]
+    return params
+
+
+def _parametric_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules owning a parameter of 2+ dims (a parametrized weight belongs to its module, not
+    to the ``parametrizations`` container that computes it)."""
+    from torch.nn.utils.parametrize import ParametrizationList
+
+    inner = {id(p) for m in model.modules() if isinstance(m, ParametrizationList)
+             for p in m.modules()}
+    return [(name, m) for name, m in model.named_modules()
+            if id(m) not in inner and _layer_params(m)]
+
+
+def _weight(layer: nn.Module, params: list[nn.Parameter]) -> torch.Tensor:
+    weight = getattr(layer, "weight", None)
+    if not (isinstance(weight, torch.Tensor) and weight.dim() >= 2):
+        weight = params[0]
+    return weight
+
+
+def _units(layer: nn.Module, params: list[nn.Parameter]) -> int:
+    """Number of output units (features, channels) of the layer."""
+    shape = _weight(layer, params).shape
+    if isinstance(layer, (nn.modules.conv._ConvTransposeNd, nn.Embedding)):
+        return shape[1] * (getattr(layer, "groups", 1) if isinstance(layer, nn.modules.conv._ConvTransposeNd) else 1)
+    return shape[0]
+
+
+def _weight_rows(layer: nn.Module, params: list[nn.Parameter]) -> tuple[torch.Tensor, int]:
+    """The layer's weight as (units, inputs), with the bias appended as a last column, and the
+    number of weight columns."""
+    w = _weight(layer, params).detach()
+    if isinstance(layer, nn.modules.conv._ConvTransposeNd):
+        groups = getattr(layer, "groups", 1)
+        # (in, out/groups, *k) -> (out, in/groups, *k): unit j of group g reads input block g
+        w = torch.cat([blk.transpose(0, 1) for blk in w.chunk(groups, dim=0)], dim=0)
+    elif isinstance(layer, nn.Embedding):
+        w = w.t()
+    rows = w.reshape(w.shape[0], -1)
+    n_weight = rows.shape[1]
+    bias = getattr(layer, "bias", None)
+    if isinstance(bias, torch.Tensor) and bias.dim() == 1 and bias.numel() == rows.shape[0]:
+        rows = torch.cat([rows, bias.detach().reshape(-1, 1).to(rows.dtype)], dim=1)
+    return rows.float(), n_weight
+
+
+_DIRECTIONS: dict[int, tuple[torch.Tensor, float]] = {}
+
+
+def _direction(n: int) -> tuple[torch.Tensor, float]:
+    """A fixed vector of ``n`` positive pseudo-random weights in [0.5, 1.5), and its sum
+    (cached, CPU)."""
+    found = _DIRECTIONS.get(n)
+    if found is None:
+        gen = torch.Generator(device="cpu").manual_seed(n)
+        d = torch.rand(n, generator=gen).add_(0.5)
+        found = _DIRECTIONS[n] = (d, float(d.sum()))
+    return found
+
+
+def _duplicate_mask(rows: torch.Tensor, rtol: float,
+                    confirm: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+    """Boolean (units,): units whose row equals another unit's row up to ``rtol``, i.e.
+    ``max|a - b| <= rtol * max(max|a|, max|b|)``; ``None`` when no unit has a twin.
+
+    Rows are sorted by a fixed random projection ``key = row . d`` (``d`` in [0.5, 1.5)):
+    identical rows get equal keys and end up next to each other, and two rows can only be equal
+    if their keys differ by at most ``rtol * max|rows| * sum(d)``; only such neighbours are
+    compared element by element. O(units x columns), a handful of tensor operations when no
+    unit has a twin.
+
+    ``confirm`` (returns units x k, the weight rows when ``rows`` are outputs; called only when
+    some rows are equal): two equal rows that are
+    constant (spanning no more than ``rtol`` x their scale) count only if their ``confirm``
+    rows are equal too: units left with nothing but their bias carry no signal, and equal
+    constants are a vanished signal, not a symmetry.
+    """
+    n = rows.shape[0]
+    if n < 2 or rows.shape[1] == 0:
+        return None
+    direction, total = _direction(rows.shape[1])
+    keys, order = torch.sort(rows @ direction.to(device=rows.device, dtype=rows.dtype))
+    bound = rtol * float(rows.abs().max()) * total * 1.001
+    pairs = (keys.diff().abs() <= bound).nonzero().reshape(-1)
+    if pairs.numel() == 0:
+        return None
+    ia, ib = order[pairs], order[pairs + 1]
+    a, b = rows[ia], rows[ib]
+    sa, sb = a.abs().amax(dim=1), b.abs().amax(dim=1)
+    same = (a - b).abs().amax(dim=1) <= rtol * torch.maximum(sa, sb)
+    if confirm is not None:
+        varies = (((a.amax(dim=1) - a.amin(dim=1)) > rtol * sa)
+                  & ((b.amax(dim=1) - b.amin(dim=1)) > rtol * sb))
+        other = confirm()
+        ca, cb = other[ia], other[ib]
+        same_confirm = (ca - cb).abs().amax(dim=1) <= rtol * torch.maximum(
+            ca.abs().amax(dim=1), cb.abs().amax(dim=1))
+        same &= varies | same_confirm
+    if not bool(same.any()):
+        return None
+    mask = torch.zeros(n, dtype=torch.bool, device=rows.device)
+    mask[ia[same]] = True
+    mask[ib[same]] = True
+    return mask
+
+
+def _mean_spread(x: torch.Tensor) -> tuple[float, float]:
+    """Mean of ``x`` (batch, units), and its spread: the std over the batch (dim 0) of each
+    unit, averaged over units.
+
+    Two passes (centre, then square) as ``Tensor.std`` does, written out because the strided
+    reduction of ``x.std(dim=0)`` is several times slower on CPU.
+    """
+    means = x.mean(dim=0, keepdim=True)
+    centred = x - means
+    spread = centred.square_().sum(dim=0).div_(x.shape[0] - 1).sqrt_().mean()
+    return float(means.mean()), float(spread)
+
+
+def _output_columns(y: torch.Tensor, cdim: int, limit: int) -> torch.Tensor:
+    """(units, <= limit) values of each unit (along ``cdim``) over an even subsample of the batch
+    and positions, without copying the whole output."""
+    n, units = y.shape[0], y.shape[cdim]
+    y3 = y.movedim(cdim, 1).reshape(n, units, -1)
+    n_keep = min(n, limit)
+    if n_keep < n:
+        y3 = y3[torch.linspace(0, n - 1, n_keep, device=y.device).long()]
+    p_keep = max(1, limit // n_keep)
+    if y3.shape[2] > p_keep:
+        y3 = y3[:, :, torch.linspace(0, y3.shape[2] - 1, p_keep, device=y.device).long()]
+    return y3.permute(1, 0, 2).reshape(units, -1)
+
+
+class _Recorder(TorchFunctionMode):
+    """Forward hooks on the layers + a torch-function mode that sees every activation call."""
+
+    def __init__(self, layers: list[tuple[str, nn.Module]], thresholds: DiagnosisThresholds,
+                 n_samples: int) -> None:
+        super().__init__()
+        self.th = thresholds
+        self.n_samples = n_samples
+        self.names = {id(m): name for name, m in layers}
+        self.params = {id(m): _layer_params(m) for _, m in layers}
+        self.records: dict[int, LayerDiagnosis] = {}
+        self.order: list[LayerDiagnosis] = []
+        self.pending: tuple[LayerDiagnosis, torch.Size] | None = None
+
+    # -- torch function mode: activation calls
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.pending is not None and isinstance(out, torch.Tensor):
+            name = getattr(func, "__name__", "").rstrip("_")
+            if name in _ACTIVATIONS:
+                rec, shape = self.pending
+                if out.dim() >= 1 and out.shape[0] == shape[0] and out.numel() == shape.numel():
+                    self.pending = None
+                    self._post_activation(rec, name, out, args, kwargs)
+        return out
+
+    def _post_activation(self, rec: LayerDiagnosis, name: str, out: torch.Tensor,
+                         args: tuple, kwargs: dict) -> None:
+        with torch.no_grad():
+            y = out.detach().float().reshape(out.shape[0], -1)
+            rec.activation = name
+            rec.post_std = _mean_spread(y)[1]
+            rec.dead = None
+            kind = _ACTIVATIONS[name]
+            if kind == "relu":
+                rec.dead = float((y == 0).all(dim=0).float().mean())
+            elif kind == "tanh":
+                rec.saturated = float((y.abs() > self.th.tanh_saturation).float().mean())
+            elif kind == "sigmoid":
+                lo = self.th.sigmoid_saturation
+                rec.saturated = float(((y < lo) | (y > 1 - lo)).float().mean())
+            elif kind == "hardtanh":
+                low = float(kwargs.get("min_val", args[1] if len(args) > 1 else -1.0))
+                high = float(kwargs.get("max_val", args[2] if len(args) > 2 else 1.0))
+                sat = y >= high
+                if low != 0:
+                    sat |= y <= low
+                else:  # relu6 = hardtanh(0, 6): its 0 is "dead", not saturated
+                    rec.dead = float((y == 0).all(dim=0).float().mean())
+                rec.saturated = float(sat.float().mean())
+            rec.samples = self._sample(y)
+
+    def _sample(self, y: torch.Tensor) -> torch.Tensor:
+        flat = y.reshape(-1)
+        if flat.numel() > self.n_samples:
+            flat = flat[:: -(-flat.numel() // self.n_samples)]
+        return flat.to("cpu", copy=True)
+
+    # -- module hooks
+    def pre_hook(self, module: nn.Module, args: Any) -> None:
+        self.pending = None
+
+    def hook(self, module: nn.Module, args: Any, output: Any) -> None:
+        if id(module) in self.records:  # called again (shared layer): first call only
+            return
+        with _quiet():
+            self._record(module, output)
+
+    def _record(self, module: nn.Module, output: Any) -> None:
+        name = self.names[id(module)]
+        t = _first_tensor(output)
+        params = self.params[id(module)]
+        rec = LayerDiagnosis(index=len(self.order) + 1, name=name, type=type(module).__name__,
+                             weight_shape=tuple(_weight(module, params).shape),
+                             units=_units(module, params))
+        self.records[id(module)] = rec
+        self.order.append(rec)
+        if t is None or not t.is_floating_point():
+            return
+        if t.dim() < 1 or t.shape[0] < 2:
+            raise ValueError(
+                f"layer {name!r} ({type(module).__name__}) returned shape {tuple(t.shape)}: "
+                "diagnose measures the spread across the batch, so it needs inputs with a batch "
+                "dimension first and at least 2 samples")
+        with torch.no_grad():
+            y = t.detach().float()
+            flat = y.reshape(y.shape[0], -1)
+            rec.out_mean, rec.out_std = _mean_spread(flat)
+            # post-activation = the output itself until an activation is seen
+            rec.post_std = rec.out_std
+            rec.samples = self._sample(flat)
+            self._duplicates(rec, module, params, y)
+        if t.requires_grad:
+            t.register_hook(self._grad_hook(rec))
+        self.pending = (rec, t.shape)
+
+    def _duplicates(self, rec: LayerDiagnosis, module: nn.Module, params: list[nn.Parameter],
+                    y: torch.Tensor) -> None:
+        rtol = self.th.duplicate_rtol
+        cache: list[tuple[torch.Tensor, int]] = []
+
+        def weight_rows() -> torch.Tensor:
+            if not cache:
+                cache.append(_weight_rows(module, params))
+            return cache[0][0]
+
+        # outputs per unit (channel): channel-first layers use dim 1, others the last dim
+        cdim = 1 if isinstance(module, _CHANNEL_FIRST) and y.dim() > 2 else y.dim() - 1
+        if y.dim() >= 2 and y.shape[cdim] == rec.units:
+            dup = _duplicate_mask(_output_columns(y, cdim, _MAX_DUP_COLUMNS), rtol,
+                                  confirm=weight_rows)
+        else:  # outputs cannot be split per unit: weight rows only
+            dup = _duplicate_mask(weight_rows(), rtol)
+        if dup is None:
+            return
+        rec.duplicates = int(dup.sum())
+        rows = weight_rows()
+        w = rows[:, :cache[0][1]]
+        by_weight = _duplicate_mask(rows, rtol)
+        if not bool(w.any()):
+            rec.duplicate_cause = "zero initialization"
+        elif bool((w == w.reshape(-1)[0]).all()):
+            rec.duplicate_cause = "constant initialization"
+        elif by_weight is not None and bool((by_weight & dup).any()):
+            rec.duplicate_cause = "identical weight rows"
+        else:
+            rec.duplicate_cause = "identical outputs over the batch"
+
+    @staticmethod
+    def _grad_hook(rec: LayerDiagnosis) -> Callable[[torch.Tensor], None]:
+        def hook(grad: torch.Tensor) -> None:
+            if rec.grad_out_std is None:
+                g = grad.detach().float()
+                rec.grad_out_std = float(g.std()) if g.numel() > 1 else math.nan
+        return hook
+
+
+def _call(model: nn.Module, inputs: Any) -> Any:
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def _default_loss(output: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+    if targets is None:
+        return output.float().square().mean()
+    if not targets.is_floating_point():
+        return F.cross_entropy(output.float(), targets)
+    return F.mse_loss(output.float(), targets.float())
+
+
+def diagnose(
+    model: nn.Module,
+    inputs: Any,
+    targets: torch.Tensor | None = None,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+    *,
+    thresholds: DiagnosisThresholds | None = None,
+    label: str | None = None,
+    samples: int = 2048,
+) -> Report:
+    """Run one forward and one backward pass of ``model`` on ``inputs``; measure every layer.
+
+    ``inputs``: a tensor (``model(inputs)``), a tuple/list (``model(*inputs)``) or a dict
+    (``model(**inputs)``); dim 0 of every layer output is taken as the batch dimension, so the
+    batch needs at least 2 samples (a few hundred give stable numbers). The loss is
+    ``loss_fn(output, targets)`` (``loss_fn(output)`` without targets); by default the mean of
+    the squared outputs without targets, cross entropy for integer targets and the mean squared
+    error for float targets. A model returning a tuple/dict is reduced to its first tensor.
+
+    The model runs in its current train/eval mode. Gradients are taken with
+    ``torch.autograd.grad``, so ``.grad`` is untouched; frozen parameters get
+    ``requires_grad`` for the duration of the call; buffers (BatchNorm running statistics) are
+    restored afterwards. ``samples`` post-activation values per layer are kept for histograms.
+    Returns a :class:`Report`.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"diagnose needs an nn.Module, got {type(model).__name__}")
+    thresholds = thresholds or DiagnosisThresholds()
+    if not isinstance(thresholds, DiagnosisThresholds):
+        raise TypeError(f"thresholds must be a DiagnosisThresholds, got {type(thresholds).__name__}")
+    first_input = _first_tensor(inputs)
+    if first_input is None:
+        raise TypeError(f"inputs must be a tensor or a tuple/list/dict of tensors, got {type(inputs).__name__}")
+    layers = _parametric_layers(model)
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no layer with a weight of 2 or more "
+                         "dimensions (Linear, Conv, Embedding, RNN...): nothing to diagnose")
+
+    recorder = _Recorder(layers, thresholds, samples)
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    handles = []
+    try:
+        for p in params:
+            if p.is_floating_point() or p.is_complex():
+                p.requires_grad_(True)
+        for _, module in layers:
+            handles.append(module.register_forward_pre_hook(recorder.pre_hook))
+            handles.append(module.register_forward_hook(recorder.hook))
+        with torch.enable_grad():
+            with recorder:
+                output = _call(model, inputs)
+            out = _first_tensor(output)
+            if out is None:
+                raise TypeError(f"{type(model).__name__} returned {type(output).__name__}, "
+                                "not a tensor: diagnose needs a tensor output to build a loss")
+            loss = loss_fn(out, targets) if loss_fn is not None and targets is not None else (
+                loss_fn(out) if loss_fn is not None else _default_loss(out, targets))
+            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                raise ValueError(f"the loss must be a scalar tensor, got {loss!r:.80}")
+            layer_params = [(rec, recorder.params[id(m)]) for _, m in layers
+                            if (rec := recorder.records.get(id(m))) is not None]
+            wanted = [p for _, ps in layer_params for p in ps]
+            unique = list({id(p): p for p in wanted}.values())
+            if not loss.requires_grad:
+                raise ValueError("the loss does not depend on any parameter: check that the "
+                                 "model's output is computed from its layers")
+            grads = torch.autograd.grad(loss.reshape(()), unique, allow_unused=True)
+        by_id = {id(p): g for p, g in zip(unique, grads)}
+        for rec, ps in layer_params:
+            gs = [by_id[id(p)] for p in ps if by_id.get(id(p)) is not None]
+            if gs:
+                flat = (gs[0].detach().float().reshape(-1) if len(gs) == 1 else
+                        torch.cat([g.detach().float().reshape(-1) for g in gs]))
+                rec.grad_weight_std = float(flat.std()) if flat.numel() > 1 else math.nan
+        loss_value = float(loss.detach())
+    finally:
+        for h in handles:
+            h.remove()
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.training = mode
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+
+    x = first_input.detach()
+    input_std = _mean_spread(x.float().reshape(x.shape[0], -1))[1] if x.is_floating_point() and x.dim() >= 1 and x.shape[0] > 1 else math.nan
+    unused = [name for name, m in layers if id(m) not in recorder.records]
+    return Report(layers=recorder.order, loss=loss_value, input_std=input_std,
+                  thresholds=thresholds, label=label, unused=unused)
+
+
+# ----------------------------------------------------------------------------- verdicts
+def _runs(indices: Sequence[int]) -> str:
+    """[1, 2, 3, 7, 9, 10] -> "1-3, 7, 9-10"."""
+    parts: list[str] = []
+    start = prev = None
+    for i in indices:
+        if start is None:
+            start = prev = i
+        elif i == prev + 1:
+            prev = i
+        else:
+            parts.append(f"{start}-{prev}" if prev != start else f"{start}")
+            start = prev = i
+    if start is not None:
+        parts.append(f"{start}-{prev}" if prev != start else f"{start}")
+    return ", ".join(parts)
+
+
+def _where(indices: Sequence[int]) -> str:
+    return f"layer {indices[0]}" if len(indices) == 1 else f"layers {_runs(indices)}"
+
+
+def _per_layer(ratio: float, steps: int) -> str:
+    if steps < 1:
+        return ""
+    if ratio <= 0:
+        return " (to 0)"
+    return f" (x{ratio ** (1.0 / steps):.2f} per layer)"
+
+
+def _name(r: LayerDiagnosis) -> str:
+    return f"layer {r.index} ({r.name or r.type})"
+
+
+def _findings(layers: list[LayerDiagnosis], th: DiagnosisThresholds) -> list[Finding]:
+    found: list[Finding] = []
+    if not layers:
+        return found
+
+    # symmetry
+    sym = [r for r in layers if r.duplicates > 0]
+    if sym:
+        r = sym[0]
+        head = (f"all {r.units} units of {r.name or r.type} are identical" if r.duplicates == r.units
+                else f"{r.duplicates} of {r.units} units of {r.name or r.type} duplicate another unit")
+        more = f"; {len(sym) - 1} more layer(s) have duplicate units" if len(sym) > 1 else ""
+        found.append(Finding("symmetry", f"symmetry: {head} ({r.duplicate_cause}){more}: "
+                                         "identical units get identical updates and never differ"))
+
+    # activations, relative to layer 1
+    acts = [r for r in layers if math.isfinite(r.out_std)]
+    act_range = None
+    if acts:
+        first = acts[0]
+        ref = first.out_std
+        if ref == 0:
+            found.append(Finding("vanishing", f"activations vanish: std is 0 already at "
+                                              f"{_name(first)}: no signal passes"))
+        else:
+            ratios = [r.out_std / ref for r in acts]
+            lo = min(range(len(acts)), key=lambda i: ratios[i])
+            hi = max(range(len(acts)), key=lambda i: ratios[i])
+            act_range = (ratios[lo], ratios[hi])
+            if ratios[lo] < th.vanish:
+                r = acts[lo]
+                found.append(Finding("vanishing", (
+                    f"activations vanish: std falls from {ref:.2g} at {_name(first)} to "
+                    f"{r.out_std:.2g} at {_name(r)}{_per_layer(ratios[lo], r.index - first.index)}")))
+            if ratios[hi] > th.explode:
+                r = acts[hi]
+                found.append(Finding("exploding", (
+                    f"activations explode: std grows from {ref:.2g} at {_name(first)} to "
+                    f"{r.out_std:.2g} at {_name(r)}{_per_layer(ratios[hi], r.index - first.index)}")))
+
+    # saturation
+    sat = [r for r in layers if r.saturated is not None and r.saturated > th.saturated]
+    if sat:
+        mean = sum(r.saturated for r in sat) / len(sat)
+        acts_named = sorted({r.activation for r in sat if r.activation})
+        found.append(Finding("saturation", (
+            f"saturation: {mean:.0%} of unit outputs saturated ({', '.join(acts_named)} in its "
+            f"flat part) in {_where([r.index for r in sat])}: their gradients are near 0")))
+
+    # dead units
+    dead = [r for r in layers if r.dead is not None and r.dead > th.dead]
+    if dead:
+        mean = sum(r.dead for r in dead) / len(dead)
+        found.append(Finding("dead", (
+            f"dead units: {mean:.0%} of units output 0 for the whole batch in "
+            f"{_where([r.index for r in dead])}")))
+
+    # gradients, relative to the last layer
+    grads = [r for r in layers if r.grad_out_std is not None and math.isfinite(r.grad_out_std)]
+    grad_range = None
+    if grads:
+        last = grads[-1]
+        ref = last.grad_out_std
+        if ref == 0:
+            found.append(Finding("gradient_vanishing", (
+                f"gradients vanish: the gradient at the output of {_name(last)} is 0")))
+        elif len(grads) > 1:
+            ratios = [r.grad_out_std / ref for r in grads]
+            lo = min(range(len(grads)), key=lambda i: ratios[i])
+            hi = max(range(len(grads)), key=lambda i: ratios[i])
+            grad_range = (ratios[lo], ratios[hi])
+            if ratios[lo] < th.grad_vanish:
+                r = grads[lo]
+                found.append(Finding("gradient_vanishing", (
+                    f"gradients vanish: x{ratios[lo]:.2g} from the last layer to {_name(r)}: std "
+                    f"{ref:.2g} at {_name(last)}, {r.grad_out_std:.2g} at layer {r.index}"
+                    f"{_per_layer(ratios[lo], last.index - r.index)}")))
+            if ratios[hi] > th.grad_explode:
+                r = grads[hi]
+                found.append(Finding("gradient_exploding", (
+                    f"gradients explode: x{ratios[hi]:.2g} from the last layer to {_name(r)}: std "
+                    f"{ref:.2g} at {_name(last)}, {r.grad_out_std:.2g} at layer {r.index}"
+                    f"{_per_layer(ratios[hi], last.index - r.index)}")))
+
+    if not found:
+        parts = []
+        if act_range is not None:
+            parts.append(f"activation std within [{act_range[0]:.2g}, {act_range[1]:.2g}] x layer 1's "
+                         f"at every depth")
+        if grad_range is not None:
+            parts.append(f"gradient std within [{grad_range[0]:.2g}, {grad_range[1]:.2g}] x the "
+                         f"last layer's")
+        limits = f"(limits {th.vanish:g} and {th.explode:g}; no symmetry, saturation or dead layers)"
+        found.append(Finding("healthy", "healthy: " + "; ".join(parts or ["nothing to report"])
+                             + " " + limits))
+    return found
+
+
+# ----------------------------------------------------------------------------- schemes
+SchemeSpec = Union[Sequence[str], Mapping[str, Callable[[nn.Module], Any]]]
+
+
+def _apply_scheme(model: nn.Module, scheme: str, seed: int, example_input: Any) -> None:
+    """"torch": as built; "auto": ``initwise.init(model, example_input, seed=seed)``;
+    any other name: ``initwise.init(model, example_input, policy=name, seed=seed)``."""
+    if scheme == "torch":
+        return
+    from .api import init
+
+    if scheme in ("auto", "standard"):
+        init(model, example_input, seed=seed)
+    else:
+        init(model, example_input, policy=scheme, seed=seed)
+
+
+class Comparison(Mapping):
+    """Reports for one architecture under several schemes: a read-only ``{scheme: Report}``."""
+
+    def __init__(self, reports: Mapping[str, Report]) -> None:
+        self._reports = dict(reports)
+
+    def __getitem__(self, key: str) -> Report:
+        return self._reports[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._reports)
+
+    def __len__(self) -> int:
+        return len(self._reports)
+
+    def __repr__(self) -> str:
+        return f"Comparison({', '.join(f'{k}: {sorted(r.kinds)}' for k, r in self.items())})"
+
+    def table(self, max_rows: int = 12) -> Any:
+        """A ``rich.table.Table``: activation std and gradient std per scheme, side by side, at
+        every layer (or ``max_rows`` evenly spaced layers for deeper models)."""
+        from rich.table import Table
+
+        table = Table(title="diagnose: activation std / gradient std (across the batch)",
+                      title_justify="left")
+        table.add_column("layer", justify="left")
+        for key in self:
+            table.add_column(f"{key}\nact std", justify="right")
+            table.add_column(f"{key}\ngrad std", justify="right")
+        depth = max(len(r) for r in self.values())
+        for i in _spaced(depth, max_rows):
+            name = next((r.layers[i].name for r in self.values() if i < len(r)), "")
+            cells = []
+            for r in self.values():
+                row = r.layers[i] if i < len(r) else None
+                cells += [_fmt(row.out_std if row else None), _fmt(row.grad_out_std if row else None)]
+            table.add_row(f"{i + 1} ({name})", *cells)
+        return table
+
+    def verdicts(self) -> dict[str, list[str]]:
+        return {k: r.verdicts for k, r in self.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: r.to_dict() for k, r in self.items()}
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def plot(self, path: str, title: str | None = None) -> str:
+        return plot_reports(self, path, title=title)
+
+
+def compare_schemes(
+    model_factory: Callable[[], nn.Module],
+    inputs: Any,
+    schemes: SchemeSpec = ("torch", "auto"),
+    *,
+    targets: torch.Tensor | None = None,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+    seed: int = 0,
+    thresholds: DiagnosisThresholds | None = None,
+) -> Comparison:
+    """Diagnose the architecture ``model_factory()`` under each scheme, on the same batch.
+
+    ``schemes`` is a list of names: ``"torch"`` (the model as the factory built it),
+    ``"auto"`` (``initwise.init(model, inputs, seed=seed)``) or any policy/scheme name
+    (``initwise.init(model, inputs, policy=name, seed=seed)``: "xavier_normal", "he",
+    "lecun", "orthogonal", "zeros", "small", ...); or a mapping ``{label: fn}`` where ``fn(model)``
+    initializes the model in place. Every model is built by the factory with torch's global
+    generator seeded with ``seed`` (the caller's random state is restored afterwards).
+    Returns a :class:`Comparison` (``{label: Report}``, in the given order).
+    """
+    if not callable(model_factory):
+        raise TypeError(f"model_factory must be a callable returning an nn.Module, got {model_factory!r}")
+    if isinstance(schemes, str):
+        schemes = [schemes]
+    items: list[tuple[str, Any]]
+    if isinstance(schemes, Mapping):
+        items = list(schemes.items())
+    else:
+        items = [(str(s), str(s)) for s in schemes]
+    if not items:
+        raise ValueError("compare_schemes needs at least one scheme")
+    reports: dict[str, Report] = {}
+    for label, scheme in items:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = model_factory()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model_factory returned {type(model).__name__}, not an nn.Module")
+        if callable(scheme):
+            scheme(model)
+        else:
+            _apply_scheme(model, scheme.strip().lower(), seed, inputs)
+        reports[label] = diagnose(model, inputs, targets, loss_fn, thresholds=thresholds,
+                                  label=label)
+    return Comparison(reports)
+
+
+# ----------------------------------------------------------------------------- plotting
+def _spaced(n: int, k: int) -> list[int]:
+    if n <= k:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
+
+
+def plot_reports(reports: Report | Sequence[Report] | Mapping[str, Report], path: str, *,
+                 title: str | None = None, depths: Sequence[int] | None = None) -> str:
+    """Write a PNG comparing one or several reports (one colour each) and return ``path``.
+
+    Top: activation std (across the batch) and gradient std per layer, log scale (an exact 0
+    is drawn at the bottom of the axis with an "x"). Bottom: histograms of the post-activation
+    values at a few depths (``depths``: 1-based layer positions; default first, 1/3, 2/3, last).
+    """
+    # A bare Figure renders with Agg by itself: no pyplot, no change to the global backend.
+    from matplotlib import rcParams
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    if isinstance(reports, Report):
+        items = [(reports.label or "model", reports)]
+    elif isinstance(reports, Mapping):
+        items = [(str(k), r) for k, r in reports.items()]
+    else:
+        items = [(r.label or f"model {i + 1}", r) for i, r in enumerate(reports)]
+    if not items:
+        raise ValueError("plot_reports needs at least one report")
+    depth = max(len(r) for _, r in items)
+    if depths is None:
+        depths = [i + 1 for i in _spaced(depth, 4)]
+    depths = [d for d in depths if 1 <= d <= depth][:6] or [1]
+
+    fig = Figure(figsize=(max(11.0, 3.2 * len(depths)), 7.6), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.25, 1.0])
+    ax_act, ax_grad = top.subplots(1, 2)
+    hist_axes = bottom.subplots(1, len(depths), squeeze=False)[0]
+    bottom.suptitle("post-activation values at a few depths (density, log scale, central 99.8%; "
+                    "shared bins per depth)", fontsize=9)
+    colors = rcParams["axes.prop_cycle"].by_key()["color"]
+
+    def series(ax, key: str, ylabel: str, heading: str) -> None:
+        for i, (label, rep) in enumerate(items):
+            xs = [r.index for r in rep.layers]
+            ys = [getattr(r, key) for r in rep.layers]
+            ys = [v if v is not None and math.isfinite(v) else math.nan for v in ys]
+            pos = [v if v > 0 else math.nan for v in ys]
+            kinds = ", ".join(k for k in KINDS if k in rep.kinds)
+            ax.plot(xs, pos, marker="o", ms=2.5, lw=1.4, color=colors[i % len(colors)],
+                    label=f"{label} ({kinds})")
+            zeros = [x for x, v in zip(xs, ys) if v == 0]
+            if zeros:
+                ax.plot(zeros, [0.02] * len(zeros), "x", color=colors[i % len(colors)],
+                        transform=ax.get_xaxis_transform(), ms=4)
+        ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("layer (data-flow order)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(heading, fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+
+    series(ax_act, "out_std", "std of layer output", "activations: std across the batch")
+    series(ax_grad, "grad_out_std", "std of dLoss/d(output)", "gradients w.r.t. layer outputs")
+    ax_act.legend(fontsize=7, loc="best")
+
+    for ax, d in zip(hist_axes, depths):
+        pooled = [r.layers[d - 1].samples for _, r in items
+                  if d - 1 < len(r) and r.layers[d - 1].samples is not None]
+        if not pooled:
+            ax.set_axis_off()
+            continue
+        allv = torch.cat(pooled)
+        allv = allv[torch.isfinite(allv)]
+        lo = float(torch.quantile(allv, 0.001)) if allv.numel() else -1.0
+        hi = float(torch.quantile(allv, 0.999)) if allv.numel() else 1.0
+        if lo > 0 and lo < 0.25 * hi or hi < 0 and hi > 0.25 * lo:
+            lo, hi = min(lo, 0.0), max(hi, 0.0)  # show the distance from 0 when it is small
+        if not hi > lo:
+            lo, hi = lo - 0.5 * (abs(lo) + 1e-30), hi + 0.5 * (abs(hi) + 1e-30)
+        bins = torch.linspace(lo, hi, 61).tolist()
+        for i, (label, rep) in enumerate(items):
+            if d - 1 >= len(rep) or rep.layers[d - 1].samples is None:
+                continue
+            v = rep.layers[d - 1].samples
+            v = v[(v >= lo) & (v <= hi)].numpy()  # the central 99.8% of the pooled values
+            ax.hist(v, bins=bins, histtype="step", density=True, lw=1.3, log=True,
+                    color=colors[i % len(colors)], label=label)
+        ref = next(r for _, r in items if d - 1 < len(r)).layers[d - 1]
+        act = ref.activation or "no activation"
+        ax.set_title(f"layer {d} ({ref.name or ref.type}), after {act}", fontsize=9)
+        ax.set_yticks([], minor=True)
+        ax.set_yticks([])
+        ax.tick_params(labelsize=7)
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
+    fig.suptitle(title or "initwise diagnose: signal and gradient flow at initialization",
+                 fontsize=11)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+# ----------------------------------------------------------------------------- formatting
+def _finite_or_none(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _fmt(v: float | None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if v == 0:
+        return "0"
+    return f"{v:.3g}"
+
+
+def _pct(v: float | None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.0%}"

@@ -1,0 +1,565 @@
+"""Tests for initwise.diagnose: measurements, verdicts on real runs, output, safety."""
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import initwise
+from initwise import cli
+from initwise.diagnose import (
+    Comparison,
+    DiagnosisThresholds,
+    _duplicate_mask,
+    compare_schemes,
+    diagnose,
+    plot_reports,
+)
+
+WIDTH = 128
+BATCH = 128
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small matmuls: one thread is faster and steadier on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_mlp(depth: int, activation: type[nn.Module], width: int = WIDTH) -> nn.Sequential:
+    """``depth`` Linear layers, ``activation`` after all but the last (torch's default init)."""
+    layers: list[nn.Module] = []
+    for _ in range(depth - 1):
+        layers += [nn.Linear(width, width), activation()]
+    layers.append(nn.Linear(width, width))
+    return nn.Sequential(*layers)
+
+
+def initialized(depth: int, activation: type[nn.Module], scheme: str, seed: int = 0) -> nn.Module:
+    """A ``depth``-layer MLP built with the global RNG seeded, then ``initwise.init(policy=scheme)``
+    ("torch" = as built; "normal1" = every weight N(0, 1), biases zero)."""
+    torch.manual_seed(seed)
+    model = make_mlp(depth, activation)
+    if scheme == "normal1":
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for m in model:
+                if isinstance(m, nn.Linear):
+                    m.weight.normal_(0.0, 1.0, generator=gen)
+                    m.bias.zero_()
+    elif scheme != "torch":
+        initwise.init(model, policy=scheme, seed=seed)
+    return model
+
+
+def batch(seed: int = 1, n: int = BATCH, width: int = WIDTH) -> torch.Tensor:
+    return torch.randn(n, width, generator=torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------- point 3
+VERDICT_CASES = [
+    # (depth, activation, scheme, kind that must be reported, kinds that must not be)
+    (20, nn.ReLU, "zeros", "symmetry", {"healthy"}),
+    (20, nn.Tanh, "small_normal", "vanishing", {"healthy", "exploding"}),
+    (50, nn.ReLU, "torch", "vanishing", {"healthy", "exploding"}),
+    (50, nn.ReLU, "xavier_normal", "vanishing", {"healthy", "exploding"}),
+]
+HEALTHY_CASES = [
+    (50, nn.ReLU, "he"),
+    (50, nn.Tanh, "xavier_normal"),
+    (50, nn.SELU, "lecun"),
+]
+
+
+@pytest.mark.parametrize("depth, act, scheme, kind, absent", VERDICT_CASES,
+                         ids=[f"{c[2]}-{c[1].__name__}-{c[0]}" for c in VERDICT_CASES])
+def test_verdict_problem_cases(depth, act, scheme, kind, absent):
+    report = diagnose(initialized(depth, act, scheme), batch())
+    assert kind in report.kinds, report.verdicts
+    assert not (absent & report.kinds), report.verdicts
+    assert not report.healthy
+
+
+def test_verdict_symmetry_names_the_layer_and_cause():
+    report = diagnose(initialized(20, nn.ReLU, "zeros"), batch())
+    text = next(f.text for f in report.findings if f.kind == "symmetry")
+    assert text.startswith(f"symmetry: all {WIDTH} units of 0 are identical (zero initialization)")
+    assert all(layer.duplicates == WIDTH for layer in report.layers)
+
+
+def test_verdict_normal1_tanh_saturates():
+    report = diagnose(initialized(20, nn.Tanh, "normal1"), batch())
+    assert {"saturation"} <= report.kinds or {"exploding"} <= report.kinds, report.verdicts
+    text = next(f.text for f in report.findings if f.kind == "saturation")
+    # |tanh| > 0.99 for most outputs of every hidden layer
+    assert re.match(r"saturation: \d+% of unit outputs saturated \(tanh", text)
+    assert "layers 1-19" in text
+    assert all(layer.saturated > 0.5 for layer in report.layers[:-1])
+
+
+@pytest.mark.parametrize("depth, act, scheme", HEALTHY_CASES,
+                         ids=[f"{c[2]}-{c[1].__name__}-{c[0]}" for c in HEALTHY_CASES])
+def test_verdict_healthy_cases(depth, act, scheme):
+    report = diagnose(initialized(depth, act, scheme), batch())
+    assert report.kinds == {"healthy"}, report.verdicts
+    assert report.verdicts[0].startswith("healthy: activation std within [")
+
+
+def test_torch_default_relu50_vanishes_despite_bias_offset():
+    """Issue example: the overall std stays ~0.05 (biases), the across-batch std is ~1e-9."""
+    model = initialized(50, nn.ReLU, "torch")
+    x = batch()
+    report = diagnose(model, x)
+    with torch.no_grad():
+        h = x
+        for m in list(model)[:-1]:
+            h = m(h)
+        last = model[-1](h)
+    assert 0.01 < float(last.std()) < 0.2  # the constant offset the biases leave
+    assert report.layers[-1].out_std < 1e-6  # no signal left across the batch
+    text = next(f.text for f in report.findings if f.kind == "vanishing")
+    m = re.match(r"activations vanish: std falls from ([\d.e+-]+) at layer 1 \(0\) to ([\d.e+-]+) "
+                 r"at layer (\d+) \(\d+\) \(x([\d.]+) per layer\)", text)
+    assert m, text
+    assert float(m.group(2)) < 1e-6 and 0.3 < float(m.group(4)) < 0.8
+
+
+def test_vanishing_sentence_numbers_match_rows():
+    report = diagnose(initialized(20, nn.Tanh, "small_normal"), batch())
+    first, last = report.layers[0], report.layers[-1]
+    text = next(f.text for f in report.findings if f.kind == "vanishing")
+    assert f"from {first.out_std:.2g} at layer 1 (0) to {last.out_std:.2g} at layer 20 (38)" in text
+    per_layer = (last.out_std / first.out_std) ** (1 / 19)
+    assert f"(x{per_layer:.2f} per layer)" in text
+    # N(0, 0.01) with fan-in 128 multiplies the std by about 0.01 * sqrt(128) = 0.113 per layer
+    assert per_layer == pytest.approx(0.01 * math.sqrt(WIDTH), rel=0.1)
+    assert "gradient_vanishing" in report.kinds
+
+
+# ----------------------------------------------------------------------------- thresholds
+def test_thresholds_are_overridable_and_validated():
+    model = initialized(10, nn.ReLU, "xavier_normal")  # x0.7 per layer: 0.04 after 10 layers
+    x = batch()
+    assert "vanishing" not in diagnose(model, x).kinds
+    strict = diagnose(model, x, thresholds=DiagnosisThresholds(vanish=0.1))
+    assert "vanishing" in strict.kinds
+    with pytest.raises(ValueError, match="vanish"):
+        DiagnosisThresholds(vanish=2.0)
+    with pytest.raises(ValueError, match="dead"):
+        DiagnosisThresholds(dead=1.5)
+    with pytest.raises(TypeError, match="DiagnosisThresholds"):
+        diagnose(model, x, thresholds={"vanish": 0.1})
+    with pytest.raises(AttributeError):
+        DiagnosisThresholds().vanish = 0.5  # frozen
+
+
+# ----------------------------------------------------------------------------- point 1: measurements
+class Functional(nn.Module):
+    """Activations as functions and methods, a norm between layer and activation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.bn = nn.BatchNorm1d(16)
+        self.fc2 = nn.Linear(16, 16)
+        self.fc3 = nn.Linear(16, 16)
+        self.fc4 = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn(self.fc1(x)))
+        h = torch.tanh(self.fc2(h))
+        h = self.fc3(h).sigmoid()
+        return self.fc4(h)
+
+
+def test_rows_in_data_flow_order_with_activations():
+    class Reordered(Functional):
+        def __init__(self) -> None:
+            super().__init__()
+            # declared in another order than used
+            self.fc4, self.fc1 = self.fc1, self.fc4
+
+        def forward(self, x):
+            h = F.relu(self.bn(self.fc4(x)))
+            h = torch.tanh(self.fc2(h))
+            h = self.fc3(h).sigmoid()
+            return self.fc1(h)
+
+    torch.manual_seed(0)
+    report = diagnose(Reordered(), torch.randn(64, 8))
+    assert [r.name for r in report.layers] == ["fc4", "fc2", "fc3", "fc1"]
+    assert [r.activation for r in report.layers] == ["relu", "tanh", "sigmoid", None]
+    assert [r.index for r in report.layers] == [1, 2, 3, 4]
+    assert [r.type for r in report.layers] == ["Linear"] * 4
+    assert report.layers[0].weight_shape == (16, 8) and report.layers[0].units == 16
+
+
+def test_statistics_match_hand_computation():
+    torch.manual_seed(0)
+    model = Functional()
+    x = torch.randn(64, 8)
+    model.train()
+    report = diagnose(model, x)
+    model2 = Functional()
+    model2.load_state_dict(model.state_dict())
+    model2.train()
+    z1 = model2.fc1(x)
+    z1.retain_grad()
+    a1 = F.relu(model2.bn(z1))
+    z2 = model2.fc2(a1)
+    z2.retain_grad()
+    a2 = torch.tanh(z2)
+    z3 = model2.fc3(a2)
+    a3 = z3.sigmoid()
+    out = model2.fc4(a3)
+    out.retain_grad()
+    loss = out.square().mean()
+    loss.backward()
+    model2_grads = {"z1": z1.grad}
+    z1, a1, a2, a3, loss = z1.detach(), a1.detach(), a2.detach(), a3.detach(), loss.detach()
+    r1, r2, r3, r4 = report.layers
+    assert report.loss == pytest.approx(float(loss), rel=1e-6)
+    assert r1.out_mean == pytest.approx(float(z1.mean()), abs=1e-6)
+    assert r1.out_std == pytest.approx(float(z1.std(dim=0).mean()), rel=1e-5)
+    assert r1.post_std == pytest.approx(float(a1.std(dim=0).mean()), rel=1e-5)
+    assert r2.post_std == pytest.approx(float(a2.std(dim=0).mean()), rel=1e-5)
+    assert r1.dead == pytest.approx(float((a1 == 0).all(dim=0).float().mean()))
+    assert r2.dead is None and r4.dead is None  # not a ReLU
+    assert r2.saturated == pytest.approx(float((a2.abs() > 0.99).float().mean()))
+    assert r3.saturated == pytest.approx(float(((a3 < 0.01) | (a3 > 0.99)).float().mean()))
+    assert r1.saturated is None and r4.saturated is None
+    assert r1.grad_out_std == pytest.approx(float(model2_grads["z1"].std()), rel=1e-5)
+    assert r2.grad_out_std == pytest.approx(float(z2.grad.std()), rel=1e-5)
+    assert r4.grad_out_std == pytest.approx(float(out.grad.std()), rel=1e-5)
+    assert r1.grad_weight_std == pytest.approx(float(model2.fc1.weight.grad.std()), rel=1e-5)
+    assert r4.grad_weight_std == pytest.approx(float(model2.fc4.weight.grad.std()), rel=1e-5)
+    assert report.input_std == pytest.approx(float(x.std(dim=0).mean()), rel=1e-5)
+
+
+def test_dead_and_saturated_fractions_known_values():
+    lin = nn.Linear(4, 6)
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.weight[:, 0] = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+        lin.bias.copy_(torch.tensor([-100.0, -100.0, 0.0, 0.0, 0.0, 0.0]))  # units 0, 1 dead
+    x = torch.randn(200, 4, generator=torch.Generator().manual_seed(0))
+    report = diagnose(nn.Sequential(lin, nn.ReLU(), nn.Linear(6, 2)), x)
+    assert report.layers[0].dead == pytest.approx(2 / 6)
+    lin2 = nn.Linear(1, 1)
+    with torch.no_grad():
+        lin2.weight.fill_(1.0)
+        lin2.bias.zero_()
+    # |tanh(z)| > 0.99 <=> |z| > atanh(0.99) = 2.6467
+    z = torch.tensor([[-3.0], [-2.0], [0.0], [1.0], [2.7], [5.0], [0.5], [-2.6]])
+    report = diagnose(nn.Sequential(lin2, nn.Tanh(), nn.Linear(1, 1)), z)
+    assert report.layers[0].saturated == pytest.approx(3 / 8)
+
+
+def test_default_losses_and_custom_loss():
+    torch.manual_seed(0)
+    model = make_mlp(3, nn.ReLU, width=16)
+    x = torch.randn(32, 16)
+    with torch.no_grad():
+        out = model(x)
+    labels = torch.randint(0, 16, (32,))
+    assert diagnose(model, x).loss == pytest.approx(float(out.square().mean()), rel=1e-6)
+    assert diagnose(model, x, labels).loss == pytest.approx(float(F.cross_entropy(out, labels)),
+                                                            rel=1e-6)
+    target = torch.randn(32, 16)
+    assert diagnose(model, x, target).loss == pytest.approx(float(F.mse_loss(out, target)),
+                                                            rel=1e-6)
+    custom = diagnose(model, x, target, loss_fn=lambda o, t: (o - t).abs().mean())
+    assert custom.loss == pytest.approx(float((out - target).abs().mean()), rel=1e-6)
+    assert diagnose(model, x, loss_fn=lambda o: o.sum()).loss == pytest.approx(
+        float(out.sum()), rel=1e-5)
+
+
+def test_inputs_as_tuple_and_dict_and_tuple_output():
+    class Two(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(4, 8)
+            self.b = nn.Linear(4, 8)
+
+        def forward(self, x, y):
+            return F.gelu(self.a(x)) + self.b(y), "extra"
+
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 4), torch.randn(16, 4)
+    r1 = diagnose(Two(), (x, y))
+    r2 = diagnose(Two(), {"x": x, "y": y})
+    assert [r.name for r in r1.layers] == ["a", "b"]
+    assert r1.layers[0].activation == "gelu"
+    assert r2.layers[0].activation == "gelu"
+
+
+def test_shared_layer_is_one_row_and_unused_layers_listed():
+    class Shared(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+            self.unused = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.fc(x)))
+
+    report = diagnose(Shared(), torch.randn(16, 8))
+    assert [r.name for r in report.layers] == ["fc"]
+    assert report.unused == ["unused"]
+
+
+def test_conv_channels_are_units():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                          nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+    with torch.no_grad():
+        model[2].weight[5] = model[2].weight[1]
+        model[2].bias[5] = model[2].bias[1]
+    report = diagnose(model, torch.randn(16, 3, 6, 6))
+    assert [r.type for r in report.layers] == ["Conv2d", "Conv2d", "Linear"]
+    assert report.layers[0].units == 8
+    assert report.layers[0].duplicates == 0
+    assert report.layers[1].duplicates == 2
+    assert report.layers[1].duplicate_cause == "identical weight rows"
+    assert "symmetry" in report.kinds
+
+
+def test_embedding_recurrent_attention_parametrized_layers():
+    from torch.nn.utils.parametrizations import weight_norm
+
+    class Seq(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(20, 16)
+            self.lstm = nn.LSTM(16, 32, batch_first=True)
+            self.mha = nn.MultiheadAttention(32, 4, batch_first=True)
+            self.head = weight_norm(nn.Linear(32, 5))
+
+        def forward(self, ids):
+            h = self.emb(ids)
+            h, _ = self.lstm(h)
+            h, _ = self.mha(h, h, h)
+            return self.head(h[:, -1])
+
+    torch.manual_seed(0)
+    model = Seq()
+    snap = _snapshot(model)
+    report = diagnose(model, torch.randint(0, 20, (8, 7)), torch.randint(0, 5, (8,)))
+    _assert_unchanged(model, snap)
+    assert [(r.name, r.units) for r in report.layers] == [
+        ("emb", 16), ("lstm", 128), ("mha", 96), ("head", 5)]
+    assert report.layers[3].weight_shape == (5, 32)  # the effective weight, not weight_norm's g
+    assert all(r.grad_weight_std > 0 and r.grad_out_std > 0 for r in report.layers)
+
+
+# ----------------------------------------------------------------------------- duplicates
+def test_duplicate_mask_exact_and_tolerance():
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.randn(50, 30, generator=gen)
+    assert _duplicate_mask(rows, 1e-5) is None
+    rows[7] = rows[3]
+    rows[20] = rows[3] * (1 + 2e-6)  # within the 1e-5 relative tolerance
+    rows[40] = rows[3] * (1 + 1e-3)  # outside it
+    mask = _duplicate_mask(rows, 1e-5)
+    assert sorted(mask.nonzero().reshape(-1).tolist()) == [3, 7, 20]
+    assert _duplicate_mask(torch.zeros(10, 4), 1e-5).all()
+
+
+def test_duplicates_from_identical_outputs_with_different_weights():
+    lin = nn.Linear(4, 5)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(5, 4, generator=torch.Generator().manual_seed(0)))
+        lin.weight[2, 1:] = lin.weight[0, 1:]
+        lin.bias[2] = lin.bias[0]
+    x = torch.randn(32, 4, generator=torch.Generator().manual_seed(1))
+    x[:, 0] = 0.0  # the first input is always 0: weight column 0 never matters
+    report = diagnose(nn.Sequential(lin, nn.Tanh(), nn.Linear(5, 1)), x)
+    assert report.layers[0].duplicates == 2
+    assert report.layers[0].duplicate_cause == "identical outputs over the batch"
+    text = next(f.text for f in report.findings if f.kind == "symmetry")
+    assert text.startswith("symmetry: 2 of 5 units of 0 duplicate another unit")
+
+
+def test_constant_outputs_with_different_weights_are_not_duplicates():
+    """Vanished signal: outputs equal their (equal) biases, weights differ: not a symmetry."""
+    lin = nn.Linear(4, 6)
+    with torch.no_grad():
+        lin.bias.fill_(0.5)
+    x = torch.zeros(16, 4)
+    x[0, 0] = 1e-30  # essentially nothing
+    report = diagnose(nn.Sequential(lin, nn.Linear(6, 2)), x)
+    assert report.layers[0].duplicates == 0
+
+
+def test_constant_init_cause():
+    torch.manual_seed(0)
+    model = make_mlp(3, nn.ReLU, width=8)
+    with torch.no_grad():
+        model[0].weight.fill_(0.3)
+    report = diagnose(model, torch.randn(16, 8))
+    assert report.layers[0].duplicates == 0  # same weights, different biases: distinct units
+    with torch.no_grad():
+        model[0].bias.fill_(0.1)
+    report = diagnose(model, torch.randn(16, 8))
+    assert report.layers[0].duplicates == 8
+    assert report.layers[0].duplicate_cause == "constant initialization"
+
+
+# ----------------------------------------------------------------------------- point 7: safety
+def _snapshot(model: nn.Module):
+    return ({k: v.detach().clone() for k, v in model.state_dict().items()},
+            [(m, m.training) for m in model.modules()],
+            [p.requires_grad for p in model.parameters()],
+            [None if p.grad is None else p.grad.clone() for p in model.parameters()])
+
+
+def _assert_unchanged(model: nn.Module, snap) -> None:
+    state, modes, flags, grads = snap
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert all(m.training == mode for m, mode in modes)
+    assert [p.requires_grad for p in model.parameters()] == flags
+    for p, g in zip(model.parameters(), grads):
+        assert (p.grad is None) if g is None else torch.equal(p.grad, g)
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks
+    assert not torch._C._is_torch_function_mode_enabled()
+
+
+def test_model_unchanged_weights_mode_flags_grads_buffers():
+    torch.manual_seed(0)
+    model = Functional()
+    model.train()
+    model.fc2.eval()  # mixed modes are kept as they are
+    model.fc3.weight.requires_grad_(False)  # a frozen layer still gets its gradient measured
+    model.fc1.weight.grad = torch.ones_like(model.fc1.weight)
+    snap = _snapshot(model)
+    report = diagnose(model, torch.randn(32, 8))
+    _assert_unchanged(model, snap)  # includes the BatchNorm running statistics
+    assert report.layers[2].grad_weight_std is not None and report.layers[2].grad_weight_std > 0
+
+
+def test_hooks_removed_and_model_unchanged_on_error():
+    class Fails(Functional):
+        def forward(self, x):
+            h = F.relu(self.bn(self.fc1(x)))
+            h = torch.tanh(self.fc2(h))
+            raise RuntimeError("boom in forward")
+
+    torch.manual_seed(0)
+    model = Fails()
+    model.eval()
+    model.fc2.weight.requires_grad_(False)
+    snap = _snapshot(model)
+    with pytest.raises(RuntimeError, match="boom"):
+        diagnose(model, torch.randn(32, 8))
+    _assert_unchanged(model, snap)
+
+    def bad_loss(out):
+        raise ValueError("bad loss")
+
+    ok = Functional()
+    snap = _snapshot(ok)
+    with pytest.raises(ValueError, match="bad loss"):
+        diagnose(ok, torch.randn(32, 8), loss_fn=bad_loss)
+    _assert_unchanged(ok, snap)
+
+
+def test_errors_are_clear():
+    model = make_mlp(2, nn.ReLU, width=4)
+    with pytest.raises(ValueError, match=r"layer '0' \(Linear\) returned shape \(1, 4\).*at least 2"):
+        diagnose(model, torch.randn(1, 4))
+    with pytest.raises(TypeError, match="nn.Module"):
+        diagnose(lambda x: x, torch.randn(4, 4))
+    with pytest.raises(ValueError, match="no layer with a weight"):
+        diagnose(nn.Sequential(nn.ReLU()), torch.randn(4, 4))
+    with pytest.raises(TypeError, match="inputs must be a tensor"):
+        diagnose(model, "not a tensor")
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks
+
+
+# ----------------------------------------------------------------------------- point 4: output
+def test_table_json_and_plot(tmp_path):
+    from rich.console import Console
+
+    reports = [diagnose(initialized(12, nn.ReLU, s), batch(), label=s) for s in ("torch", "he")]
+    console = Console(record=True, width=200)
+    console.print(reports[0].table())
+    text = console.export_text()
+    assert "grad out" in text and "relu" in text and "Linear" in text
+    assert len([line for line in text.splitlines() if re.match(r"│\s+\d+ │", line)]) == 12
+
+    data = json.loads(reports[1].to_json())
+    assert data["label"] == "he" and len(data["layers"]) == 12
+    assert data["verdicts"] == reports[1].verdicts
+    assert data["thresholds"]["vanish"] == 0.01
+    assert "samples" not in data["layers"][0]
+    assert data["layers"][-1]["dead"] is None  # no activation after the last layer
+
+    one = reports[0].plot(str(tmp_path / "one.png"))
+    both = plot_reports({"torch": reports[0], "he": reports[1]}, str(tmp_path / "both.png"))
+    for path in (one, both):
+        with open(path, "rb") as fh:
+            assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+# ----------------------------------------------------------------------------- point 5
+def test_compare_schemes_side_by_side_and_reproducible():
+    factory = lambda: make_mlp(30, nn.ReLU)  # noqa: E731
+    x = batch()
+    state = torch.random.get_rng_state()
+    comp = compare_schemes(factory, x, ["torch", "xavier_normal", "he"], seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)  # caller's RNG untouched
+    assert isinstance(comp, Comparison) and list(comp) == ["torch", "xavier_normal", "he"]
+    assert "vanishing" in comp["torch"].kinds and "vanishing" in comp["xavier_normal"].kinds
+    assert comp["he"].healthy
+    again = compare_schemes(factory, x, ["torch"], seed=3)
+    assert again["torch"].layers[-1].out_std == comp["torch"].layers[-1].out_std
+    # custom initializers as {label: fn(model)}
+    def zero(model):
+        for p in model.parameters():
+            nn.init.zeros_(p)
+    custom = compare_schemes(factory, x, {"zero": zero})
+    assert "symmetry" in custom["zero"].kinds
+    assert set(json.loads(comp.to_json())) == {"torch", "xavier_normal", "he"}
+    assert comp.verdicts()["he"] == comp["he"].verdicts
+
+
+# ----------------------------------------------------------------------------- point 6: CLI
+def test_cli_mlp_several_schemes(tmp_path, capsys):
+    png, js = tmp_path / "d.png", tmp_path / "d.json"
+    code = cli.main(["diagnose", "--mlp", "12", "--width", "64", "--batch", "64",
+                     "--scheme", "torch,he", "--scheme", "zeros",
+                     "--plot", str(png), "--json", str(js)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "healthy" in out and "symmetry" in out
+    data = json.loads(js.read_text())
+    assert list(data) == ["torch", "he", "zeros"]
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_target_and_errors(tmp_path, capsys):
+    target = tmp_path / "net.py"
+    target.write_text("import torch.nn as nn\n"
+                      "def build():\n"
+                      "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(),"
+                      " nn.Linear(4 * 6 * 6, 2))\n")
+    code = cli.main(["diagnose", f"{target}:build", "--input-shape", "16,3,8,8", "--scheme", "he"])
+    out = capsys.readouterr().out
+    assert code == 0 and "Conv2d" in out
+    assert cli.main(["diagnose", f"{target}:build"]) == 2
+    assert "--input-shape" in capsys.readouterr().err
+    assert cli.main(["diagnose", "--mlp", "3", "--scheme", "nonsense"]) == 2
+    assert "unknown --scheme 'nonsense'" in capsys.readouterr().err
+    assert cli.main(["diagnose"]) == 2
+    assert "nothing to diagnose" in capsys.readouterr().err
