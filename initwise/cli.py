@@ -306,7 +306,8 @@ def _add_claim(sub: argparse._SubParsersAction) -> None:
         description="Run the fixed experiment behind one claim (zero init symmetry, small "
         "weights vanish, large weights saturate, He for deep ReLU, Xavier for deep tanh, "
         "LeCun+SELU self-normalizes, orthogonal RNN), print the measured figure and whether it "
-        "reproduces. The recipe is fixed; it is not tuned to make a claim pass.",
+        "reproduces (exit status 1 if it does not). The recipe is fixed; it is not tuned to make "
+        "a claim pass.",
     )
     p.add_argument("name", nargs="?", default=None,
                    help=f"claim to run: {', '.join(CLAIMS)}, or all")

@@ -1,0 +1,68 @@
+"""Reproduce every claim behind initwise by training (long: minutes per claim on 1 core).
+
+    python benchmarks/claims.py                      # all claims, 3 seeds
+    python benchmarks/claims.py --claims he_relu_30,orthogonal_rnn --seeds 5
+
+Each claim's report folder (results.json/csv, curves.png, summary.md, claim.json, claim.md) is
+written to OUT/<claim>/, and OUT/claims.md / OUT/claims.json collect the measured figures,
+verdicts, the exact command and the wall time of each claim. The recipes are fixed in
+initwise/experiments/claims.py and are not tuned to make a claim pass.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+
+from initwise.experiments.claims import CLAIMS, _clean, run_claim
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--claims", default="all",
+                        help=f"comma-separated claims or 'all' ({', '.join(CLAIMS)})")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per scheme (default 3)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="override every claim's training budget (default: the claim's)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--out", default=os.path.join("benchmarks", "results", "claims"),
+                        help="output folder (default benchmarks/results/claims)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    names = list(CLAIMS) if args.claims == "all" else [c.strip() for c in args.claims.split(",")]
+    os.makedirs(args.out, exist_ok=True)
+    records = []
+    for name in names:
+        start = time.perf_counter()
+        result = run_claim(name, seeds=args.seeds, steps=args.steps)
+        wall = time.perf_counter() - start
+        result.write(os.path.join(args.out, name))
+        verdict = "reproduced" if result.reproduced else "NOT reproduced"
+        print(f"{name}: {verdict} ({wall:.0f} s). {result.figure}", flush=True)
+        records.append({**result.to_dict(), "wall_time": wall})
+        _write_index(args.out, records)
+    return 0
+
+
+def _write_index(out: str, records: list[dict]) -> None:
+    env = (f"torch {torch.__version__}, Python {platform.python_version()}, "
+           f"{torch.get_num_threads()} torch thread(s), {os.cpu_count()} CPU(s)")
+    lines = [f"# Claims, measured ({env})", "",
+             "| claim | verdict | measured | command | wall time |", "|---|---|---|---|---|"]
+    for r in records:
+        verdict = "reproduced" if r["reproduced"] else "**not reproduced**"
+        lines.append(f"| {r['name']} | {verdict} | {r['figure']} | `{r['command']}` | "
+                     f"{r['wall_time']:.0f} s |")
+    with open(os.path.join(out, "claims.md"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(out, "claims.json"), "w", encoding="utf-8") as f:
+        json.dump(_clean(records), f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Model builders for the experiments: plain deep MLP, plain CNN, recurrent classifier.
+
+All are deliberately *plain*: no normalization layers, no residual connections, no dropout,
+so that the initialization alone decides whether signals survive the depth (the setting of
+Glorot & Bengio 2010, He et al. 2015 and Saxe et al. 2014).
+
+``depth`` always counts weight layers including the final ``nn.Linear`` classifier, so an MLP of
+depth 30 has 29 hidden ``Linear -> activation`` blocks and one output ``Linear``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .datasets import Dataset
+
+ARCHS: tuple[str, ...] = ("mlp", "cnn", "rnn", "lstm", "gru")
+
+#: activation name -> module factory (names as accepted by initwise.gain)
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "selu": nn.SELU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "identity": nn.Identity,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """A fresh activation module for ``name`` (one of :data:`ACTIVATIONS`)."""
+    try:
+        return ACTIVATIONS[name.lower()]()
+    except (KeyError, AttributeError):
+        raise ValueError(
+            f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}"
+        ) from None
+
+
+def _check_positive(**values: int) -> None:
+    for key, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+
+
+def mlp(in_features: int, n_classes: int, *, depth: int, width: int = 128,
+        activation: str = "relu") -> nn.Sequential:
+    """Plain MLP: ``depth - 1`` hidden blocks ``Linear(width) -> activation``, then ``Linear``.
+
+    ``depth=1`` is a linear classifier. Layers are built with PyTorch's default
+    initialization (the "torch" scheme); initialize them afterwards with ``initwise.init``.
+    """
+    _check_positive(in_features=in_features, n_classes=n_classes, depth=depth, width=width)
+    layers: list[nn.Module] = []
+    fan_in = in_features
+    for _ in range(depth - 1):
+        layers += [nn.Linear(fan_in, width), make_activation(activation)]
+        fan_in = width
+    layers.append(nn.Linear(fan_in, n_classes))
+    return nn.Sequential(*layers)
+
+
+def cnn(image_shape: tuple[int, ...], n_classes: int, *, depth: int, channels: int = 16,
+        activation: str = "relu", kernel_size: int = 3) -> nn.Sequential:
+    """Plain CNN without normalization: ``depth - 1`` convolutions then a ``Linear`` classifier.
+
+    ``image_shape`` is (C, H, W) for ``Conv2d`` or (C, L) for ``Conv1d``. Every convolution has
+    ``channels`` output channels, stride 1 and "same" padding, so the spatial size is kept and
+    the classifier sees ``channels * H * W`` features. Needs ``depth >= 2``.
+    """
+    if not isinstance(image_shape, (tuple, list)) or len(image_shape) not in (2, 3):
+        raise ValueError(
+            f"image_shape must be (C, L) or (C, H, W), got {image_shape!r}"
+        )
+    _check_positive(n_classes=n_classes, depth=depth, channels=channels,
+                    kernel_size=kernel_size)
+    if depth < 2:
+        raise ValueError(f"a CNN needs depth >= 2 (convolutions + classifier), got {depth}")
+    conv = nn.Conv2d if len(image_shape) == 3 else nn.Conv1d
+    in_ch = int(image_shape[0])
+    spatial = 1
+    for s in image_shape[1:]:
+        spatial *= int(s)
+    layers: list[nn.Module] = []
+    for _ in range(depth - 1):
+        layers += [conv(in_ch, channels, kernel_size, padding=kernel_size // 2),
+                   make_activation(activation)]
+        in_ch = channels
+    layers += [nn.Flatten(), nn.Linear(channels * spatial, n_classes)]
+    return nn.Sequential(*layers)
+
+
+class SequenceClassifier(nn.Module):
+    """A recurrent net (``nn.RNN``/``nn.LSTM``/``nn.GRU``) read over a sequence, then ``Linear``.
+
+    Input (batch, steps, features); the classifier sees the last layer's hidden state at the
+    last step. ``cell="rnn"`` uses ``nonlinearity`` ("tanh" or "relu").
+    """
+
+    def __init__(self, input_size: int, n_classes: int, *, cell: str = "rnn",
+                 hidden: int = 64, num_layers: int = 1, nonlinearity: str = "tanh") -> None:
+        super().__init__()
+        _check_positive(input_size=input_size, n_classes=n_classes, hidden=hidden,
+                        num_layers=num_layers)
+        cell = cell.lower()
+        if cell == "rnn":
+            if nonlinearity not in ("tanh", "relu"):
+                raise ValueError(
+                    f"nn.RNN supports nonlinearity 'tanh' or 'relu', got {nonlinearity!r}"
+                )
+            self.rnn: nn.Module = nn.RNN(input_size, hidden, num_layers,
+                                         nonlinearity=nonlinearity, batch_first=True)
+        elif cell == "lstm":
+            self.rnn = nn.LSTM(input_size, hidden, num_layers, batch_first=True)
+        elif cell == "gru":
+            self.rnn = nn.GRU(input_size, hidden, num_layers, batch_first=True)
+        else:
+            raise ValueError(f"unknown recurrent cell {cell!r}; choose rnn, lstm or gru")
+        self.cell = cell
+        self.head = nn.Linear(hidden, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)
+        return self.head(out[:, -1])
+
+
+def build_model(arch: str, data: Dataset, *, depth: int = 30, width: int = 128,
+                activation: str = "relu", seq_mode: str = "pixel") -> nn.Module:
+    """Build the model of ``arch`` (one of :data:`ARCHS`) sized for ``data``.
+
+    - ``mlp``: :func:`mlp` on the flat features (``width`` units per hidden layer);
+    - ``cnn``: :func:`cnn` on ``data.image_shape`` (``width`` channels);
+    - ``rnn``/``lstm``/``gru``: :class:`SequenceClassifier` over ``data.as_sequence(seq_mode)``
+      with ``width`` hidden units and ``depth - 1`` stacked recurrent layers (at least 1);
+      ``activation`` is the nonlinearity of a plain RNN.
+    """
+    arch = arch.lower()
+    if arch == "mlp":
+        return mlp(data.n_features, data.n_classes, depth=depth, width=width,
+                   activation=activation)
+    if arch == "cnn":
+        if data.image_shape is None:
+            raise ValueError(f"arch 'cnn' needs image data; dataset {data.name!r} is tabular")
+        return cnn(data.image_shape, data.n_classes, depth=depth, channels=width,
+                   activation=activation)
+    if arch in ("rnn", "lstm", "gru"):
+        _, per_step = data.sequence_shape(seq_mode)
+        return SequenceClassifier(per_step, data.n_classes, cell=arch, hidden=width,
+                                  num_layers=max(1, depth - 1),
+                                  nonlinearity=activation if arch == "rnn" else "tanh")
+    raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+
+
+def model_inputs(arch: str, data: Dataset, x: torch.Tensor, seq_mode: str = "pixel"
+                 ) -> torch.Tensor:
+    """Put flat inputs ``x`` (n, n_features) into the layout ``arch`` expects."""
+    arch = arch.lower()
+    if arch == "cnn":
+        return data.as_images(x)
+    if arch in ("rnn", "lstm", "gru"):
+        return data.as_sequence(x, seq_mode)
+    return x
