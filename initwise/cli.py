@@ -724,8 +724,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
 # (add new subcommands above this line: an _add_<name> and a _cmd_<name>, then list
 #  _add_<name> in _ADDERS below)
 
-_ADDERS = [_add_demo, _add_compare, _add_sweep, _add_claim, _add_diagnose, _add_recommend, _add_plan,
-           _add_init]
+# in the order of the help text: choose, then measure, then show the evidence
+_ADDERS = [_add_recommend, _add_plan, _add_init, _add_diagnose, _add_demo, _add_compare, _add_sweep,
+           _add_claim]
 
 
 def build_parser() -> argparse.ArgumentParser:

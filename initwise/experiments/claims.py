@@ -9,13 +9,12 @@ functions.
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .compare import Comparison, Progress, compare
+from .compare import Comparison, Progress, json_safe, compare
 from .training import RunResult, TrainConfig
 
 
@@ -54,7 +53,7 @@ class ClaimResult:
         paths = self.comparison.write(out_dir)
         paths["claim_json"] = os.path.join(out_dir, "claim.json")
         with open(paths["claim_json"], "w", encoding="utf-8") as f:
-            json.dump(_clean(self.to_dict()), f, indent=1, allow_nan=False)
+            json.dump(json_safe(self.to_dict()), f, indent=1, allow_nan=False)
         paths["claim_md"] = os.path.join(out_dir, "claim.md")
         with open(paths["claim_md"], "w", encoding="utf-8") as f:
             f.write(self.to_markdown() + f"\n![curves](curves.png)\n")
@@ -62,16 +61,6 @@ class ClaimResult:
 
 
 # ---------------------------------------------------------------------------- helpers
-def _clean(obj):
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 def _acc(comp: Comparison, scheme: str) -> tuple[float, float]:
     """(mean, sample std) of the final test accuracy of ``scheme`` over seeds."""
     accs = [r.final_test_acc for r in comp.runs_of(scheme)]

@@ -418,21 +418,21 @@ def _band(runs: list[RunResult], key: str) -> tuple[list[int], list, list, list]
     return steps, lo, mid, hi
 
 
-def _clean(obj):
+def json_safe(obj):
     """Replace NaN/inf by None so results.json is strict JSON."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
 def _write_common(out_dir, payload: dict, rows: list[dict]) -> dict:
     json_path = os.path.join(out_dir, "results.json")
     with open(json_path, "w", encoding="utf-8") as f:
-        json.dump(_clean(payload), f, indent=1, allow_nan=False)
+        json.dump(json_safe(payload), f, indent=1, allow_nan=False)
     csv_path = os.path.join(out_dir, "results.csv")
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
         if rows:
