@@ -8,6 +8,7 @@ unless ``--debug`` is given, which shows the full traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -230,7 +231,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         help="train one model per init scheme and seed on real data and compare them",
         description="Train the same model from each initialization scheme, with the same data "
         "order, optimizer, learning rate and budget per seed; print test accuracy (mean ± std "
-        "over seeds), final loss, steps to 90%% of the best accuracy and diverged runs.",
+        "over seeds), final loss, steps to 90% of the best accuracy and diverged runs.",
     )
     p.add_argument("--depth", type=int, default=None,
                    help="weight layers including the classifier (default 30 for mlp, 10 for "
@@ -322,8 +323,6 @@ def _add_claim(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_claim(args: argparse.Namespace) -> int:
-    import os
-
     from .experiments.claims import CLAIM_STEPS, CLAIMS, run_claim
 
     if args.list or not args.name:
@@ -741,6 +740,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Output options checked before any work starts: files must go into an existing folder, and a
+# report folder must be (or become) a writable folder.
+_OUTPUT_FILES = ("save", "json", "plot")
+_OUTPUT_DIRS = ("out",)
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    for attr in _OUTPUT_FILES:
+        path = getattr(args, attr, None)
+        if not isinstance(path, str):
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise CLIError(f"--{attr} {path!r} is a folder; give a file name")
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise CLIError(f"--{attr} {path!r}: folder {folder!r} does not exist or is not writable")
+    for attr in _OUTPUT_DIRS:
+        path = getattr(args, attr, None)
+        if not isinstance(path, str):
+            continue
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise CLIError(f"--{attr} {path!r} exists and is not a folder")
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise CLIError(f"--{attr} {path!r}: cannot create the folder ({exc.strerror})") from None
+        if not os.access(path, os.W_OK):
+            raise CLIError(f"--{attr} {path!r} is not writable")
+
+
+_EXTRAS = ("rich", "matplotlib", "sklearn", "mnist1d")
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -748,12 +785,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        _check_outputs(args)
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+    except (CLIError, ValueError, TypeError, OSError, ImportError) as exc:
         if args.debug:
             raise
-        print(f"initwise {args.command}: error: {exc}", file=sys.stderr)
+        hint = ""
+        if isinstance(exc, ModuleNotFoundError) and exc.name in _EXTRAS:
+            hint = " (it comes with the extras: pip install 'initwise[full]')"
+        print(f"initwise {args.command}: error: {_one_line(exc)}{hint}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - anything else (e.g. a model's RuntimeError): one line too
+        if args.debug:
+            raise
+        print(f"initwise {args.command}: error: {type(exc).__name__}: {_one_line(exc)} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -64,6 +64,14 @@ _ACTIVATIONS: dict[str, Callable[..., torch.Tensor]] = {
     "hardtanh": lambda z, min_val=-1.0, max_val=1.0: F.hardtanh(z, min_val, max_val),
     "relu6": F.relu6,
     "hardswish": F.hardswish,
+    "hardsigmoid": F.hardsigmoid,
+    "logsigmoid": F.logsigmoid,
+    "tanhshrink": F.tanhshrink,
+    "softshrink": lambda z, lambd=0.5: F.softshrink(z, lambd),
+    "hardshrink": lambda z, lambd=0.5: F.hardshrink(z, lambd),
+    "threshold": lambda z, threshold=0.0, value=0.0: F.threshold(z, threshold, value),
+    # RReLU draws its negative slope from U(lower, upper) in training and uses the mean in eval
+    "rrelu": lambda z, lower=1.0 / 8, upper=1.0 / 3: F.leaky_relu(z, (lower + upper) / 2),
 }
 _ALIASES = {
     "linear": "identity", "none": "identity", "swish": "silu",
@@ -71,7 +79,7 @@ _ALIASES = {
     "conv_transpose1d": "identity", "conv_transpose2d": "identity", "conv_transpose3d": "identity",
     # softmax ends a network: the layer before it produces logits, which initwise treats as a
     # linear output (gain 1, Glorot & Bengio's setting for the output layer).
-    "softmax": "identity", "log_softmax": "identity",
+    "softmax": "identity", "log_softmax": "identity", "softmin": "identity",
 }
 GAIN_NAMES: tuple[str, ...] = tuple(sorted(set(_ACTIVATIONS) | set(_ALIASES)))
 
@@ -90,8 +98,18 @@ def _quadrature() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(np.concatenate(nodes)), torch.from_numpy(np.concatenate(weights))
 
 
-def _evaluate(phi: Callable[..., Any], z: torch.Tensor) -> torch.Tensor:
-    """phi(z) as float64, trying float64, then the module's own dtype, then numpy."""
+def _elementwise(phi: Callable[..., Any], z: torch.Tensor, out: torch.Tensor) -> bool:
+    """Whether ``phi`` acted on each element alone: applied to the reversed input, and to each
+    half of it separately, it must give the same values (softmax, normalizations fail this)."""
+    half = z.numel() // 2
+    again = torch.cat([_evaluate(phi, z[:half].flip(0), check=False).flip(0),
+                       _evaluate(phi, z[half:].flip(0), check=False).flip(0)])
+    return bool(torch.allclose(again, out, rtol=1e-5, atol=1e-6 * (1 + float(out.abs().max()))))
+
+
+def _evaluate(phi: Callable[..., Any], z: torch.Tensor, check: bool = True) -> torch.Tensor:
+    """phi(z) as float64, trying float64, then the module's own dtype, then numpy; with
+    ``check``, ``TypeError`` unless phi is elementwise."""
     attempts: list[Callable[[], Any]] = [lambda: phi(z)]
     if isinstance(phi, nn.Module):
         p = next(phi.parameters(), None)
@@ -106,9 +124,16 @@ def _evaluate(phi: Callable[..., Any], z: torch.Tensor) -> torch.Tensor:
             out = torch.as_tensor(np.asarray(out) if not isinstance(out, torch.Tensor) else out)
             if out.shape != z.shape:
                 raise ValueError(f"returned shape {tuple(out.shape)} for input shape {tuple(z.shape)}")
-            return out.detach().to(torch.float64)
+            out = out.detach().to(torch.float64)
         except Exception as exc:  # noqa: BLE001 - try the next way of calling it
             error = exc
+            continue
+        if check and not _elementwise(phi, z, out):
+            raise TypeError(
+                f"activation {phi!r} is not elementwise (its value at one element depends on the "
+                "others, as softmax's does); gain() is defined for elementwise activations only"
+            )
+        return out
     raise TypeError(
         f"cannot evaluate activation {phi!r} elementwise on a 1-D float tensor ({error}); "
         "gain() needs an elementwise function of one tensor argument"
@@ -142,7 +167,11 @@ def activation_name(obj: Any) -> tuple[str, dict[str, Any]] | None:
         (nn.Softplus, "softplus", ("beta",)), (nn.Softsign, "softsign", ()),
         (nn.Hardtanh, "hardtanh", ("min_val", "max_val")), (nn.Hardswish, "hardswish", ()),
         (nn.Tanh, "tanh", ()), (nn.Sigmoid, "sigmoid", ()), (nn.Identity, "identity", ()),
-        (nn.Softmax, "softmax", ()), (nn.LogSoftmax, "log_softmax", ()),
+        (nn.Softmax, "softmax", ()), (nn.LogSoftmax, "log_softmax", ()), (nn.Softmin, "softmin", ()),
+        (nn.Hardsigmoid, "hardsigmoid", ()), (nn.LogSigmoid, "logsigmoid", ()),
+        (nn.Tanhshrink, "tanhshrink", ()), (nn.Softshrink, "softshrink", ("lambd",)),
+        (nn.Hardshrink, "hardshrink", ("lambd",)), (nn.Threshold, "threshold", ("threshold", "value")),
+        (nn.RReLU, "rrelu", ("lower", "upper")),
     ]
     if isinstance(obj, nn.Module):
         for cls, name, attrs in modules:
@@ -158,7 +187,10 @@ def activation_name(obj: Any) -> tuple[str, dict[str, Any]] | None:
         F.softplus: "softplus", F.softsign: "softsign", F.hardtanh: "hardtanh", F.relu6: "relu6",
         F.hardswish: "hardswish", torch.tanh: "tanh", F.tanh: "tanh", torch.sigmoid: "sigmoid",
         F.sigmoid: "sigmoid", F.softmax: "softmax", torch.softmax: "softmax",
-        F.log_softmax: "log_softmax", torch.log_softmax: "log_softmax",
+        F.log_softmax: "log_softmax", torch.log_softmax: "log_softmax", F.softmin: "softmin",
+        F.hardsigmoid: "hardsigmoid", F.logsigmoid: "logsigmoid", F.tanhshrink: "tanhshrink",
+        F.softshrink: "softshrink", F.hardshrink: "hardshrink", F.threshold: "threshold",
+        F.rrelu: "rrelu", F.rrelu_: "rrelu", F.threshold_: "threshold",
         torch.Tensor.relu: "relu", torch.Tensor.relu_: "relu", torch.Tensor.tanh: "tanh",
         torch.Tensor.sigmoid: "sigmoid", torch.Tensor.softmax: "softmax",
         torch.Tensor.log_softmax: "log_softmax",
@@ -215,6 +247,8 @@ def gain(activation: str | Callable[..., Any] | nn.Module, convention: str = "in
         phi(torch.zeros(1, dtype=torch.float64), **params)
     except TypeError:
         raise TypeError(f"unexpected parameters {sorted(params)} for activation {name!r}") from None
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"bad parameters {params} for activation {name!r}: {exc}") from None
 
     if convention == "torch":
         if name not in _TORCH_NAMES:

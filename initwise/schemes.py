@@ -79,6 +79,12 @@ def _should_fill(tensor: torch.Tensor, what: str) -> bool:
     return True
 
 
+def _check_gain(gain: float, what: str) -> float:
+    if not (isinstance(gain, (int, float)) and gain > 0 and math.isfinite(gain)):
+        raise ValueError(f"{what}: gain must be a positive number, got {gain!r}")
+    return float(gain)
+
+
 def _fill_(tensor: torch.Tensor, std: float, distribution: str, generator: torch.Generator | None) -> torch.Tensor:
     """Fill ``tensor`` with samples of mean 0 and standard deviation ``std`` from ``distribution``.
 
@@ -145,18 +151,21 @@ def variance_scaling_(
 def xavier_normal_(tensor: torch.Tensor, gain: float = 1.0, generator: torch.Generator | None = None,
                    fans: Fans | None = None) -> torch.Tensor:
     """Glorot & Bengio (2010): ``N(0, std^2)``, ``std = gain * sqrt(2 / (fan_in + fan_out))``."""
+    gain = _check_gain(gain, "xavier_normal_")
     return variance_scaling_(tensor, gain * gain, "fan_avg", "normal", generator, fans)
 
 
 def xavier_uniform_(tensor: torch.Tensor, gain: float = 1.0, generator: torch.Generator | None = None,
                     fans: Fans | None = None) -> torch.Tensor:
     """Glorot & Bengio (2010) eq. 16: ``U(-b, b)``, ``b = gain * sqrt(6 / (fan_in + fan_out))``."""
+    gain = _check_gain(gain, "xavier_uniform_")
     return variance_scaling_(tensor, gain * gain, "fan_avg", "uniform", generator, fans)
 
 
 def xavier_truncated_normal_(tensor: torch.Tensor, gain: float = 1.0, generator: torch.Generator | None = None,
                              fans: Fans | None = None) -> torch.Tensor:
     """Glorot & Bengio (2010) as a truncated normal with variance ``gain^2 * 2 / (fan_in + fan_out)``."""
+    gain = _check_gain(gain, "xavier_truncated_normal_")
     return variance_scaling_(tensor, gain * gain, "fan_avg", "truncated_normal", generator, fans)
 
 
@@ -242,6 +251,7 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, blocks: int = 1,
     into ``blocks`` equal blocks (the gates of an LSTM/GRU ``weight_hh``, the q/k/v of an
     attention ``in_proj_weight``), each made orthogonal on its own.
     """
+    _check_gain(gain, "orthogonal_")
     if not isinstance(blocks, int) or blocks < 1:
         raise ValueError(f"blocks must be a positive integer, got {blocks!r}")
     if isinstance(tensor, torch.Tensor) and tensor.dim() < 2:
@@ -271,6 +281,11 @@ def delta_orthogonal_(tensor: torch.Tensor, gain: float = 1.0,
         raise ValueError(
             "delta_orthogonal_ needs a convolution weight (out, in, *kernel) with 1 to 3 spatial "
             f"dimensions, got shape {list(tensor.shape)}"
+        )
+    _check_gain(gain, "delta_orthogonal_")
+    if isinstance(tensor, torch.Tensor) and any(k % 2 == 0 for k in tensor.shape[2:]):
+        raise ValueError(
+            f"delta_orthogonal_ needs odd kernel sizes (a centre tap), got shape {list(tensor.shape)}"
         )
     if not _should_fill(tensor, "delta_orthogonal_"):
         return tensor

@@ -93,6 +93,25 @@ def test_activation_name():
     assert activation_name(print) is None
 
 
+def test_functional_and_module_forms_agree():
+    pairs = [(nn.Hardsigmoid(), F.hardsigmoid), (nn.LogSigmoid(), F.logsigmoid), (nn.Tanhshrink(), F.tanhshrink),
+             (nn.Softshrink(0.5), F.softshrink), (nn.Hardshrink(0.5), F.hardshrink)]
+    for module, fn in pairs:
+        assert activation_name(module)[0] == activation_name(fn)[0]
+        assert gain(module) == pytest.approx(gain(fn), abs=1e-12)
+    # RReLU acts (in eval) as a leaky ReLU with the mean slope
+    assert gain(nn.RReLU(0.1, 0.3)) == pytest.approx(math.sqrt(2 / (1 + 0.2 ** 2)), abs=1e-12)
+    assert activation_name(nn.Softmin(dim=-1)) == ("softmin", {})
+    assert gain(nn.Softmin(dim=-1)) == 1.0  # a logit layer, like softmax
+
+
+@pytest.mark.parametrize("phi", [lambda z: torch.softmax(z, 0), lambda z: z / z.norm(),
+                                 lambda z: z - z.mean()])
+def test_non_elementwise_functions_are_rejected(phi):
+    with pytest.raises(TypeError, match="not elementwise"):
+        gain(phi)
+
+
 def test_errors():
     with pytest.raises(ValueError, match="unknown activation 'swishy'.*known names: .*relu"):
         gain("swishy")
@@ -106,4 +125,6 @@ def test_errors():
         gain(3.0)
     with pytest.raises(TypeError, match="elementwise"):
         gain(lambda z: z.sum())
+    with pytest.raises(ValueError, match="bad parameters.*gelu"):
+        gain("gelu", approximate="bogus")
     assert "relu" in GAIN_NAMES and "softsign" in GAIN_NAMES

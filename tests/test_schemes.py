@@ -210,6 +210,12 @@ def test_errors():
         orthogonal_(torch.empty(10, 4), blocks=0)
     with pytest.raises(ValueError, match="convolution weight"):
         delta_orthogonal_(torch.empty(10, 4))
+    with pytest.raises(ValueError, match="odd kernel sizes"):
+        delta_orthogonal_(torch.empty(8, 8, 2, 3))
+    with pytest.raises(ValueError, match="gain must be a positive number"):
+        initwise.xavier_normal_(torch.empty(4, 4), gain=-1.0)
+    with pytest.raises(ValueError, match="gain must be a positive number"):
+        orthogonal_(torch.empty(4, 4), gain=0.0)
     with pytest.raises(ValueError, match="std must be positive"):
         initwise.small_normal_(torch.empty(3, 3), std=0)
     with pytest.raises(TypeError, match="torch.Tensor"):
