@@ -388,48 +388,179 @@ def _duplicate_mask(rows: torch.Tensor, rtol: float,
 
 def _mean_spread(x: torch.Tensor) -> tuple[float, float]:
     """Mean of ``x`` (batch, units), and its spread: the std over the batch (dim 0) of each
-    unit, averaged over units.
+    unit, averaged over units (one layer; :func:`_mean_spreads` does several at once)."""
+    means, spreads = _mean_spreads(x.unsqueeze(0))
+    return float(means[0]), float(spreads[0])
+
+
+def _mean_spreads(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For ``x`` (layers, batch, units): the mean of each layer's values, and its spread: the
+    std over the batch (dim 1) of each unit, averaged over units. Two tensors of shape (layers,).
 
     Two passes (centre, then square) as ``Tensor.std`` does, written out because the strided
-    reduction of ``x.std(dim=0)`` is several times slower on CPU.
+    reduction of ``x.std(dim=1)`` is several times slower on CPU.
     """
-    means = x.mean(dim=0, keepdim=True)
-    centred = x - means
-    spread = centred.square_().sum(dim=0).div_(x.shape[0] - 1).sqrt_().mean()
-    return float(means.mean()), float(spread)
+    means = x.mean(dim=1, keepdim=True)
+    spreads = (x - means).square_().sum(dim=1).div_(x.shape[1] - 1).sqrt_().mean(dim=1)
+    return means.mean(dim=(1, 2)), spreads
+
+
+def _stds(x: torch.Tensor) -> torch.Tensor:
+    """Std (n - 1) over all the elements of each row of ``x`` (rows, n): two passes, as
+    ``Tensor.std``; NaN for rows of one element."""
+    if x.shape[1] < 2:
+        return torch.full(x.shape[:1], math.nan, dtype=x.dtype, device=x.device)
+    return (x - x.mean(dim=1, keepdim=True)).square_().sum(dim=1).div_(x.shape[1] - 1).sqrt_()
 
 
 def _output_columns(y: torch.Tensor, cdim: int, limit: int) -> torch.Tensor:
     """(units, <= limit) values of each unit (along ``cdim``) over an even subsample of the batch
     and positions, without copying the whole output."""
-    n, units = y.shape[0], y.shape[cdim]
-    y3 = y.movedim(cdim, 1).reshape(n, units, -1)
+    y4 = _sampled_units(y.unsqueeze(0), cdim, limit)
+    return y4[0].permute(1, 0, 2).reshape(y4.shape[2], -1)
+
+
+def _sampled_units(y: torch.Tensor, cdim: int, limit: int) -> torch.Tensor:
+    """For ``y`` (layers, batch, ...) with the units along ``cdim`` (a dim of one layer's output):
+    (layers, batch', units, positions') with an even subsample of <= ``limit`` (batch',
+    positions') pairs, a view when nothing is left out. Unit ``u`` of layer ``l`` has the
+    values ``[l, :, u, :]``, which :func:`_output_columns` lays out as one row."""
+    n_layers, n, units = y.shape[0], y.shape[1], y.shape[cdim + 1]
+    y4 = y.movedim(cdim + 1, 2).reshape(n_layers, n, units, -1)
     n_keep = min(n, limit)
     if n_keep < n:
-        y3 = y3[torch.linspace(0, n - 1, n_keep, device=y.device).long()]
+        y4 = y4[:, torch.linspace(0, n - 1, n_keep, device=y.device).long()]
     p_keep = max(1, limit // n_keep)
-    if y3.shape[2] > p_keep:
-        y3 = y3[:, :, torch.linspace(0, y3.shape[2] - 1, p_keep, device=y.device).long()]
-    return y3.permute(1, 0, 2).reshape(units, -1)
+    if y4.shape[3] > p_keep:
+        y4 = y4[:, :, :, torch.linspace(0, y4.shape[3] - 1, p_keep, device=y.device).long()]
+    return y4
+
+
+def _maybe_duplicates(y4: torch.Tensor, rtol: float) -> list[int]:
+    """The layers in which some unit may have a twin, for ``y4`` from :func:`_sampled_units`
+    (layers, batch', units, positions'): the first steps of :func:`_duplicate_mask` on each
+    layer's :func:`_output_columns` (projection, sort, comparison of neighbours, with a bound
+    0.2% looser), for all layers at once. A layer not listed has no duplicate unit; a listed
+    one is checked by :func:`_duplicate_mask` itself."""
+    n_layers, n, units, p = y4.shape
+    if units < 2 or n * p == 0:
+        return []
+    direction, total = _direction(n * p)
+    direction = direction.to(device=y4.device, dtype=y4.dtype)
+    if p == 1:  # (batch,) @ (layers, batch, units): no copy of the transposed columns
+        keys = torch.matmul(direction, y4[..., 0])
+    else:
+        keys = torch.matmul(y4.permute(0, 2, 1, 3).reshape(n_layers, units, -1), direction)
+    keys, order = torch.sort(keys, dim=1)
+    bound = y4.abs().amax(dim=(1, 2, 3)).mul_(rtol * total * 1.002)
+    li, pi = (keys.diff(dim=1).abs() <= bound.unsqueeze(1)).nonzero(as_tuple=True)
+    if li.numel() == 0:
+        return []
+    cols = y4.permute(0, 2, 1, 3)
+    a = cols[li, order[li, pi]].reshape(li.numel(), -1)
+    b = cols[li, order[li, pi + 1]].reshape(li.numel(), -1)
+    same = (a - b).abs().amax(dim=1) <= rtol * torch.maximum(a.abs().amax(dim=1),
+                                                            b.abs().amax(dim=1))
+    return sorted(set(li[same].tolist()))
+
+
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
+
+
+def _chunks(items: list[Any], numel: int) -> Iterator[list[Any]]:
+    """``items`` (all of ``numel`` elements) in runs of at most ``_STACK_LIMIT`` elements."""
+    per = max(1, _STACK_LIMIT // max(numel, 1))
+    for i in range(0, len(items), per):
+        yield items[i:i + per]
+
+
+def _grouped(items: list[Any], key: Callable[[Any], Any]) -> list[list[Any]]:
+    groups: dict[Any, list[Any]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return list(groups.values())
+
+
+# Same-shaped tensors are stacked and measured together, a few layers at a time (at most this
+# many elements per stack): a handful of tensor operations for all of them instead of a handful
+# per layer.
+_STACK_LIMIT = 1 << 18
+
+
+@dataclass
+class _Output:
+    """A layer's output, kept (a float copy) until the statistics are computed."""
+
+    rec: LayerDiagnosis
+    module: nn.Module
+    params: list[nn.Parameter]
+    y: torch.Tensor
+    cdim: int | None  #: the units' dim, None if the output cannot be split per unit
+    version: int = 0  #: ``y._version`` when kept (a later in-place change shows in it)
+
+
+@dataclass
+class _Post:
+    """The activation that follows a layer, and its output (a float copy)."""
+
+    rec: LayerDiagnosis
+    kind: str | None
+    y: torch.Tensor
+    bounds: tuple[float, float] | None = None  #: a hardtanh's (min_val, max_val)
+    version: int = 0  #: ``y._version`` when kept
+
+
+def _copy(t: torch.Tensor) -> torch.Tensor:
+    """A float copy of ``t``."""
+    t = t.detach()
+    return t.clone() if t.dtype == torch.float32 else t.float()
+
+
+def _writes_in_place(func: Any, kwargs: dict) -> bool:
+    """Whether a torch function call may write into its first argument or ``out``: ``add_``,
+    ``__iadd__``, ``__setitem__``, ``F.relu(x, inplace=True)``, ``torch.add(a, b, out=c)``."""
+    name = getattr(func, "__name__", "")
+    if name.endswith("__"):
+        return name.startswith("__i") or name == "__setitem__"
+    return name.endswith("_") or kwargs.get("inplace") is True or kwargs.get("out") is not None
+
+
+def _storage_key(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
 
 
 class _Recorder(TorchFunctionMode):
-    """Forward hooks on the layers + a torch-function mode that sees every activation call."""
+    """Forward hooks on the layers + a torch-function mode that sees every activation call.
+
+    During the passes the hooks only keep copies of the tensors to measure (layer outputs,
+    activation outputs, gradients w.r.t. the layer outputs); :meth:`measure` computes every
+    statistic afterwards, stacking same-shaped tensors of several layers so that the cost is a
+    few tensor operations per shape rather than per layer.
+    """
 
     def __init__(self, layers: list[tuple[str, nn.Module]], thresholds: DiagnosisThresholds,
-                 n_samples: int) -> None:
+                 n_samples: int, copy: bool = False) -> None:
         super().__init__()
         self.th = thresholds
         self.n_samples = n_samples
+        self.copy = copy
+        # kept tensors that are not copies, by storage: copied before an in-place write
+        self.shared: dict[int, list[_Output | _Post]] = {}
         self.names = {id(m): name for name, m in layers}
         self.params = {id(m): _layer_params(m) for _, m in layers}
         self.records: dict[int, LayerDiagnosis] = {}
         self.order: list[LayerDiagnosis] = []
         self.pending: tuple[LayerDiagnosis, torch.Size] | None = None
+        self.outputs: list[_Output] = []
+        self.posts: list[_Post] = []
+        self.grads: dict[int, torch.Tensor] = {}  # rec.index -> grad w.r.t. the layer output
 
     # -- torch function mode: activation calls
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self.shared and _writes_in_place(func, kwargs):
+            self._protect(args[0] if args else None, kwargs.get("out"))
         out = func(*args, **kwargs)
         if self.pending is not None and isinstance(out, torch.Tensor):
             name = getattr(func, "__name__", "").rstrip("_")
@@ -442,35 +573,13 @@ class _Recorder(TorchFunctionMode):
 
     def _post_activation(self, rec: LayerDiagnosis, name: str, out: torch.Tensor,
                          args: tuple, kwargs: dict) -> None:
-        with torch.no_grad():
-            y = out.detach().float().reshape(out.shape[0], -1)
-            rec.activation = name
-            rec.post_std = _mean_spread(y)[1]
-            rec.dead = None
-            kind = _ACTIVATIONS[name]
-            if kind == "relu":
-                rec.dead = float((y == 0).all(dim=0).float().mean())
-            elif kind == "tanh":
-                rec.saturated = float((y.abs() > self.th.tanh_saturation).float().mean())
-            elif kind == "sigmoid":
-                lo = self.th.sigmoid_saturation
-                rec.saturated = float(((y < lo) | (y > 1 - lo)).float().mean())
-            elif kind == "hardtanh":
-                low = float(kwargs.get("min_val", args[1] if len(args) > 1 else -1.0))
-                high = float(kwargs.get("max_val", args[2] if len(args) > 2 else 1.0))
-                sat = y >= high
-                if low != 0:
-                    sat |= y <= low
-                else:  # relu6 = hardtanh(0, 6): its 0 is "dead", not saturated
-                    rec.dead = float((y == 0).all(dim=0).float().mean())
-                rec.saturated = float(sat.float().mean())
-            rec.samples = self._sample(y)
-
-    def _sample(self, y: torch.Tensor) -> torch.Tensor:
-        flat = y.reshape(-1)
-        if flat.numel() > self.n_samples:
-            flat = flat[:: -(-flat.numel() // self.n_samples)]
-        return flat.to("cpu", copy=True)
+        rec.activation = name
+        kind = _ACTIVATIONS[name]
+        bounds = None
+        if kind == "hardtanh":
+            bounds = (float(kwargs.get("min_val", args[1] if len(args) > 1 else -1.0)),
+                      float(kwargs.get("max_val", args[2] if len(args) > 2 else 1.0)))
+        self._keep(_Post(rec, kind, out.detach().reshape(out.shape[0], -1), bounds))
 
     # -- module hooks
     def pre_hook(self, module: nn.Module, args: Any) -> None:
@@ -498,20 +607,142 @@ class _Recorder(TorchFunctionMode):
                 f"layer {name!r} ({type(module).__name__}) returned shape {tuple(t.shape)}: "
                 "diagnose measures the spread across the batch, so it needs inputs with a batch "
                 "dimension first and at least 2 samples")
-        with torch.no_grad():
-            y = t.detach().float()
-            flat = y.reshape(y.shape[0], -1)
-            rec.out_mean, rec.out_std = _mean_spread(flat)
-            # post-activation = the output itself until an activation is seen
-            rec.post_std = rec.out_std
-            rec.samples = self._sample(flat)
-            self._duplicates(rec, module, params, y)
+        # outputs per unit (channel): channel-first layers use dim 1, others the last dim
+        cdim = 1 if isinstance(module, _CHANNEL_FIRST) and t.dim() > 2 else t.dim() - 1
+        if not (t.dim() >= 2 and t.shape[cdim] == rec.units):
+            cdim = None
+        self._keep(_Output(rec, module, params, t.detach(), cdim))
         if t.requires_grad:
-            t.register_hook(self._grad_hook(rec))
+            t.register_hook(self._grad_hook(rec.index))
         self.pending = (rec, t.shape)
 
+    # -- kept tensors
+    def _keep(self, item: _Output | _Post) -> None:
+        """Keep ``item.y`` until the statistics are computed: a reference (copied only if an
+        in-place operation is about to change it), or a float copy with ``copy=True``."""
+        if self.copy or item.y.dtype != torch.float32:
+            item.y = _copy(item.y)
+        else:
+            self.shared.setdefault(_storage_key(item.y), []).append(item)
+        item.version = item.y._version
+        (self.outputs if isinstance(item, _Output) else self.posts).append(item)
+
+    def _protect(self, *targets: Any) -> None:
+        """Copy the kept tensors that share storage with ``targets`` (about to be written)."""
+        for t in targets:
+            if isinstance(t, (tuple, list)):
+                self._protect(*t)
+            elif isinstance(t, torch.Tensor):
+                for item in self.shared.pop(_storage_key(t), ()):
+                    if item.y._version == item.version:
+                        item.y = _copy(item.y)
+                        item.version = item.y._version
+
+    def stale(self) -> bool:
+        """Whether a kept tensor was changed in place without being copied first (an in-place
+        write this mode did not see): the statistics would be wrong, measure again with copies."""
+        return any(item.y._version != item.version for item in (*self.outputs, *self.posts))
+
+    def _grad_hook(self, index: int) -> Callable[[torch.Tensor], None]:
+        def hook(grad: torch.Tensor) -> None:
+            if index not in self.grads:
+                self.grads[index] = grad.detach()
+        return hook
+
+    # -- statistics, after the backward pass
+    def measure(self) -> None:
+        """Fill in every statistic of the records from the kept tensors (and drop them)."""
+        with _quiet(), torch.no_grad():
+            self._measure_outputs()
+            self._measure_posts()
+            self._measure_grads()
+        self.outputs, self.posts, self.grads = [], [], {}
+
+    def _samples(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """An even subsample of ``n_samples`` values of each row of ``flat`` (layers, n)."""
+        if flat.shape[1] > self.n_samples:
+            flat = flat[:, :: -(-flat.shape[1] // self.n_samples)]
+        return list(flat.to("cpu", copy=True).unbind(0))
+
+    def _measure_outputs(self) -> None:
+        rtol = self.th.duplicate_rtol
+        groups = _grouped(self.outputs, lambda o: (o.y.shape, o.y.device, o.cdim))
+        for group in groups:
+            shape = group[0].y.shape
+            for chunk in _chunks(group, shape.numel()):
+                y = _stack([o.y for o in chunk])
+                flat = y.reshape(len(chunk), shape[0], -1)
+                means, spreads = _mean_spreads(flat)
+                samples = self._samples(flat.reshape(len(chunk), -1))
+                for o, m, s, sample in zip(chunk, means.tolist(), spreads.tolist(), samples):
+                    o.rec.out_mean, o.rec.out_std = m, s
+                    # post-activation = the output itself until an activation is seen
+                    o.rec.post_std = s
+                    o.rec.samples = sample
+                cdim = chunk[0].cdim
+                maybe = (range(len(chunk)) if cdim is None else
+                         _maybe_duplicates(_sampled_units(y, cdim, _MAX_DUP_COLUMNS), rtol))
+                for i in maybe:
+                    o = chunk[i]
+                    self._duplicates(o.rec, o.module, o.params, y[i], o.cdim)
+
+    def _measure_posts(self) -> None:
+        th = self.th
+        for group in _grouped(self.posts, lambda p: (p.y.shape, p.y.device, p.kind, p.bounds)):
+            shape, kind, bounds = group[0].y.shape, group[0].kind, group[0].bounds
+            for chunk in _chunks(group, shape.numel()):
+                y = _stack([p.y for p in chunk])
+                _, spreads = _mean_spreads(y)
+                samples = self._samples(y.reshape(len(chunk), -1))
+                dead = saturated = None
+                if kind == "relu" or (kind == "hardtanh" and bounds[0] == 0):
+                    # relu6 = hardtanh(0, 6): its 0 is "dead", not saturated
+                    # (y == 0).all(dim=1), several times faster: NaN compares unequal either way
+                    silent = (y.amax(dim=1) == 0) & (y.amin(dim=1) == 0)
+                    dead = silent.float().mean(dim=1).tolist()
+                if kind == "tanh":
+                    sat = y.abs() > th.tanh_saturation
+                elif kind == "sigmoid":
+                    lo = th.sigmoid_saturation
+                    sat = (y < lo) | (y > 1 - lo)
+                elif kind == "hardtanh":
+                    sat = y >= bounds[1]
+                    if bounds[0] != 0:
+                        sat |= y <= bounds[0]
+                if kind in ("tanh", "sigmoid", "hardtanh"):
+                    saturated = sat.float().mean(dim=(1, 2)).tolist()
+                for i, (p, s, sample) in enumerate(zip(chunk, spreads.tolist(), samples)):
+                    p.rec.post_std = s
+                    p.rec.samples = sample
+                    p.rec.dead = None if dead is None else dead[i]
+                    if saturated is not None:
+                        p.rec.saturated = saturated[i]
+
+    def _measure_grads(self) -> None:
+        out_grads = [(self.order[i - 1], g) for i, g in self.grads.items()]
+        for group in _grouped(out_grads, lambda rg: (rg[1].numel(), rg[1].device)):
+            numel = group[0][1].numel()
+            for chunk in _chunks(group, numel):
+                stds = _stds(_stack([g.float().reshape(-1) for _, g in chunk]))
+                for (rec, _), s in zip(chunk, stds.tolist()):
+                    rec.grad_out_std = s
+
+    def measure_weight_grads(self, layer_grads: list[tuple[LayerDiagnosis, list[torch.Tensor]]]) -> None:
+        """``grad_weight_std`` of each layer: the std over all elements of its weights' gradients."""
+        flats = []
+        for rec, gs in layer_grads:
+            if gs:
+                flats.append((rec, gs[0].detach().float().reshape(-1) if len(gs) == 1 else
+                              torch.cat([g.detach().float().reshape(-1) for g in gs])))
+        with _quiet(), torch.no_grad():
+            for group in _grouped(flats, lambda rf: (rf[1].numel(), rf[1].device)):
+                for chunk in _chunks(group, group[0][1].numel()):
+                    stds = _stds(_stack([f for _, f in chunk]))
+                    for (rec, _), s in zip(chunk, stds.tolist()):
+                        rec.grad_weight_std = s
+
     def _duplicates(self, rec: LayerDiagnosis, module: nn.Module, params: list[nn.Parameter],
-                    y: torch.Tensor) -> None:
+                    y: torch.Tensor, cdim: int | None) -> None:
         rtol = self.th.duplicate_rtol
         cache: list[tuple[torch.Tensor, int]] = []
 
@@ -520,9 +751,7 @@ class _Recorder(TorchFunctionMode):
                 cache.append(_weight_rows(module, params))
             return cache[0][0]
 
-        # outputs per unit (channel): channel-first layers use dim 1, others the last dim
-        cdim = 1 if isinstance(module, _CHANNEL_FIRST) and y.dim() > 2 else y.dim() - 1
-        if y.dim() >= 2 and y.shape[cdim] == rec.units:
+        if cdim is not None:
             dup = _duplicate_mask(_output_columns(y, cdim, _MAX_DUP_COLUMNS), rtol,
                                   confirm=weight_rows)
         else:  # outputs cannot be split per unit: weight rows only
@@ -542,14 +771,6 @@ class _Recorder(TorchFunctionMode):
         else:
             rec.duplicate_cause = "identical outputs over the batch"
 
-    @staticmethod
-    def _grad_hook(rec: LayerDiagnosis) -> Callable[[torch.Tensor], None]:
-        def hook(grad: torch.Tensor) -> None:
-            if rec.grad_out_std is None:
-                g = grad.detach().float()
-                rec.grad_out_std = float(g.std()) if g.numel() > 1 else math.nan
-        return hook
-
 
 def _call(model: nn.Module, inputs: Any) -> Any:
     if isinstance(inputs, Mapping):
@@ -567,45 +788,11 @@ def _default_loss(output: torch.Tensor, targets: torch.Tensor | None) -> torch.T
     return F.mse_loss(output.float(), targets.float())
 
 
-def diagnose(
-    model: nn.Module,
-    inputs: Any,
-    targets: torch.Tensor | None = None,
-    loss_fn: Callable[..., torch.Tensor] | None = None,
-    *,
-    thresholds: DiagnosisThresholds | None = None,
-    label: str | None = None,
-    samples: int = 2048,
-) -> Report:
-    """Run one forward and one backward pass of ``model`` on ``inputs``; measure every layer.
-
-    ``inputs``: a tensor (``model(inputs)``), a tuple/list (``model(*inputs)``) or a dict
-    (``model(**inputs)``); dim 0 of every layer output is taken as the batch dimension, so the
-    batch needs at least 2 samples (a few hundred give stable numbers). The loss is
-    ``loss_fn(output, targets)`` (``loss_fn(output)`` without targets); by default the mean of
-    the squared outputs without targets, cross entropy for integer targets and the mean squared
-    error for float targets. A model returning a tuple/dict is reduced to its first tensor.
-
-    The model runs in its current train/eval mode. Gradients are taken with
-    ``torch.autograd.grad``, so ``.grad`` is untouched; frozen parameters get
-    ``requires_grad`` for the duration of the call; buffers (BatchNorm running statistics) are
-    restored afterwards. ``samples`` post-activation values per layer are kept for histograms.
-    Returns a :class:`Report`.
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"diagnose needs an nn.Module, got {type(model).__name__}")
-    thresholds = thresholds or DiagnosisThresholds()
-    if not isinstance(thresholds, DiagnosisThresholds):
-        raise TypeError(f"thresholds must be a DiagnosisThresholds, got {type(thresholds).__name__}")
-    first_input = _first_tensor(inputs)
-    if first_input is None:
-        raise TypeError(f"inputs must be a tensor or a tuple/list/dict of tensors, got {type(inputs).__name__}")
-    layers = _parametric_layers(model)
-    if not layers:
-        raise ValueError(f"{type(model).__name__} has no layer with a weight of 2 or more "
-                         "dimensions (Linear, Conv, Embedding, RNN...): nothing to diagnose")
-
-    recorder = _Recorder(layers, thresholds, samples)
+def _passes(model: nn.Module, inputs: Any, targets: torch.Tensor | None,
+            loss_fn: Callable[..., torch.Tensor] | None, layers: list[tuple[str, nn.Module]],
+            recorder: _Recorder) -> tuple[float, list[tuple[LayerDiagnosis, list[torch.Tensor]]]]:
+    """The forward and backward pass of :func:`diagnose`, recorded by ``recorder``; the model is
+    left as it was. Returns the loss and the gradients w.r.t. each layer's weights."""
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
     modes = [(m, m.training) for m in model.modules()]
@@ -638,12 +825,8 @@ def diagnose(
                                  "model's output is computed from its layers")
             grads = torch.autograd.grad(loss.reshape(()), unique, allow_unused=True)
         by_id = {id(p): g for p, g in zip(unique, grads)}
-        for rec, ps in layer_params:
-            gs = [by_id[id(p)] for p in ps if by_id.get(id(p)) is not None]
-            if gs:
-                flat = (gs[0].detach().float().reshape(-1) if len(gs) == 1 else
-                        torch.cat([g.detach().float().reshape(-1) for g in gs]))
-                rec.grad_weight_std = float(flat.std()) if flat.numel() > 1 else math.nan
+        weight_grads = [(rec, [by_id[id(p)] for p in ps if by_id.get(id(p)) is not None])
+                        for rec, ps in layer_params]
         loss_value = float(loss.detach())
     finally:
         for h in handles:
@@ -655,7 +838,65 @@ def diagnose(
         with torch.no_grad():
             for b, saved in buffers:
                 b.copy_(saved)
+    return loss_value, weight_grads
 
+
+def diagnose(
+    model: nn.Module,
+    inputs: Any,
+    targets: torch.Tensor | None = None,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+    *,
+    thresholds: DiagnosisThresholds | None = None,
+    label: str | None = None,
+    samples: int = 2048,
+) -> Report:
+    """Run one forward and one backward pass of ``model`` on ``inputs``; measure every layer.
+
+    ``inputs``: a tensor (``model(inputs)``), a tuple/list (``model(*inputs)``) or a dict
+    (``model(**inputs)``); dim 0 of every layer output is taken as the batch dimension, so the
+    batch needs at least 2 samples (a few hundred give stable numbers). The loss is
+    ``loss_fn(output, targets)`` (``loss_fn(output)`` without targets); by default the mean of
+    the squared outputs without targets, cross entropy for integer targets and the mean squared
+    error for float targets. A model returning a tuple/dict is reduced to its first tensor.
+
+    The model runs in its current train/eval mode. Gradients are taken with
+    ``torch.autograd.grad``, so ``.grad`` is untouched; frozen parameters get
+    ``requires_grad`` for the duration of the call; buffers (BatchNorm running statistics) are
+    restored afterwards. ``samples`` post-activation values per layer are kept for histograms.
+    Returns a :class:`Report`.
+
+    Cost and memory: the statistics are computed after the backward pass, layers of the same
+    output shape together (a few tensor operations per shape, not per layer), so every layer's
+    output, the activation output after it and the gradient w.r.t. it are kept until then:
+    up to about three times the memory of the activations, which is fine for the models and
+    batches diagnose is meant for (a few hundred samples). The kept tensors are references; one
+    is copied just before an in-place operation writes into it (``nn.ReLU(inplace=True)``,
+    ``out += x``), and if a write went unseen (made with torch functions disabled) the passes
+    are run again with copies, with the CPU random state of the first run.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"diagnose needs an nn.Module, got {type(model).__name__}")
+    thresholds = thresholds or DiagnosisThresholds()
+    if not isinstance(thresholds, DiagnosisThresholds):
+        raise TypeError(f"thresholds must be a DiagnosisThresholds, got {type(thresholds).__name__}")
+    first_input = _first_tensor(inputs)
+    if first_input is None:
+        raise TypeError(f"inputs must be a tensor or a tuple/list/dict of tensors, got {type(inputs).__name__}")
+    layers = _parametric_layers(model)
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no layer with a weight of 2 or more "
+                         "dimensions (Linear, Conv, Embedding, RNN...): nothing to diagnose")
+
+    rng = torch.get_rng_state()
+    recorder = _Recorder(layers, thresholds, samples)
+    loss_value, weight_grads = _passes(model, inputs, targets, loss_fn, layers, recorder)
+    if recorder.stale():  # an in-place write the recorder did not see: again, with copies
+        torch.set_rng_state(rng)
+        recorder = _Recorder(layers, thresholds, samples, copy=True)
+        loss_value, weight_grads = _passes(model, inputs, targets, loss_fn, layers, recorder)
+    recorder.measure()
+    recorder.measure_weight_grads(weight_grads)
     x = first_input.detach()
     input_std = _mean_spread(x.float().reshape(x.shape[0], -1))[1] if x.is_floating_point() and x.dim() >= 1 and x.shape[0] > 1 else math.nan
     unused = [name for name, m in layers if id(m) not in recorder.records]

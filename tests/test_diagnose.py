@@ -244,6 +244,107 @@ def test_statistics_match_hand_computation():
     assert report.input_std == pytest.approx(float(x.std(dim=0).mean()), rel=1e-5)
 
 
+class InPlace(nn.Module):
+    """Same-shaped layers (measured together), in-place activations and a residual ``+=`` on a
+    layer's output, hardtanh and relu6; ``hidden=True`` writes in place behind the recorder."""
+
+    def __init__(self, hidden: bool = False) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.fc1 = nn.Linear(8, 16)
+        self.fc2 = nn.Linear(16, 16)
+        self.fc3 = nn.Linear(16, 16)
+        self.fc4 = nn.Linear(16, 16)
+        self.fc5 = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor, reference: dict | None = None) -> torch.Tensor:
+        keep = (lambda key, t: reference.__setitem__(key, t.detach().clone())) if reference is not None else (lambda key, t: None)
+        z1 = self.fc1(x)
+        keep("z1", z1)
+        a1 = F.relu(z1, inplace=True)
+        keep("a1", a1)
+        z2 = self.fc2(a1)
+        keep("z2", z2)
+        z2 += a1  # the layer's output changes after the layer
+        a2 = torch.tanh(z2)
+        keep("a2", a2)
+        z3 = self.fc3(a2)
+        keep("z3", z3)
+        a3 = F.hardtanh(z3, -0.5, 0.5)
+        keep("a3", a3)
+        z4 = self.fc4(a3)
+        keep("z4", z4)
+        if self.hidden:
+            with torch._C.DisableTorchFunction():  # not seen by diagnose's torch-function mode
+                z4.mul_(3.0)
+        a4 = F.relu6(z4)
+        keep("a4", a4)
+        out = self.fc5(a4)
+        keep("z5", out)
+        return out
+
+
+@pytest.mark.parametrize("hidden", [False, True], ids=["seen", "hidden-in-place"])
+def test_batched_statistics_equal_reference_per_layer(hidden):
+    """The statistics computed after the backward pass, several layers at once, equal a plain
+    per-layer computation on the values each layer produced (before any later in-place
+    change), also when the model writes into a layer's output behind diagnose's back."""
+    torch.manual_seed(0)
+    model = InPlace(hidden)
+    x = torch.randn(48, 8, generator=torch.Generator().manual_seed(3))
+    with torch.random.fork_rng(devices=[]):
+        report = diagnose(model, x, samples=100)
+    ref: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        model(x, ref)
+    # gradients w.r.t. each layer's output, from a copy of the model without in-place writes
+    zs = {}
+    with torch.enable_grad():
+        z1 = model.fc1(x)
+        z2 = model.fc2(F.relu(z1))
+        z3 = model.fc3(torch.tanh(z2 + F.relu(z1)))
+        z4 = model.fc4(F.hardtanh(z3, -0.5, 0.5))
+        z5 = model.fc5(F.relu6(z4 * 3.0 if hidden else z4))
+        zs = {"z1": z1, "z2": z2, "z3": z3, "z4": z4, "z5": z5}
+        ws = [getattr(model, f"fc{i}").weight for i in range(1, 6)]
+        grads = torch.autograd.grad(z5.square().mean(), [*zs.values(), *ws])
+    posts = {"z1": ("a1", "relu"), "z2": ("a2", "tanh"), "z3": ("a3", "hardtanh"),
+             "z4": ("a4", "relu6"), "z5": (None, None)}
+    assert [r.name for r in report.layers] == ["fc1", "fc2", "fc3", "fc4", "fc5"]
+    for i, (r, key) in enumerate(zip(report.layers, zs)):
+        z = ref[key]
+        post_key, act = posts[key]
+        a = ref[post_key] if post_key else z
+        assert r.activation == act
+        assert r.out_mean == pytest.approx(float(z.mean()), rel=1e-5, abs=1e-7), key
+        assert r.out_std == pytest.approx(float(z.std(dim=0).mean()), rel=1e-5), key
+        assert r.post_std == pytest.approx(float(a.std(dim=0).mean()), rel=1e-5), key
+        flat = a.reshape(-1)
+        assert torch.equal(r.samples, flat[:: -(-flat.numel() // 100)]), key
+        dead = float((a == 0).all(dim=0).float().mean()) if act in ("relu", "relu6") else None
+        assert r.dead == dead, key
+        saturated = {"tanh": lambda: (a.abs() > 0.99).float().mean(),
+                     "hardtanh": lambda: ((a >= 0.5) | (a <= -0.5)).float().mean()}.get(act)
+        assert r.saturated == (None if saturated is None else float(saturated())), key
+        assert r.grad_out_std == pytest.approx(float(grads[i].std()), rel=1e-5), key
+        assert r.grad_weight_std == pytest.approx(float(grads[5 + i].std()), rel=1e-5), key
+        assert r.duplicates == 0
+
+
+def test_batched_duplicate_check_finds_planted_twins():
+    """Many same-shaped layers checked together: exactly the layers with planted twins."""
+    torch.manual_seed(0)
+    model = make_mlp(12, nn.Tanh, width=24)
+    initwise.init(model, policy="xavier_normal", seed=0)
+    with torch.no_grad():
+        for i, (a, b) in {2: (3, 17), 7: (0, 23), 9: (5, 6)}.items():
+            model[2 * i].weight[b] = model[2 * i].weight[a]
+            model[2 * i].bias[b] = model[2 * i].bias[a]
+    report = diagnose(model, batch(width=24))
+    assert [r.duplicates for r in report.layers] == [2 if i in (2, 7, 9) else 0 for i in range(12)]
+    assert {r.duplicate_cause for r in report.layers if r.duplicates} == {"identical weight rows"}
+
+
 def test_dead_and_saturated_fractions_known_values():
     lin = nn.Linear(4, 6)
     with torch.no_grad():
