@@ -43,6 +43,11 @@ def plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[Any, Any
     of the standard policy; a scheme name carries its own. ``rules`` override per parameter
     name glob, layer type, module or activation, e.g. ``{"head.*": "zeros", nn.LSTM:
     "orthogonal", "encoder.*": "keep", "activation:tanh": "xavier_uniform"}``.
+
+    Raises ``ValueError`` when the forward pass fails with the given ``example_input``. When
+    neither fx nor a forward pass with a guessed input works, the activations are guessed from
+    declaration order: a ``UserWarning`` is issued and ``plan.note`` and the affected reasons
+    say so (pass ``example_input`` to avoid it).
     """
     return build_plan(model, example_input, rules=rules, policy=policy, distribution=distribution)
 

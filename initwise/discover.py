@@ -14,7 +14,13 @@ three methods that works:
    models that fx cannot trace (data-dependent control flow). The model is left as it was:
    buffers (BatchNorm statistics), train/eval flags and the global RNG are restored.
 3. ``"order"``: module declaration order, the last resort: the first activation module declared
-   after a layer, skipping dropout, norms, pooling and reshapes.
+   after a layer, skipping dropout, norms, pooling and reshapes. It cannot see functional calls
+   (``torch.relu`` in ``forward``), so it can be wrong: every activation it finds says
+   ``"guessed from declaration order"`` in its ``via``, ``Discovery.fallback`` says why it was
+   used, and falling back to it issues a :class:`UserWarning`.
+
+A forward pass that fails with a user-given ``example_input`` is an error (``ValueError``), not a
+reason to fall back: the input does not fit the model and the plan would be built on a guess.
 
 While following a layer's output, dropout, normalization layers, flatten/reshape/view/permute,
 pooling, padding, indexing, concatenation and additions (residual connections) are passed
@@ -25,6 +31,8 @@ linearly. A layer whose output reaches several places gets every distinct activa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -37,7 +45,11 @@ from torch.utils._pytree import tree_flatten
 
 from .gains import activation_name
 
-__all__ = ["Activation", "Discovery", "discover", "layers", "is_norm", "NORM_TYPES"]
+__all__ = ["Activation", "Discovery", "discover", "guess_input", "layers", "is_norm", "NORM_TYPES",
+           "ORDER_GUESS"]
+
+#: Prefix of ``Activation.via`` for activations guessed from module declaration order.
+ORDER_GUESS = "guessed from declaration order"
 
 NORM_TYPES: tuple[type, ...] = tuple(
     t for t in (
@@ -127,11 +139,14 @@ class Discovery:
     """Result of :func:`discover`: the method used (``"fx"``, ``"forward"``, ``"order"``), a
     note on why (fallback reasons, the guessed input shape) and, for every layer's qualified
     name, the distinct activations consuming its output (``(Activation("none"),)`` for an output
-    layer)."""
+    layer). ``fallback`` is empty unless ``method == "order"``: then it says why the data flow
+    could not be followed (e.g. ``"fx failed (...) and the forward pass with a guessed input of
+    shape (2, 8) failed (...)"``)."""
 
     method: str
     consumers: dict[str, tuple[Activation, ...]]
     note: str = ""
+    fallback: str = ""
 
     def of(self, layer_name: str) -> tuple[Activation, ...]:
         """Activations consuming ``layer_name``'s output (a sub-layer of a fused layer such as
@@ -469,7 +484,9 @@ def _discover_forward(model: nn.Module, found: dict[str, nn.Module],
                     rec.record(rec.sources(out), Activation("none", via="model output"))
                 break
             except Exception as exc:  # noqa: BLE001 - try eval mode, then give up
-                errors.append(f"{type(exc).__name__}: {exc}")
+                message = f"{type(exc).__name__}: {exc}"
+                if message not in errors:
+                    errors.append(message)
         else:
             raise RuntimeError("; ".join(errors))
     finally:
@@ -480,23 +497,26 @@ def _discover_forward(model: nn.Module, found: dict[str, nn.Module],
 
 
 def guess_input(model: nn.Module) -> torch.Tensor | None:
-    """A small input for ``model`` guessed from its first layer (batch of 2), or None."""
+    """A small input for ``model`` guessed from its first layer (batch of 2), or None.
+
+    Drawn from a local generator seeded with 0: the global RNG is not touched."""
+    g = torch.Generator().manual_seed(0)
     for module in model.modules():
         weight = next(module.parameters(recurse=False), None)
         if weight is None and not isinstance(module, nn.Embedding):
             continue
         dtype = weight.dtype if weight is not None and weight.is_floating_point() else torch.float32
         if isinstance(module, nn.Linear):
-            return torch.randn(2, module.in_features, dtype=dtype)
+            return torch.randn(2, module.in_features, dtype=dtype, generator=g)
         if isinstance(module, nn.modules.conv._ConvNd):
             d = len(module.kernel_size)
             size = max(16, *(k * 2 for k in module.kernel_size))
-            return torch.randn(2, module.in_channels, *([size] * d), dtype=dtype)
+            return torch.randn(2, module.in_channels, *([size] * d), dtype=dtype, generator=g)
         if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
-            return torch.randint(0, module.num_embeddings, (2, 8))
+            return torch.randint(0, module.num_embeddings, (2, 8), generator=g)
         if isinstance(module, nn.RNNBase):
             shape = (2, 5, module.input_size) if module.batch_first else (5, 2, module.input_size)
-            return torch.randn(*shape, dtype=dtype)
+            return torch.randn(*shape, dtype=dtype, generator=g)
         return None
     return None
 
@@ -529,7 +549,7 @@ def _discover_order(model: nn.Module, found: dict[str, nn.Module]) -> dict[str, 
             if not (later_name in found or _pass_module(later)):
                 act = Activation("none", via=f"{type(later).__name__} module '{later_name}'")
                 break
-        result[name] = (act,)
+        result[name] = (dataclasses.replace(act, via=f"{ORDER_GUESS}: {act.via}"),)
     return result
 
 
@@ -540,19 +560,25 @@ def discover(model: nn.Module, example_input: Any = None, *, method: str = "auto
     ``method`` is ``"auto"`` (fx, else a recorded forward pass, else module order), or one of
     ``"fx"``, ``"forward"``, ``"order"`` to force one (``"forward"`` without ``example_input``
     uses an input guessed from the first layer). The model is not modified.
+
+    Raises ``ValueError`` when the forward pass fails with a given ``example_input`` (the input
+    does not fit the model). When ``"auto"`` has to fall back to declaration order (fx fails and
+    there is no example input, or the forward pass with a guessed input fails) it warns with a
+    :class:`UserWarning`, and the result says so (``fallback``, ``note``, every ``via``).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"discover() expects an nn.Module, got {type(model).__name__}")
     if method not in ("auto", "fx", "forward", "order"):
         raise ValueError(f"method must be 'auto', 'fx', 'forward' or 'order', got {method!r}")
     found = layers(model)
+    model_name = type(model).__name__
     notes: list[str] = []
     if method in ("auto", "fx"):
         try:
             return Discovery("fx", _discover_fx(model, found), "torch.fx symbolic trace")
         except Exception as exc:  # noqa: BLE001 - any trace failure means: try the next method
             if method == "fx":
-                raise ValueError(f"torch.fx cannot trace {type(model).__name__}: {_short(exc)}") from exc
+                raise ValueError(f"torch.fx cannot trace {model_name}: {_short(exc)}") from exc
             notes.append(f"fx failed ({_short(exc)})")
     if method in ("auto", "forward"):
         x, guessed = example_input, False
@@ -565,13 +591,51 @@ def discover(model: nn.Module, example_input: Any = None, *, method: str = "auto
                 notes.append("recorded forward pass" + shape)
                 return Discovery("forward", consumers, "; ".join(notes))
             except Exception as exc:  # noqa: BLE001
+                if not guessed:
+                    raise ValueError(
+                        f"the forward pass of {model_name} failed with the given example_input "
+                        f"({_describe(example_input)}): {_short(exc)}; pass an example_input the model "
+                        "accepts (CLI: --input-shape, batch first)") from exc
                 if method == "forward":
-                    raise ValueError(f"forward pass of {type(model).__name__} failed: {_short(exc)}") from exc
-                notes.append(f"forward pass failed ({_short(exc)})")
+                    raise ValueError(
+                        f"the forward pass of {model_name} failed with a guessed input of shape "
+                        f"{tuple(x.shape)}: {_short(exc)}; pass example_input (CLI: --input-shape)") from exc
+                notes.append(f"the forward pass with a guessed input of shape {tuple(x.shape)} failed "
+                             f"({_short(exc)})")
         else:
-            notes.append("no example input (pass example_input to follow the data flow)")
-    notes.append("activations guessed from module declaration order")
-    return Discovery("order", _discover_order(model, found), "; ".join(notes))
+            notes.append("no example input was given and none could be guessed from the first layer")
+    if method == "order":
+        fallback = "declaration order was requested (method='order')"
+        return Discovery("order", _discover_order(model, found),
+                         f"activations {ORDER_GUESS} (requested)", fallback)
+    fallback = " and ".join(notes)
+    note = (f"FALLBACK: activations {ORDER_GUESS}, which cannot see functional calls such as torch.relu, "
+            f"because {fallback}; pass example_input (CLI: --input-shape) to follow the data flow")
+    warnings.warn(f"initwise could not follow the data flow of {model_name}: {fallback}. The activations were "
+                  f"{ORDER_GUESS} and may be wrong; pass example_input (a tensor the model accepts; CLI: "
+                  "--input-shape) to follow the data flow.", UserWarning, stacklevel=_stacklevel())
+    return Discovery("order", _discover_order(model, found), note, fallback)
+
+
+def _describe(x: Any) -> str:
+    """``"a tensor of shape (2, 3)"`` / ``"a tuple of 2 inputs"`` for error messages."""
+    if isinstance(x, torch.Tensor):
+        return f"a {x.dtype} tensor of shape {tuple(x.shape)}"
+    if isinstance(x, (tuple, list)):
+        return f"a {type(x).__name__} of {len(x)} inputs"
+    if isinstance(x, dict):
+        return f"keyword inputs {', '.join(map(str, x))}"
+    return f"a {type(x).__name__}"
+
+
+def _stacklevel() -> int:
+    """Stack level pointing at the first frame outside initwise (the user's call)."""
+    import sys
+
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("initwise"):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _short(exc: BaseException, limit: int = 160) -> str:

@@ -26,13 +26,17 @@ selu                                                    LeCun: var 1/fan_in (Kla
 RNN/LSTM/GRU: ``weight_ih`` by the gate activations (sigmoid/tanh gates: Xavier with the fans of
 one gate block; a ReLU ``nn.RNN``: He), ``weight_hh`` orthogonal per gate block (Saxe et al.
 2014), ``weight_hr`` Xavier. MultiheadAttention: q/k/v projections Xavier with per-block fans.
-Embeddings ``N(0, 1)`` (their fan-in is 1), the ``padding_idx`` row 0. Biases 0; norm layers
+Embeddings ``N(0, 1)`` (their fan-in is 1), the ``padding_idx`` row 0 (under every policy,
+also when the weight is tied to another layer). Biases 0; norm layers
 weight 1, bias 0; PReLU slopes 0.25. A layer whose output feeds several different activations
 gets the most conservative (smallest std) of their choices.
 
 ``"torch"``: PyTorch's own ``reset_parameters`` distributions (Linear/Conv ``kaiming_uniform_(a=
 sqrt(5))`` i.e. ``U(+-1/sqrt(fan_in))`` with torch's fan rule, biases ``U(+-1/sqrt(fan_in))``,
-RNN everything ``U(+-1/sqrt(hidden))``, embeddings ``N(0, 1)``, attention ``xavier_uniform_``).
+RNN everything ``U(+-1/sqrt(hidden))``, embeddings ``N(0, 1)``, attention as
+``MultiheadAttention._reset_parameters``: q/k/v ``xavier_uniform_``, ``in_proj_bias`` and
+``out_proj.bias`` 0, ``bias_k``/``bias_v`` ``xavier_normal_``, ``out_proj.weight`` as a Linear;
+inside an ``nn.Transformer`` every tensor with 2+ dims ``xavier_uniform_``).
 
 Any scheme name accepted by :func:`initwise.get_initializer` (``"xavier_normal"``, ``"he"``,
 ``"lecun"``, ``"orthogonal"``, ``"zeros"``, ``"small"`` ...): that scheme for every weight with at
@@ -57,7 +61,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .discover import Activation, Discovery, NORM_TYPES, discover
+from .discover import ORDER_GUESS, Activation, Discovery, NORM_TYPES, discover
 from .fans import fans as _fans
 from .fans import param_blocks
 from .gains import GAIN_NAMES, activation_name
@@ -77,8 +81,8 @@ __all__ = ["Plan", "PlanEntry", "build_plan", "recommend", "POLICIES", "param_ge
 
 POLICIES = ("standard", "torch")
 _DISTRIBUTIONS = ("normal", "uniform", "truncated_normal")
-_XAVIER_ACTS = frozenset({"none", "identity", "linear", "sigmoid", "tanh", "softmax", "log_softmax",
-                          "softsign", "hardtanh"})
+_XAVIER_ACTS = frozenset({"none", "identity", "linear", "sigmoid", "hardsigmoid", "tanh", "softmax",
+                          "log_softmax", "softmin", "softsign", "hardtanh"})
 _HE_ACTS = frozenset({"relu", "leaky_relu", "elu", "celu", "gelu", "silu", "swish", "mish", "softplus",
                       "relu6", "hardswish"})
 _FAN_FREE = frozenset({"zeros", "small_normal", "small_uniform"})
@@ -388,8 +392,9 @@ def draw(entry: PlanEntry, generator: torch.Generator | None, dtype: torch.dtype
         small_uniform_(t, bound=float(p.get("bound", 0.01)), generator=generator)
     else:
         raise ValueError(f"plan entry {entry.name!r}: unknown scheme {s!r}")
-    if p.get("padding_idx") is not None:
-        t[int(p["padding_idx"])] = 0
+    pad = p.get("padding_idx")
+    if pad is not None:
+        t[int(pad) if isinstance(pad, (int, float)) else [int(i) for i in pad]] = 0
     return t
 
 
@@ -671,6 +676,7 @@ def build_plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[An
     if discovery is None and needs_discovery:
         discovery = discover(model, example_input)
     module_ids = {id(r.key): {id(m) for m in r.key.modules()} for r in parsed if r.kind == "module"}
+    torch_tags = _torch_tags(model)
 
     entries = []
     for item in _collect(model):
@@ -681,7 +687,8 @@ def build_plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[An
         chosen_policy, rule = _resolve(item, contexts, parsed, policy, module_ids)
         candidates = []
         for alias, acts in contexts:
-            e = _entry(chosen_policy, item, alias, acts, distribution, explicit=rule is not None)
+            e = _entry(chosen_policy, item, alias, acts, distribution, explicit=rule is not None,
+                       torch_tags=torch_tags.get(id(alias.module), frozenset()))
             if rule is not None:
                 e.reason = f"rule {rule.label} -> {rule.value}: {e.reason}"
             candidates.append(e)
@@ -696,9 +703,14 @@ def build_plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[An
                            + f": {best.reason}")
         else:
             best.name = item.aliases[0].name
+        _keep_padding_rows(best, item)
         if item.writes:
             best.writes = item.writes
             best.reason += f" (parametrized by {item.parametrization}: written through the original tensor)"
+        if (discovery is not None and discovery.method == "order" and best.scheme != "keep"
+                and _uses_activation(chosen_policy, rule, item)):
+            best.reason += (f" [activation {ORDER_GUESS}, because {discovery.fallback or 'the data flow was not followed'}"
+                            "; pass example_input to follow the data flow]")
         entries.append(best)
     unused = [r.label for r in parsed if not r.used]
     if unused:
@@ -707,6 +719,15 @@ def build_plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[An
     method = discovery.method if discovery is not None else "not needed"
     note = discovery.note if discovery is not None else f"policy {policy!r} does not depend on activations"
     return Plan(entries, policy=policy, distribution=distribution, method=method, note=note)
+
+
+def _uses_activation(policy: str, rule: "_Rule | None", item: _Tensor) -> bool:
+    """True when the entry's scheme was chosen from the discovered activations: a standard-policy
+    weight of a dense layer, or a tensor selected by an activation rule."""
+    if rule is not None and rule.kind == "activation":
+        return True
+    return policy == "standard" and any(
+        _kind(a.module, a.local) == "dense" and _role("dense", a.local) == "weight" for a in item.aliases)
 
 
 def _normalize_policy(policy: str, distribution: str = "normal") -> str:
@@ -805,7 +826,7 @@ def _role(kind: str, local: str) -> str:
 
 
 def _entry(policy: str, item: _Tensor, alias: _Alias, acts: tuple[Activation, ...], distribution: str,
-           explicit: bool) -> PlanEntry:
+           explicit: bool, torch_tags: frozenset[str] = frozenset()) -> PlanEntry:
     module, local, shape = alias.module, alias.local, item.shape
     kind = _kind(module, local)
     role = _role(kind, local)
@@ -830,7 +851,7 @@ def _entry(policy: str, item: _Tensor, alias: _Alias, acts: tuple[Activation, ..
         what = f"{layer}.{local}" if kind != "unknown" else f"layer type {layer}"
         return make("keep", "-", None, None, None, None, f"{what} unknown to initwise: kept as it is")
     if policy == "torch":
-        return _torch_entry(make, kind, role, module, local, shape)
+        return _torch_entry(make, kind, role, module, local, shape, torch_tags)
     if role == "bias":
         return make("zeros", "-", None, None, None, 0.0, "biases start at 0")
     if role == "scale":
@@ -1007,10 +1028,48 @@ def _uniform_entry(make, scheme, kind, role, module, local, shape, fan_in, fan_o
     raise ValueError(f"scheme {scheme!r} cannot be used as a whole-model policy")
 
 
-def _torch_entry(make, kind, role, module, local, shape) -> PlanEntry:
-    """PyTorch's own defaults (reset_parameters), with torch's fan rule (dims 1 and 0)."""
+def _torch_tags(model: nn.Module) -> dict[int, frozenset[str]]:
+    """Modules whose PyTorch defaults are overridden by a container's ``_reset_parameters``:
+    ``"mha_out_proj"`` for the ``out_proj`` of a ``MultiheadAttention`` with biases (its bias is
+    set to 0), ``"transformer"`` for every module inside an ``nn.Transformer`` (every tensor with
+    more than one dimension gets ``xavier_uniform_``)."""
+    tags: dict[int, set[str]] = {}
+    for module in model.modules():
+        if isinstance(module, nn.MultiheadAttention) and module.in_proj_bias is not None:
+            tags.setdefault(id(module.out_proj), set()).add("mha_out_proj")
+        if isinstance(module, nn.Transformer):
+            for sub in module.modules():
+                tags.setdefault(id(sub), set()).add("transformer")
+    return {k: frozenset(v) for k, v in tags.items()}
+
+
+def _keep_padding_rows(entry: PlanEntry, item: _Tensor) -> None:
+    """Zero the ``padding_idx`` rows of an embedding weight whatever scheme (or tied layer's
+    choice) fills the rest, as PyTorch does."""
+    if entry.scheme in ("keep", "zeros"):
+        return
+    pads = sorted({int(a.module.padding_idx) for a in item.aliases
+                   if isinstance(a.module, (nn.Embedding, nn.EmbeddingBag)) and a.local == "weight"
+                   and getattr(a.module, "padding_idx", None) is not None})
+    if not pads or entry.params.get("padding_idx") == (pads[0] if len(pads) == 1 else pads):
+        return
+    entry.params["padding_idx"] = pads[0] if len(pads) == 1 else pads
+    rows = ", ".join(map(str, pads))
+    entry.reason += f"; padding row{'s' if len(pads) > 1 else ''} {rows} set to 0 (embedding padding_idx)"
+
+
+def _torch_entry(make, kind, role, module, local, shape, tags: frozenset[str] = frozenset()) -> PlanEntry:
+    """PyTorch's own defaults (reset_parameters), with torch's fan rule (dims 1 and 0), including
+    the overrides of containers (see :func:`_torch_tags`)."""
     torch_fan_in = shape[1] * math.prod(shape[2:]) if len(shape) >= 2 else None
     torch_fan_out = shape[0] * math.prod(shape[2:]) if len(shape) >= 2 else None
+    if "transformer" in tags and len(shape) >= 2:
+        return make("xavier_uniform", "uniform", torch_fan_in, torch_fan_out, 1.0,
+                    math.sqrt(2.0 / (torch_fan_in + torch_fan_out)),
+                    "PyTorch default: nn.Transformer applies xavier_uniform_ to every tensor with 2+ dims")
+    if "mha_out_proj" in tags and role == "bias":
+        return make("zeros", "-", None, None, None, 0.0,
+                    "PyTorch default: MultiheadAttention sets out_proj.bias to 0")
     if kind == "dense":
         if role == "weight":
             return make("kaiming_uniform", "uniform", torch_fan_in, torch_fan_out, math.sqrt(1 / 3),

@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from initwise.discover import Activation, discover, guess_input, layers
+from initwise.discover import ORDER_GUESS, Activation, discover, guess_input, layers
 
 try:
-    from tests.zoo import ZOO, SeedMLP
+    from tests.zoo import ZOO, SeedMLP, UntraceableConv
 except ImportError:  # tests/ itself on sys.path
-    from zoo import ZOO, SeedMLP
+    from zoo import ZOO, SeedMLP, UntraceableConv
 
 
 def labels(discovery, layer):
@@ -122,10 +122,12 @@ def test_order_fallback_when_nothing_else_works():
                 x = x + 1
             return self.act(self.fc(self.attn(x, x, x)[0]))
 
-    d = discover(Untraceable())
+    with pytest.warns(UserWarning, match="Untraceable.*example_input"):
+        d = discover(Untraceable())
     assert d.method == "order"
-    assert "fx failed" in d.note and "no example input" in d.note
+    assert "fx failed" in d.note and "no example input" in d.note and "fx failed" in d.fallback
     assert labels(d, "fc") == "tanh"
+    assert d.of("fc")[0].via.startswith(ORDER_GUESS)
     with pytest.raises(ValueError, match="fx cannot trace"):
         discover(Untraceable(), method="fx")
 
@@ -174,3 +176,40 @@ def test_bad_arguments():
         discover("not a model")
     with pytest.raises(ValueError, match="method"):
         discover(nn.Linear(2, 2), method="magic")
+
+
+def test_given_example_input_that_breaks_the_forward_pass_is_an_error():
+    # fx cannot trace it and the head expects 3x32x32: a 31x31 input fails in fc. Falling back to
+    # declaration order would say conv feeds the next declared layer and plan Xavier for a ReLU.
+    model = UntraceableConv()
+    with pytest.raises(ValueError) as info:
+        discover(model, torch.randn(2, 3, 31, 31))
+    message = str(info.value)
+    assert "forward pass of UntraceableConv failed with the given example_input" in message
+    assert "(2, 3, 31, 31)" in message and "mat1 and mat2" in message and "--input-shape" in message
+    assert "\n" not in message and message.count("mat1 and mat2") == 1  # one line, train/eval not repeated
+    with pytest.raises(ValueError, match="given example_input"):
+        discover(model, torch.randn(2, 3, 31, 31), method="forward")
+    assert labels(discover(model, torch.randn(2, 3, 32, 32)), "conv") == "relu"  # the right input works
+
+
+def test_guessed_input_failing_falls_back_to_order_loudly():
+    model = UntraceableConv()
+    with pytest.warns(UserWarning, match=r"UntraceableConv.*guessed input of shape \(2, 3, 16, 16\).*example_input"):
+        d = discover(model)
+    assert d.method == "order"
+    assert "guessed input of shape (2, 3, 16, 16) failed" in d.fallback and "fx failed" in d.fallback
+    assert d.note.startswith("FALLBACK") and d.fallback in d.note and "example_input" in d.note
+    for layer in ("conv", "fc"):
+        assert all(a.via.startswith(ORDER_GUESS) for a in d.of(layer)), layer
+    with pytest.raises(ValueError, match="guessed input"):  # forced forward: an error, no fallback
+        discover(model, method="forward")
+
+
+def test_guess_input_does_not_touch_the_global_rng():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    for model in (nn.Linear(4, 2), nn.Conv2d(3, 2, 3), nn.Embedding(9, 2), nn.GRU(3, 4)):
+        torch.manual_seed(0)
+        guess_input(model)
+        assert torch.equal(torch.rand(3), expected), type(model).__name__

@@ -13,9 +13,9 @@ from initwise.api import init, plan
 from initwise.plan import Plan, PlanEntry, stream_seed
 
 try:
-    from tests.zoo import ZOO, SeedMLP
+    from tests.zoo import ZOO, SeedMLP, UntraceableConv
 except ImportError:
-    from zoo import ZOO, SeedMLP
+    from zoo import ZOO, SeedMLP, UntraceableConv
 
 
 def params(model):
@@ -417,3 +417,97 @@ def test_entry_family_names():
     for scheme, family in [("kaiming_uniform", "he"), ("xavier_truncated_normal", "xavier"),
                            ("lecun_uniform", "lecun"), ("zeros", "constant"), ("keep", "keep")]:
         assert PlanEntry(scheme=scheme, **base).family == family
+
+
+# ----------------------------------------------------------------------------- review fixes
+def test_torch_policy_matches_fresh_attention_and_transformer_modules():
+    """Against freshly constructed torch modules: the same zero/constant tensors, and the std (and
+    uniform bound) of every random tensor. Tolerance on a std: 3.5/sqrt(n) relative (about 5
+    standard errors for normal samples, 8 for uniform); in_proj_weight has 49,152 samples."""
+    def build():
+        return nn.ModuleDict({
+            "enc": nn.TransformerEncoderLayer(128, 4, 256),
+            "mha": nn.MultiheadAttention(64, 4, add_bias_kv=True, kdim=32, vdim=48),
+            "nobias": nn.MultiheadAttention(32, 2, bias=False),
+            "tr": nn.Transformer(32, 2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=64,
+                             batch_first=True),
+        })
+
+    torch.manual_seed(0)
+    ref = build()
+    ours = build()
+    p = init(ours, policy="torch", seed=0)
+    fresh = dict(ref.named_parameters())
+    assert fresh.keys() == dict(ours.named_parameters()).keys()
+    for name, t in ours.named_parameters():
+        r, t, e = fresh[name].detach(), t.detach(), p[name]
+        assert bool((r == 0).all()) == bool((t == 0).all()), (name, e.reason)
+        if r.min() == r.max():
+            assert torch.equal(t, r), name
+            continue
+        tol = 3.5 / math.sqrt(r.numel())
+        assert r.std().item() == pytest.approx(e.std, rel=tol), (name, e.reason)
+        assert t.std().item() == pytest.approx(e.std, rel=tol), (name, e.reason)
+        if e.distribution == "uniform":
+            bound = math.sqrt(3) * e.std * (1 + 1e-6)
+            assert r.abs().max() <= bound and t.abs().max() <= bound, name
+    assert p["enc.self_attn.out_proj.bias"].scheme == "zeros"
+    assert p["tr.encoder.layers.0.linear1.weight"].scheme == "xavier_uniform"
+
+
+def test_tied_embedding_keeps_its_padding_row():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(10, 4, padding_idx=0)
+            self.out = nn.Linear(4, 10, bias=False)
+            self.out.weight = self.embed.weight
+
+        def forward(self, tokens):
+            return self.out(self.embed(tokens))
+
+    for policy in ("standard", "torch", "he", "orthogonal"):
+        model = Tied()
+        p = init(model, policy=policy, seed=0)
+        w = model.embed.weight.detach()
+        assert torch.count_nonzero(w[0]) == 0, policy
+        assert torch.count_nonzero(w[1:]) == w[1:].numel(), policy
+        assert p["embed.weight"].params["padding_idx"] == 0, policy
+    assert "padding row 0" in p["embed.weight"].reason
+    fresh = Tied()
+    Plan.from_json(p.to_json()).apply(fresh, seed=0)
+    assert torch.equal(fresh.embed.weight, model.embed.weight)
+    # an untied embedding under a one-scheme policy keeps it too
+    emb = nn.Embedding(10, 4, padding_idx=3)
+    init(emb, policy="xavier_uniform", seed=0)
+    assert torch.count_nonzero(emb.weight[3]) == 0
+
+
+def test_plan_with_a_failing_example_input_raises_and_init_writes_nothing():
+    model = UntraceableConv()
+    before = params(model)
+    for call in (plan, init):
+        with pytest.raises(ValueError, match="forward pass of UntraceableConv failed with the given example_input"):
+            call(model, torch.randn(2, 3, 31, 31))
+    assert all(torch.equal(t, before[n]) for n, t in params(model).items())
+    assert plan(model, torch.randn(2, 3, 32, 32))["conv.weight"].family == "he"
+
+
+def test_order_fallback_is_stated_in_the_note_and_every_affected_reason():
+    with pytest.warns(UserWarning, match="UntraceableConv"):
+        p = plan(UntraceableConv())
+    assert p.method == "order"
+    assert "FALLBACK" in p.note and "guessed input of shape (2, 3, 16, 16) failed" in p.note
+    for name in ("conv.weight", "fc.weight"):
+        reason = p[name].reason
+        assert "guessed from declaration order" in reason, name
+        assert "guessed input of shape (2, 3, 16, 16) failed" in reason and "example_input" in reason, name
+    assert "declaration order" not in p["conv.bias"].reason  # biases do not depend on activations
+
+
+@pytest.mark.parametrize("act", [nn.Hardsigmoid(), nn.Softmin(dim=-1)])
+def test_sigmoid_and_softmax_relatives_get_xavier(act):
+    model = nn.Sequential(nn.Linear(8, 16), act, nn.Linear(16, 2))
+    entry = plan(model)["0.weight"]
+    assert entry.family == "xavier"
+    assert entry.std == pytest.approx(math.sqrt(2 / 24))

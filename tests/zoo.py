@@ -219,6 +219,23 @@ class DynamicControl(nn.Module):
         return self.fc3(h)
 
 
+class UntraceableConv(nn.Module):
+    """A Conv2d feeding torch.relu, data-dependent control flow (fx cannot trace it), and a head
+    sized for 3x32x32 inputs: the forward pass fails with any other input size (the guessed one
+    included). Declaration order alone says conv feeds the next declared layer (wrongly)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4 * 30 * 30, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x))
+        if h.sum() > 0:  # depends on the data
+            h = h + 0
+        return self.fc(h.flatten(1))
+
+
 class MultiConsumer(nn.Module):
     """One layer's output feeds relu and tanh branches (the conservative choice wins)."""
 
