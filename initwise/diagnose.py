@@ -51,6 +51,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .discover import call_model
+
 __all__ = [
     "DiagnosisThresholds", "LayerDiagnosis", "Finding", "Report", "Comparison",
     "diagnose", "compare_schemes", "plot_reports",
@@ -772,14 +774,6 @@ class _Recorder(TorchFunctionMode):
             rec.duplicate_cause = "identical outputs over the batch"
 
 
-def _call(model: nn.Module, inputs: Any) -> Any:
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
-
-
 def _default_loss(output: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
     if targets is None:
         return output.float().square().mean()
@@ -807,7 +801,7 @@ def _passes(model: nn.Module, inputs: Any, targets: torch.Tensor | None,
             handles.append(module.register_forward_hook(recorder.hook))
         with torch.enable_grad():
             with recorder:
-                output = _call(model, inputs)
+                output = call_model(model, inputs)
             out = _first_tensor(output)
             if out is None:
                 raise TypeError(f"{type(model).__name__} returned {type(output).__name__}, "

@@ -34,7 +34,7 @@ import contextlib
 import dataclasses
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -446,12 +446,14 @@ def _preserved(model: nn.Module):
                 m.training = flag
 
 
-def _call(model: nn.Module, example_input: Any) -> Any:
-    if isinstance(example_input, dict):
-        return model(**example_input)
-    if isinstance(example_input, (tuple, list)):
-        return model(*example_input)
-    return model(example_input)
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """``model(**inputs)`` for a mapping, ``model(*inputs)`` for a tuple or list, else
+    ``model(inputs)``: the forms an example input may take."""
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
 
 
 def _discover_forward(model: nn.Module, found: dict[str, nn.Module],
@@ -480,7 +482,7 @@ def _discover_forward(model: nn.Module, found: dict[str, nn.Module],
                 with _preserved(model), torch.no_grad():
                     model.train(training)
                     with rec:
-                        out = _call(model, example_input)
+                        out = call_model(model, example_input)
                     rec.record(rec.sources(out), Activation("none", via="model output"))
                 break
             except Exception as exc:  # noqa: BLE001 - try eval mode, then give up
