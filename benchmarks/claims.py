@@ -5,7 +5,8 @@
 
 Each claim's report folder (results.json/csv, curves.png, summary.md, claim.json, claim.md) is
 written to OUT/<claim>/, and OUT/claims.md / OUT/claims.json collect the measured figures,
-verdicts, the exact command and the wall time of each claim. The recipes are fixed in
+verdicts, the exact command and the wall time of each claim. Running some claims replaces only
+their entries in an existing OUT/claims.json (the others are kept as they were measured). The recipes are fixed in
 initwise/experiments/claims.py and are not tuned to make a claim pass.
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ import time
 
 import torch
 
-from initwise.experiments.claims import CLAIMS, _clean, run_claim
+from initwise.experiments.claims import CLAIMS, run_claim
+from initwise.experiments.compare import json_safe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     names = list(CLAIMS) if args.claims == "all" else [c.strip() for c in args.claims.split(",")]
     os.makedirs(args.out, exist_ok=True)
-    records = []
+    records = _previous(args.out)
     for name in names:
         start = time.perf_counter()
         result = run_claim(name, seeds=args.seeds, steps=args.steps)
@@ -44,9 +46,18 @@ def main(argv: list[str] | None = None) -> int:
         result.write(os.path.join(args.out, name))
         verdict = "reproduced" if result.reproduced else "NOT reproduced"
         print(f"{name}: {verdict} ({wall:.0f} s). {result.figure}", flush=True)
-        records.append({**result.to_dict(), "wall_time": wall})
-        _write_index(args.out, records)
+        records[result.name] = {**result.to_dict(), "wall_time": wall}
+        _write_index(args.out, [records[n] for n in CLAIMS if n in records])
     return 0
+
+
+def _previous(out: str) -> dict[str, dict]:
+    """The records of an existing OUT/claims.json by claim name ({} if there is none)."""
+    path = os.path.join(out, "claims.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return {r["name"]: r for r in json.load(f) if r.get("name") in CLAIMS}
 
 
 def _write_index(out: str, records: list[dict]) -> None:
@@ -61,7 +72,7 @@ def _write_index(out: str, records: list[dict]) -> None:
     with open(os.path.join(out, "claims.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(out, "claims.json"), "w", encoding="utf-8") as f:
-        json.dump(_clean(records), f, indent=1, default=str)
+        json.dump(json_safe(records), f, indent=1, allow_nan=False)
 
 
 if __name__ == "__main__":

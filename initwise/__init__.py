@@ -32,7 +32,7 @@ from .schemes import (
 )
 from .discover import Activation, Discovery, discover
 from .plan import Plan, PlanEntry, recommend
-from .api import init, load_target, plan  # the function `plan` hides the submodule name
+from .api import apply_scheme, init, load_target, plan  # the function `plan` hides the submodule name
 from .diagnose import (
     Comparison,
     DiagnosisThresholds,
@@ -54,7 +54,7 @@ __all__ = [
     "lecun_normal_", "lecun_uniform_", "lecun_truncated_normal_",
     "orthogonal_", "delta_orthogonal_", "zeros_", "constant_", "small_normal_", "small_uniform_",
     "get_initializer", "canonical_name", "SCHEME_NAMES",
-    "discover", "Discovery", "Activation", "plan", "init", "Plan", "PlanEntry", "recommend", "load_target",
+    "discover", "Discovery", "Activation", "plan", "init", "Plan", "PlanEntry", "recommend", "load_target", "apply_scheme",
     "diagnose", "compare_schemes", "Report", "Comparison", "LayerDiagnosis", "Finding",
     "DiagnosisThresholds", "plot_reports",
 ]

@@ -26,7 +26,7 @@ from torch import nn
 
 from .plan import Plan, build_plan
 
-__all__ = ["plan", "init", "load_target"]
+__all__ = ["plan", "init", "apply_scheme", "load_target"]
 
 
 def plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[Any, Any] | None = None,
@@ -64,6 +64,20 @@ def init(model: nn.Module, example_input: Any = None, *, rules: Mapping[Any, Any
     """
     p = build_plan(model, example_input, rules=rules, policy=policy, distribution=distribution)
     return p.apply(model, seed=seed)
+
+
+def apply_scheme(model: nn.Module, scheme: str, *, seed: int | None = None,
+                 example_input: Any = None) -> Plan | None:
+    """Initialize ``model`` by one name, as comparisons name schemes: ``"torch"`` leaves the model
+    as it was built (returns ``None``); ``"auto"`` (or ``"standard"``) is ``init(model,
+    example_input, seed=seed)``; any other name is ``init(model, example_input, policy=scheme,
+    seed=seed)``, that scheme for every weight."""
+    name = scheme.strip().lower()
+    if name == "torch":
+        return None
+    if name in ("auto", "standard"):
+        return init(model, example_input, seed=seed)
+    return init(model, example_input, policy=name, seed=seed)
 
 
 def load_target(spec: str) -> nn.Module:

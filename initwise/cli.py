@@ -131,13 +131,14 @@ class _ev_progress:
             self.bar.__exit__(*exc)
 
 
-def _ev_check(schemes: list[str], dataset: str | None = None) -> None:
+def _ev_check(schemes: list[str], dataset: str | None = None, arch: str | None = None) -> None:
     """Validate names before a progress bar starts (errors print as one line)."""
     from .experiments.datasets import DATASET_NAMES
     from .experiments.training import check_scheme
 
     for scheme in schemes:
-        check_scheme(scheme)
+        if check_scheme(scheme) == "orthogonal_hh" and arch not in (None, "rnn", "lstm", "gru"):
+            raise CLIError(f"scheme orthogonal_hh needs a recurrent --arch (rnn, lstm, gru), not {arch!r}")
     if dataset is not None and dataset.lower().replace("-", "_") not in DATASET_NAMES:
         raise CLIError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_NAMES)}")
 
@@ -188,8 +189,9 @@ def _ev_add_training_args(p: argparse.ArgumentParser, *, schemes: str, seeds: in
                    "identity (rnn: tanh or relu; ignored by lstm/gru) (default relu, rnn tanh)")
     p.add_argument("--schemes", default=schemes,
                    help="comma-separated schemes: torch (as built), auto (initwise.init), large "
-                   "(N(0,1)) or any initializer name: zeros, small, xavier, he, lecun, "
-                   f"orthogonal, ... (default {schemes})")
+                   "(N(0,1)), orthogonal_hh (as built, only the recurrent weight_hh made "
+                   "orthogonal; rnn/lstm/gru only) or any initializer name: zeros, small, xavier, "
+                   f"he, lecun, orthogonal, ... (default {schemes})")
     p.add_argument("--seeds", type=int, default=seeds,
                    help=f"number of seeds 0..N-1 per scheme (default {seeds})")
     p.add_argument("--steps", type=int, default=500, help="training steps per run (default 500)")
@@ -249,7 +251,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     depth = args.depth if args.depth is not None else depth0
     width = args.width if args.width is not None else width0
     schemes = _ev_csv(args.schemes, "--schemes")
-    _ev_check(schemes, args.dataset)
+    _ev_check(schemes, args.dataset, args.arch)
     config = _ev_config(args)
     with _ev_progress(len(schemes) * max(args.seeds, 0) * args.steps) as progress:
         comp = compare(args.dataset, args.arch, depth=depth, width=width,
@@ -283,7 +285,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     depths = _ev_ints(args.depths, "--depths")
     width = args.width if args.width is not None else _EV_ARCH_DEFAULTS[args.arch][1]
     schemes = _ev_csv(args.schemes, "--schemes")
-    _ev_check(schemes, args.dataset)
+    _ev_check(schemes, args.dataset, args.arch)
     total = len(schemes) * max(args.seeds, 0) * args.steps * len(depths)
     with _ev_progress(total) as progress:
         result = sweep(args.dataset, args.arch, depths=depths, width=width,

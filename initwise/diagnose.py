@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .api import apply_scheme
 from .discover import call_model
 
 __all__ = [
@@ -1034,19 +1035,6 @@ def _findings(layers: list[LayerDiagnosis], th: DiagnosisThresholds) -> list[Fin
 SchemeSpec = Union[Sequence[str], Mapping[str, Callable[[nn.Module], Any]]]
 
 
-def _apply_scheme(model: nn.Module, scheme: str, seed: int, example_input: Any) -> None:
-    """"torch": as built; "auto": ``initwise.init(model, example_input, seed=seed)``;
-    any other name: ``initwise.init(model, example_input, policy=name, seed=seed)``."""
-    if scheme == "torch":
-        return
-    from .api import init
-
-    if scheme in ("auto", "standard"):
-        init(model, example_input, seed=seed)
-    else:
-        init(model, example_input, policy=scheme, seed=seed)
-
-
 class Comparison(Mapping):
     """Reports for one architecture under several schemes: a read-only ``{scheme: Report}``."""
 
@@ -1140,7 +1128,7 @@ def compare_schemes(
         if callable(scheme):
             scheme(model)
         else:
-            _apply_scheme(model, scheme.strip().lower(), seed, inputs)
+            apply_scheme(model, scheme, seed=seed, example_input=inputs)
         reports[label] = diagnose(model, inputs, targets, loss_fn, thresholds=thresholds,
                                   label=label)
     return Comparison(reports)

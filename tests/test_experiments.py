@@ -7,16 +7,17 @@ import json
 import random
 import socket
 
+# The experiments need the optional extras; the test extra installs them, so a missing one is
+# an error here, never a silently skipped module.
+import matplotlib  # noqa: F401
+import mnist1d  # noqa: F401
 import numpy as np
 import pytest
+import sklearn  # noqa: F401
 import torch
 from torch import nn
 
-pytest.importorskip("sklearn")
-pytest.importorskip("mnist1d")
-pytest.importorskip("matplotlib")
-
-from initwise.experiments import (  # noqa: E402
+from initwise.experiments import (
     DATASET_NAMES,
     TrainConfig,
     activation_stats,
@@ -32,10 +33,10 @@ from initwise.experiments import (  # noqa: E402
     sweep,
     train,
 )
-from initwise.experiments import datasets as ds  # noqa: E402
-from initwise.experiments.claims import CLAIMS, claim_zero_symmetry  # noqa: E402
-from initwise.experiments.compare import Comparison  # noqa: E402
-from initwise.experiments.training import seeded  # noqa: E402
+from initwise.experiments import datasets as ds
+from initwise.experiments.claims import CLAIMS, claim_orthogonal_rnn, claim_zero_symmetry
+from initwise.experiments.compare import Comparison
+from initwise.experiments.training import seeded
 
 EXPECTED = {  # name: (n_train, n_test, n_features, n_classes)
     "digits": (1347, 450, 64, 10),
@@ -232,6 +233,34 @@ def test_large_scheme_is_standard_normal_with_zero_bias():
     assert all(float(m.bias.detach().abs().max()) == 0 for m in model if isinstance(m, nn.Linear))
 
 
+def test_orthogonal_hh_changes_only_recurrent_weights():
+    data = load_dataset("digits")
+    for arch, blocks in (("rnn", 1), ("lstm", 4), ("gru", 3)):
+        with seeded(3):
+            built = build_model(arch, data, depth=3, width=32, activation="tanh")
+        with seeded(3):
+            model = build_model(arch, data, depth=3, width=32, activation="tanh")
+        apply_scheme(model, "orthogonal_hh", seed=0)
+        changed = []
+        for (name, before), (_, after) in zip(built.named_parameters(), model.named_parameters()):
+            if torch.equal(before, after):
+                continue
+            changed.append(name)
+            for block in after.detach().reshape(blocks, 32, 32):  # every gate block orthogonal
+                assert torch.allclose(block @ block.T, torch.eye(32), atol=1e-5), (arch, name)
+        assert changed == ["rnn.weight_hh_l0", "rnn.weight_hh_l1"], arch
+    again = build_model("rnn", data, depth=2, width=8)
+    first = build_model("rnn", data, depth=2, width=8)
+    apply_scheme(first, "orthogonal_hh", seed=5)
+    apply_scheme(again, "orthogonal_hh", seed=5)
+    assert torch.equal(first.rnn.weight_hh_l0, again.rnn.weight_hh_l0)
+    plain = mlp(4, 2, depth=2, width=3)
+    state = {k: v.clone() for k, v in plain.state_dict().items()}
+    with pytest.raises(ValueError, match="orthogonal_hh.*recurrent"):
+        apply_scheme(plain, "orthogonal_hh", seed=0)
+    assert all(torch.equal(state[k], v) for k, v in plain.state_dict().items())
+
+
 def test_row_spread_and_activation_stats():
     model = mlp(16, 3, depth=3, width=64, activation="tanh")
     for layer in model:
@@ -374,6 +403,19 @@ def test_claim_zero_symmetry_measures_spread(tmp_path):
     paths = result.write(tmp_path)
     assert json.loads(open(paths["claim_json"]).read())["name"] == "zero_symmetry"
     assert len(CLAIMS) == 7
+
+
+def test_claim_orthogonal_rnn_has_the_recurrent_only_ablation():
+    result = claim_orthogonal_rnn(seeds=2, steps=2)
+    assert result.comparison.schemes == ["torch", "orthogonal_hh", "orthogonal", "auto"]
+    torch_acc = {r.seed: r.final_test_acc for r in result.comparison.runs_of("torch")}
+    paired = [r.final_test_acc - torch_acc[r.seed]
+              for r in result.comparison.runs_of("orthogonal_hh")]
+    assert result.measured["orthogonal_hh_minus_torch_by_seed"] == paired
+    assert result.reproduced == (all(d > 0 for d in paired)
+                                 and result.measured["acc"]["auto"] > result.measured["acc"]["torch"])
+    assert "isolates the recurrent weights" in result.statement
+    assert "orthogonal_hh - torch" in result.figure
 
 
 def test_cli_compare_claim_and_errors(tmp_path, capsys):

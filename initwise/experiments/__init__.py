@@ -15,6 +15,7 @@ from .training import (
     activation_stats,
     apply_scheme,
     evaluate,
+    orthogonalize_recurrent_,
     row_spread,
     train,
 )
@@ -22,7 +23,7 @@ from .training import (
 __all__ = [
     "DATASET_NAMES", "Dataset", "load_dataset",
     "ARCHS", "ACTIVATIONS", "mlp", "cnn", "SequenceClassifier", "build_model", "model_inputs",
-    "SPECIAL_SCHEMES", "TrainConfig", "RunResult", "apply_scheme", "train", "evaluate",
+    "SPECIAL_SCHEMES", "TrainConfig", "RunResult", "apply_scheme", "orthogonalize_recurrent_", "train", "evaluate",
     "activation_stats", "row_spread",
     "DEFAULT_SCHEMES", "Comparison", "Sweep", "compare", "sweep",
     "CLAIMS", "ClaimResult", "run_claim",

@@ -383,7 +383,8 @@ def _figure(figsize: tuple[float, float]):
 _PALETTE = ["#1f77b4", "#7f7f7f", "#bcbd22", "#2ca02c", "#d62728", "#9467bd",
             "#8c564b", "#ff7f0e", "#17becf", "#e377c2"]
 #: fixed colours for the common schemes, so a scheme looks the same in every plot
-_SCHEME_COLORS = dict(zip(DEFAULT_SCHEMES, _PALETTE)) | {"large": "#e377c2"}
+_SCHEME_COLORS = dict(zip(DEFAULT_SCHEMES, _PALETTE)) | {"large": "#e377c2",
+                                                          "orthogonal_hh": "#17becf"}
 
 
 def _color(i: int, scheme: str | None = None) -> str:

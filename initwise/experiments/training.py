@@ -19,8 +19,11 @@ from torch import nn
 #: schemes the experiments understand besides every ``initwise.init`` policy name:
 #: "torch"  the model exactly as PyTorch built it (built under the run's seed);
 #: "auto"   ``initwise.init(model, seed=s)``, the per-layer automatic plan;
-#: "large"  N(0, 1) for every weight with >= 2 dims, zero biases (the naive "big random" init).
-SPECIAL_SCHEMES: tuple[str, ...] = ("torch", "auto", "large")
+#: "large"  N(0, 1) for every weight with >= 2 dims, zero biases (the naive "big random" init);
+#: "orthogonal_hh"  the model as PyTorch built it except the recurrent weights ``weight_hh*`` of
+#:          every nn.RNN/LSTM/GRU, made orthogonal (gain 1, per gate block): the ablation that
+#:          changes only the recurrent weights relative to "torch".
+SPECIAL_SCHEMES: tuple[str, ...] = ("torch", "auto", "large", "orthogonal_hh")
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 
@@ -156,6 +159,9 @@ def apply_scheme(model: nn.Module, scheme: str, seed: int,
     - "torch": leave the weights as built (build the model inside :func:`seeded`);
     - "auto": ``initwise.init(model, example_input, seed=seed)``;
     - "large": every weight with >= 2 dims ~ N(0, 1), every other parameter zero;
+    - "orthogonal_hh": leave everything as built except each recurrent layer's ``weight_hh*``,
+      replaced by :func:`initwise.orthogonal_` (gain 1, one orthogonal block per gate as given
+      by :func:`initwise.param_blocks`); a model without recurrent layers is a ValueError;
     - anything else: ``initwise.init(model, example_input, policy=scheme, seed=seed)``.
     """
     name = check_scheme(scheme)
@@ -170,12 +176,35 @@ def apply_scheme(model: nn.Module, scheme: str, seed: int,
                 else:
                     p.zero_()
         return model
-    from .. import api
+    if name == "orthogonal_hh":
+        return orthogonalize_recurrent_(model, seed)
+    from ..api import apply_scheme as apply_named
 
-    if name == "auto":
-        api.init(model, example_input, seed=seed)
-    else:
-        api.init(model, example_input, policy=name, seed=seed)
+    apply_named(model, name, seed=seed, example_input=example_input)
+    return model
+
+
+def orthogonalize_recurrent_(model: nn.Module, seed: int) -> nn.Module:
+    """Replace only the recurrent weights ``weight_hh_l*`` of every ``nn.RNNBase`` in ``model``
+    by orthogonal matrices (Saxe et al. 2014; gain 1, each gate block orthogonal on its own);
+    every other parameter keeps its value. Draws from a generator seeded with ``seed``.
+    """
+    from ..fans import param_blocks
+    from ..schemes import orthogonal_
+
+    targets = [(module, name, p) for module in model.modules()
+               if isinstance(module, nn.RNNBase)
+               for name, p in module.named_parameters(recurse=False)
+               if name.startswith("weight_hh")]
+    if not targets:
+        raise ValueError(
+            f"scheme 'orthogonal_hh' needs a recurrent layer (nn.RNN/LSTM/GRU) with weight_hh "
+            f"parameters; {type(model).__name__} has none"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module, name, p in targets:
+            orthogonal_(p, blocks=param_blocks(module, name), generator=gen)
     return model
 
 
