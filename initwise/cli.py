@@ -66,8 +66,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     _ev_threads(args.threads)
     config = TrainConfig(steps=args.steps)
     print(f"Headline: 30-layer ReLU MLP (width 128) on digits, {args.seeds} seed(s) x "
-          f"{len(DEFAULT_SCHEMES)} schemes, SGD momentum 0.9 lr 0.001, batch 64, "
-          f"{args.steps} steps each")
+          f"{len(DEFAULT_SCHEMES)} schemes, {config.optimizer.upper()} momentum {config.momentum} "
+          f"lr {config.lr}, batch {config.batch_size}, {config.steps} steps each")
     with _ev_progress(len(DEFAULT_SCHEMES) * args.seeds * args.steps) as progress:
         comp = compare("digits", "mlp", depth=30, width=128, activation="relu",
                        schemes=DEFAULT_SCHEMES, seeds=args.seeds, config=config,
