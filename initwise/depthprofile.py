@@ -1,6 +1,6 @@
 """How the activation scale evolves with depth under each scheme: the picture behind the schemes.
 
-A ``depth``-layer MLP (``Linear -> activation`` repeated, biases zero) is fed a batch of
+A ``depth``-layer MLP (``Linear -> activation`` repeated) is fed a batch of
 standard-normal inputs; after each layer we record two numbers:
 
 * ``std``: the standard deviation of all activations (every unit, every input). This is the
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .schemes import get_initializer, zeros_
+from .api import apply_scheme
 
 __all__ = ["DEMO_SCHEMES", "ProfileRow", "depth_profile", "format_profile"]
 
@@ -58,21 +58,6 @@ def _mlp(activation: str, depth: int, width: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _apply(model: nn.Sequential, scheme: str, generator: torch.Generator) -> None:
-    if scheme == "torch":
-        return
-    init = get_initializer(scheme)
-    for layer in model:
-        if isinstance(layer, nn.Linear):
-            if init is zeros_:
-                init(layer.weight)
-            elif scheme in ("kaiming_normal", "kaiming_uniform", "kaiming_truncated_normal"):
-                init(layer.weight, nonlinearity="relu", generator=generator)
-            else:
-                init(layer.weight, generator=generator)
-            zeros_(layer.bias)
-
-
 def _batch_std(x: torch.Tensor) -> float:
     """Spread across the batch: std of each unit over the batch, averaged over units."""
     return float(x.std(dim=0).mean())
@@ -89,19 +74,18 @@ def depth_profile(
 ) -> list[ProfileRow]:
     """Activation std after every layer of a ``depth``-layer ``activation`` MLP, per scheme.
 
-    Every scheme sees the same input batch ``x ~ N(0, I)`` and draws its weights from the same
-    random stream that follows it (torch's default init uses the global RNG, seeded with ``seed``).
+    Every scheme sees the same input batch ``x ~ N(0, I)``; its weights are written by
+    ``initwise.apply_scheme(model, scheme, seed=seed)`` (biases zero; ``"torch"`` keeps PyTorch's
+    default weights and biases, drawn from the global RNG seeded with ``seed``).
     """
     if depth < 1 or width < 2 or batch < 2:
         raise ValueError(f"need depth >= 1, width >= 2, batch >= 2; got {depth}, {width}, {batch}")
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, width, generator=generator)
-    weight_stream = generator.get_state()  # every scheme draws its weights from the same stream
+    x = torch.randn(batch, width, generator=torch.Generator().manual_seed(seed))
     rows = []
     for label, scheme in schemes.items():
         torch.manual_seed(seed)
         model = _mlp(activation, depth, width)
-        _apply(model, scheme, generator.set_state(weight_stream))
+        apply_scheme(model, scheme, seed=seed)
         stds, spreads = [], []
         h = x
         with torch.no_grad():

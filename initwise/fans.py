@@ -6,12 +6,16 @@ preserving initializations (Glorot & Bengio 2010; He et al. 2015) set the weight
 these counts, so they must follow what the layer computes, not merely the tensor's shape:
 
 * ``Linear``: weight ``(out, in)`` -> ``fan_in = in``, ``fan_out = out``.
-* ``ConvNd``: weight ``(out, in/groups, *k)`` -> ``fan_in = in/groups * prod(k)``,
-  ``fan_out = out/groups * prod(k)`` (each input channel feeds only the ``out/groups`` output
-  channels of its group; ``torch.nn.init`` ignores groups here and reports ``out * prod(k)``).
-* ``ConvTransposeNd``: weight ``(in, out/groups, *k)`` -> ``fan_in = in/groups * prod(k)``,
-  ``fan_out = out/groups * prod(k)`` (``torch.nn.init`` reads the first two dimensions as
-  ``(out, in)`` and so swaps the two fans). Stride is ignored, as in every convention.
+* ``ConvNd``, stride ``s``: weight ``(out, in/groups, *k)`` -> ``fan_in = in/groups * prod(k)``,
+  ``fan_out = out/groups * prod(k) / prod(s)``: each output sums ``in/groups * prod(k)`` inputs;
+  each input feeds only the ``out/groups`` channels of its group, at ``prod(k/s)`` output
+  positions on average (``torch.nn.init`` ignores groups and stride: ``out * prod(k)``).
+* ``ConvTransposeNd``, stride ``s``: weight ``(in, out/groups, *k)`` -> ``fan_in = in/groups *
+  prod(k) / prod(s)``, ``fan_out = out/groups * prod(k)``: a transposed convolution is the
+  gradient of a convolution, so the roles swap; each output position receives ``prod(k/s)``
+  kernel taps on average (``torch.nn.init`` reads the first two dimensions as ``(out, in)``,
+  swapping the fans, and ignores stride, which makes a stride-2 ``ConvTranspose2d`` 4x too
+  small in variance under He). Where ``k/s`` is not whole the fan is that average, a float.
 * ``Embedding``: weight ``(num_embeddings, dim)`` is a ``Linear`` fed by a one-hot vector, so each
   output element reads exactly one weight: ``fan_in = 1``, ``fan_out = dim``. Variance
   ``1/fan_in = 1`` is why ``N(0, 1)`` is the right embedding initialization.
@@ -82,6 +86,11 @@ def param_blocks(layer: nn.Module | None, name: str) -> int:
     return 1
 
 
+def _count(x: float) -> int | float:
+    """``x`` as an int when it is whole (the usual case), else the float."""
+    return int(x) if float(x).is_integer() else float(x)
+
+
 def _generic_fans(shape: tuple[int, ...]) -> tuple[int, int]:
     receptive = math.prod(shape[2:])
     return shape[1] * receptive, shape[0] * receptive
@@ -91,7 +100,7 @@ def fans(
     tensor_or_shape: torch.Tensor | Sequence[int],
     layer: nn.Module | None = None,
     name: str | None = None,
-) -> tuple[int, int]:
+) -> tuple[int | float, int | float]:
     """Return ``(fan_in, fan_out)`` of a weight tensor (see the module docstring for the rules).
 
     Without ``layer``, the PyTorch layout ``(out, in, *kernel)`` is assumed:
@@ -116,11 +125,11 @@ def fans(
 
     local = _param_name(layer, tensor_or_shape, name)
     receptive = math.prod(shape[2:])
-    if isinstance(layer, nn.modules.conv._ConvTransposeNd) and local == "weight":
-        groups = layer.groups
-        return shape[0] // groups * receptive, shape[1] * receptive
     if isinstance(layer, nn.modules.conv._ConvNd) and local == "weight":
-        return shape[1] * receptive, shape[0] // layer.groups * receptive
+        strides = math.prod(layer.stride)
+        if isinstance(layer, nn.modules.conv._ConvTransposeNd):
+            return _count(shape[0] // layer.groups * receptive / strides), shape[1] * receptive
+        return shape[1] * receptive, _count(shape[0] // layer.groups * receptive / strides)
     if isinstance(layer, (nn.Embedding, nn.EmbeddingBag)) and local == "weight":
         return 1, shape[1]
     blocks = param_blocks(layer, local)

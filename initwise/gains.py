@@ -43,9 +43,6 @@ __all__ = ["gain", "second_moment", "activation_name", "GAIN_NAMES"]
 _BREAKPOINTS = (-12.0, -6.0, -3.0, -1.0, 0.0, 1.0, 3.0, 6.0, 12.0)
 _NODES_PER_PIECE = 64
 
-_SELU_ALPHA = 1.6732632423543772848170429916717
-_SELU_SCALE = 1.0507009873554804934193349852946
-
 # name -> phi(z) on a float64 tensor (params passed as keywords)
 _ACTIVATIONS: dict[str, Callable[..., torch.Tensor]] = {
     "identity": lambda z: z,

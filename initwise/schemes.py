@@ -272,10 +272,14 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, blocks: int = 1,
 
 
 def delta_orthogonal_(tensor: torch.Tensor, gain: float = 1.0,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+                      generator: torch.Generator | None = None, blocks: int = 1) -> torch.Tensor:
     """Xiao et al. (2018): a convolution kernel that is zero except at its spatial centre, where
     it is an orthogonal ``(out, in)`` matrix times ``gain``. The convolution then preserves the
     norm of its input exactly when ``out >= in`` (dynamical isometry for deep CNNs).
+
+    For a grouped convolution pass ``blocks=groups``: the weight ``(out, in/groups, *k)`` holds
+    one ``(out/groups, in/groups)`` matrix per group (consecutive rows), each made orthogonal
+    on its own. Kernel sizes must be odd (a centre tap exists).
     """
     if isinstance(tensor, torch.Tensor) and not 3 <= tensor.dim() <= 5:
         raise ValueError(
@@ -283,6 +287,8 @@ def delta_orthogonal_(tensor: torch.Tensor, gain: float = 1.0,
             f"dimensions, got shape {list(tensor.shape)}"
         )
     _check_gain(gain, "delta_orthogonal_")
+    if not isinstance(blocks, int) or blocks < 1:
+        raise ValueError(f"blocks must be a positive integer, got {blocks!r}")
     if isinstance(tensor, torch.Tensor) and any(k % 2 == 0 for k in tensor.shape[2:]):
         raise ValueError(
             f"delta_orthogonal_ needs odd kernel sizes (a centre tap), got shape {list(tensor.shape)}"
@@ -290,10 +296,13 @@ def delta_orthogonal_(tensor: torch.Tensor, gain: float = 1.0,
     if not _should_fill(tensor, "delta_orthogonal_"):
         return tensor
     out_ch, in_ch, *kernel = tensor.shape
+    if out_ch % blocks:
+        raise ValueError(f"delta_orthogonal_: {out_ch} output channels cannot be split into {blocks} equal blocks")
     centre = (slice(None), slice(None), *(k // 2 for k in kernel))
+    parts = [_orthogonal_matrix(out_ch // blocks, in_ch, generator, tensor.device) for _ in range(blocks)]
     with torch.no_grad():
         tensor.zero_()
-        tensor[centre] = (_orthogonal_matrix(out_ch, in_ch, generator, tensor.device) * gain).to(tensor.dtype)
+        tensor[centre] = (torch.cat(parts) * gain).to(tensor.dtype)
     return tensor
 
 

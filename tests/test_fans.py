@@ -27,6 +27,13 @@ def test_conv_with_groups(cls, k, groups):
     assert fans(layer.weight, layer) == (8 // groups * receptive, 16 // groups * receptive)
 
 
+def test_strided_conv_fan_out_counts_output_positions():
+    layer = nn.Conv2d(8, 16, 4, stride=2)
+    assert fans(layer.weight, layer) == (8 * 16, 16 * 16 // 4)
+    odd = nn.Conv1d(8, 16, 3, stride=2)
+    assert fans(odd.weight, odd) == (24, 24.0)
+
+
 @pytest.mark.parametrize("cls,k", [(nn.ConvTranspose1d, (3,)), (nn.ConvTranspose2d, (3, 3)),
                                    (nn.ConvTranspose3d, (2, 3, 3))])
 @pytest.mark.parametrize("groups", [1, 2])
@@ -38,6 +45,21 @@ def test_conv_transpose_weight_is_in_out(cls, k, groups):
     # torch reads the layout as (out, in): its fans are swapped for ConvTranspose (groups=1)
     if groups == 1:
         assert nn.init._calculate_fan_in_and_fan_out(layer.weight) == (12 * receptive, 8 * receptive)
+
+
+@pytest.mark.parametrize("k,stride", [(4, 2), (2, 2), (3, 1), (6, 3)])
+def test_strided_conv_transpose_he_preserves_the_second_moment(k, stride):
+    # He with initwise's fan_in keeps E[y^2] = 2 E[x^2] at the interior output positions
+    torch.manual_seed(0)
+    layer = nn.ConvTranspose2d(64, 64, k, stride=stride, bias=False)
+    fan_in, _ = fans(layer.weight, layer)
+    assert fan_in == 64 * k * k / stride ** 2
+    import initwise
+    initwise.kaiming_normal_(layer.weight, fans=fans(layer.weight, layer),
+                             generator=torch.Generator().manual_seed(0))
+    x = torch.randn(16, 64, 12, 12)
+    y = layer(x)[..., k:-k, k:-k]  # away from the borders, which receive fewer taps
+    assert y.square().mean().item() == pytest.approx(2.0, rel=0.1)
 
 
 def test_embedding_one_hot_view():

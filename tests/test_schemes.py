@@ -119,6 +119,15 @@ def test_delta_orthogonal():
     assert torch.allclose(y.square().sum(), x.square().sum(), rtol=1e-4)  # norm preserved
 
 
+@pytest.mark.parametrize("groups", [1, 4, 64])
+def test_delta_orthogonal_per_group_preserves_the_norm(groups):
+    w = torch.empty(64, 64 // groups, 3, 3)
+    delta_orthogonal_(w, blocks=groups, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(8, 64, 10, 10, generator=torch.Generator().manual_seed(1))
+    y = torch.nn.functional.conv2d(x, w, padding=1, groups=groups)
+    assert torch.allclose(y.square().sum(), x.square().sum(), rtol=1e-4)
+
+
 @pytest.mark.parametrize("name", ["xavier_uniform", "kaiming_normal", "lecun_truncated_normal", "orthogonal",
                                   "small_normal", "small_uniform"])
 def test_generator_determinism(name):
