@@ -152,8 +152,9 @@ def test_attention_projections_xavier_per_block():
 
 def test_conv_transpose_fans():
     p = plan(ZOO["decoder"].build())
-    e = p["3.weight"]  # ConvTranspose2d(8, 8, 4, groups=2): weight (8, 4, 4, 4)
-    assert (e.fan_in, e.fan_out) == (4 * 16, 4 * 16)
+    e = p["3.weight"]  # ConvTranspose2d(8, 8, 4, stride=2, groups=2): weight (8, 4, 4, 4)
+    # each output position receives in/groups * prod(k / stride) taps; each input feeds out/groups * prod(k)
+    assert (e.fan_in, e.fan_out) == (4 * 16 / 4, 4 * 16)
 
 
 # ----------------------------------------------------------------------------- policies
@@ -511,3 +512,32 @@ def test_sigmoid_and_softmax_relatives_get_xavier(act):
     entry = plan(model)["0.weight"]
     assert entry.family == "xavier"
     assert entry.std == pytest.approx(math.sqrt(2 / 24))
+
+
+# ----------------------------------------------------------------------------- grouped convolutions
+def _variance_ratio(conv: nn.Conv2d) -> float:
+    """E[y^2] / E[x^2] of ``conv`` on N(0, 1) input, over the interior (no zero padding)."""
+    x = torch.randn(8, conv.in_channels, 24, 24, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = conv(x)[..., 1:-1, 1:-1]
+    return (y.pow(2).mean() / x.pow(2).mean()).item()
+
+
+@pytest.mark.parametrize("policy", ["orthogonal", "delta_orthogonal"])
+@pytest.mark.parametrize("groups", [1, 4, 64])
+def test_orthogonal_policies_preserve_variance_of_grouped_and_depthwise_convs(policy, groups):
+    # each group's (out/g, in/g) block is orthogonal on its own: every output channel's weights
+    # have unit norm, so E[y^2] = E[x^2] (before the fix: 0.25 for 4 groups, 0.016 depthwise)
+    conv = nn.Conv2d(64, 64, 3, padding=1, groups=groups)
+    p = init(conv, policy=policy, seed=0)
+    assert p["weight"].scheme == policy
+    assert _variance_ratio(conv) == pytest.approx(1.0, rel=0.10)
+    # the planned std is the std of what was drawn
+    assert conv.weight.std(unbiased=False).item() == pytest.approx(p["weight"].std, rel=0.05)
+
+
+def test_delta_orthogonal_policy_falls_back_to_orthogonal_for_even_kernels():
+    conv = nn.Conv2d(64, 64, 4)
+    p = plan(conv, policy="delta_orthogonal")
+    assert p["weight"].scheme == "orthogonal" and "no centre tap" in p["weight"].reason
+    init(conv, policy="delta_orthogonal", seed=0)  # what was planned can be applied
