@@ -27,9 +27,21 @@ order its forward pass ends:
   vanished signal, not a symmetry. Layers whose output cannot be split per unit are judged on
   their weight rows alone.
 
+* ``out_numel``: the per-sample size of the output (its number of elements / batch size).
+
 From these, :class:`Report` derives verdicts in words: symmetry, vanishing or exploding
 activations, saturation, dead units, vanishing or exploding gradients, or healthy. The limits
 are the fields of :class:`DiagnosisThresholds` (documented defaults, overridable).
+
+Vanishing and exploding are judged on what the initialization does, not on the architecture:
+the std ratios between consecutive layers (in data-flow order) are multiplied together only
+over the steps where the per-sample output size stays the same; a step where it changes
+(pooling, global average pooling, flattening, a strided conv, a change of width) counts as x1.
+(A global average pool over H x W positions alone makes the head's activations ~sqrt(HW) and
+the convs' gradients ~HW smaller whatever the initialization.) Activations chain from the
+first layer forward, gradients w.r.t. layer outputs from the last layer backward; the limits
+apply to these chained ratios. In a network of equal-width layers (an MLP, a CNN at one
+resolution) the chained ratio is simply the std of a layer over that of the first (last).
 
 The references: Glorot & Bengio 2010 (activation and gradient histograms per layer,
 saturation of deep tanh/sigmoid nets), He et al. 2015 (ReLU nets halve or keep the signal
@@ -65,21 +77,27 @@ __all__ = [
 class DiagnosisThresholds:
     """The limits behind the verdicts. Override any of them: ``DiagnosisThresholds(vanish=1e-3)``.
 
-    Activation std is compared with layer 1's (``out_std`` of every layer / ``out_std`` of the
-    first); gradient std with the last layer's (``grad_out_std`` / that of the last layer).
-    The defaults separate the geometric decay of a mismatched scheme (x0.7 per layer for
+    Activation std is compared with layer 1's, gradient std with the last layer's, through
+    chained ratios: the ratio ``std_i / std_{i-1}`` of each pair of consecutive layers (data-flow
+    order; backwards for gradients) is multiplied in only when the two layers have the same
+    per-sample output size (``out_numel``); a step that changes it (pooling, flattening, a stride,
+    a change of width) counts as 1, so that architectural rescaling is not taken for a fault of
+    the initialization. With equal sizes throughout this is ``out_std`` of a layer / that of the
+    first (``grad_out_std`` / that of the last). The defaults separate the geometric decay of a mismatched scheme (x0.7 per layer for
     Xavier or torch's default on ReLU: 1e-8 after 50 layers) from the slow, polynomial drift of
     a matched one at finite width (He on ReLU, Xavier on tanh: about x0.1-0.3 after 50 layers,
     as the inputs of a deep net become correlated).
     """
 
-    #: activations vanish when some layer's std falls below ``vanish`` x layer 1's
+    #: activations vanish when some layer's std falls below ``vanish`` x layer 1's (chained ratio)
     vanish: float = 1e-2
-    #: activations explode when some layer's std exceeds ``explode`` x layer 1's
+    #: activations explode when some layer's std exceeds ``explode`` x layer 1's (chained ratio)
     explode: float = 1e2
-    #: gradients vanish when some layer's output-gradient std falls below this x the last layer's
+    #: gradients vanish when some layer's output-gradient std falls below this x the last
+    #: layer's (chained ratio)
     grad_vanish: float = 1e-2
     #: gradients explode when some layer's output-gradient std exceeds this x the last layer's
+    #: (chained ratio)
     grad_explode: float = 1e2
     #: a layer is reported for dead units when more than this fraction of its units are dead
     #: (a matched ReLU net of depth 50 has up to ~60% of units silent on a batch in its deepest
@@ -121,6 +139,10 @@ class LayerDiagnosis:
     weight_shape: tuple[int, ...]
     units: int  #: output features / channels
     activation: str | None = None  #: name of the activation that follows, None if none
+    #: per-sample output size (elements of the output / batch size); None without a float output.
+    #: A step between two layers whose sizes differ (pooling, flattening, a stride, a change of
+    #: width) is left out of the chained ratios of the verdicts
+    out_numel: int | None = None
     out_mean: float = math.nan
     out_std: float = math.nan
     post_std: float = math.nan
@@ -141,6 +163,7 @@ class LayerDiagnosis:
         return f"{self.index} ({self.name or self.type})"
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field as plain JSON values (NaN as None; the histogram samples left out)."""
         out = {k: v for k, v in asdict(self).items() if k != "samples"}
         out["weight_shape"] = list(self.weight_shape)
         return {k: _finite_or_none(v) for k, v in out.items()}
@@ -226,6 +249,9 @@ class Report:
         return table
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON values: label, loss, input std, thresholds, verdicts (the
+        sentences), findings (kind and sentence), unused layers and one dict per layer (see
+        :meth:`LayerDiagnosis.to_dict`); NaN written as None."""
         return {
             "label": self.label,
             "loss": _finite_or_none(self.loss),
@@ -610,6 +636,7 @@ class _Recorder(TorchFunctionMode):
                 f"layer {name!r} ({type(module).__name__}) returned shape {tuple(t.shape)}: "
                 "diagnose measures the spread across the batch, so it needs inputs with a batch "
                 "dimension first and at least 2 samples")
+        rec.out_numel = t.numel() // t.shape[0]
         # outputs per unit (channel): channel-first layers use dim 1, others the last dim
         cdim = 1 if isinstance(module, _CHANNEL_FIRST) and t.dim() > 2 else t.dim() - 1
         if not (t.dim() >= 2 and t.shape[cdim] == rec.units):
@@ -775,9 +802,34 @@ class _Recorder(TorchFunctionMode):
             rec.duplicate_cause = "identical outputs over the batch"
 
 
-def _default_loss(output: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+def _float_leaves(obj: Any) -> list[torch.Tensor]:
+    """Every floating-point tensor in ``obj`` (a tensor, or tuples/lists/dicts of them, nested),
+    in order; other leaves (integers, strings, None) are skipped."""
+    if isinstance(obj, torch.Tensor):
+        return [obj] if obj.is_floating_point() else []
+    if isinstance(obj, Mapping):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        return [t for item in obj for t in _float_leaves(item)]
+    return []
+
+
+def _default_loss(outputs: list[torch.Tensor], targets: torch.Tensor | None) -> torch.Tensor:
+    """The default loss on the model's floating-point output tensors ``outputs``: without
+    targets, the sum over outputs of each one's mean of squares (every head gets a gradient);
+    with targets, cross entropy (integer targets) or MSE (float targets) on the one output."""
     if targets is None:
-        return output.float().square().mean()
+        loss = outputs[0].float().square().mean()
+        for t in outputs[1:]:
+            loss = loss + t.float().square().mean()
+        return loss
+    if len(outputs) != 1:
+        shapes = ", ".join(str(tuple(t.shape)) for t in outputs[:6])
+        raise ValueError(
+            f"the model returned {len(outputs)} output tensors (shapes {shapes}): the default "
+            "loss with targets needs exactly one; pass loss_fn=fn, called as fn(output, targets) "
+            "with the output as the model returns it, to combine them")
+    output = outputs[0]
     if not targets.is_floating_point():
         return F.cross_entropy(output.float(), targets)
     return F.mse_loss(output.float(), targets.float())
@@ -803,12 +855,15 @@ def _passes(model: nn.Module, inputs: Any, targets: torch.Tensor | None,
         with torch.enable_grad():
             with recorder:
                 output = call_model(model, inputs)
-            out = _first_tensor(output)
-            if out is None:
-                raise TypeError(f"{type(model).__name__} returned {type(output).__name__}, "
-                                "not a tensor: diagnose needs a tensor output to build a loss")
-            loss = loss_fn(out, targets) if loss_fn is not None and targets is not None else (
-                loss_fn(out) if loss_fn is not None else _default_loss(out, targets))
+            if loss_fn is not None:
+                loss = loss_fn(output, targets) if targets is not None else loss_fn(output)
+            else:
+                leaves = _float_leaves(output)
+                if not leaves:
+                    raise TypeError(f"{type(model).__name__} returned {type(output).__name__} "
+                                    "with no floating-point tensor: diagnose needs one to build "
+                                    "the default loss; pass loss_fn=fn(output) -> scalar tensor")
+                loss = _default_loss(leaves, targets)
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                 raise ValueError(f"the loss must be a scalar tensor, got {loss!r:.80}")
             layer_params = [(rec, recorder.params[id(m)]) for _, m in layers
@@ -851,9 +906,12 @@ def diagnose(
     ``inputs``: a tensor (``model(inputs)``), a tuple/list (``model(*inputs)``) or a dict
     (``model(**inputs)``); dim 0 of every layer output is taken as the batch dimension, so the
     batch needs at least 2 samples (a few hundred give stable numbers). The loss is
-    ``loss_fn(output, targets)`` (``loss_fn(output)`` without targets); by default the mean of
-    the squared outputs without targets, cross entropy for integer targets and the mean squared
-    error for float targets. A model returning a tuple/dict is reduced to its first tensor.
+    ``loss_fn(output, targets)`` (``loss_fn(output)`` without targets), ``output`` as the model
+    returns it (a tensor, or a tuple/list/dict for several heads). By default: without targets,
+    the mean of the squared outputs, summed over every floating-point tensor of the output (each
+    head of a tuple/list/dict output, nested ones too, gets a gradient); with targets, cross
+    entropy for integer targets and the mean squared error for float targets, which needs a
+    single output tensor (otherwise a ValueError asks for ``loss_fn``).
 
     The model runs in its current train/eval mode. Gradients are taken with
     ``torch.autograd.grad``, so ``.grad`` is untouched; frozen parameters get
@@ -926,7 +984,37 @@ def _per_layer(ratio: float, steps: int) -> str:
         return ""
     if ratio <= 0:
         return " (to 0)"
-    return f" (x{ratio ** (1.0 / steps):.2f} per layer)"
+    return f" (x{ratio ** (1.0 / steps):.2g} per layer)"
+
+
+def _chained(stds: Sequence[float], sizes: Sequence[int | None]) -> tuple[list[float], list[int], list[int]]:
+    """The std of each layer relative to the first, chained step by step: ``c[0] = 1`` and
+    ``c[i] = c[i-1] * stds[i] / stds[i-1]`` when the two layers have the same per-sample output
+    size ``sizes``; a step that changes the size (pooling, flattening, a stride, a change of
+    width) counts as x1, since it rescales the std by the architecture, not by the
+    initialization. A std of exactly 0 gives ``c = 0`` (and the chain stays 0 after it).
+    Returns ``c``, the number of counted steps up to each layer and of skipped steps."""
+    chain, counted, skipped = [1.0], [0], [0]
+    for i in range(1, len(stds)):
+        c, n, k = chain[-1], counted[-1], skipped[-1]
+        same = sizes[i] is not None and sizes[i] == sizes[i - 1]
+        if stds[i] == 0:
+            c = 0.0
+        elif same and stds[i - 1] > 0:
+            c = c * stds[i] / stds[i - 1]
+        if same:
+            n += 1
+        else:
+            k += 1
+        chain.append(c)
+        counted.append(n)
+        skipped.append(k)
+    return chain, counted, skipped
+
+
+def _skip_note(skipped: int) -> str:
+    return (f"; {skipped} step(s) that change the per-sample output size (pooling, flattening, "
+            "a stride, a change of width) count as x1") if skipped else ""
 
 
 def _name(r: LayerDiagnosis) -> str:
@@ -948,9 +1036,10 @@ def _findings(layers: list[LayerDiagnosis], th: DiagnosisThresholds) -> list[Fin
         found.append(Finding("symmetry", f"symmetry: {head} ({r.duplicate_cause}){more}: "
                                          "identical units get identical updates and never differ"))
 
-    # activations, relative to layer 1
+    # activations, relative to layer 1, chained over the steps that keep the output size
     acts = [r for r in layers if math.isfinite(r.out_std)]
     act_range = None
+    any_skipped = False
     if acts:
         first = acts[0]
         ref = first.out_std
@@ -958,20 +1047,25 @@ def _findings(layers: list[LayerDiagnosis], th: DiagnosisThresholds) -> list[Fin
             found.append(Finding("vanishing", f"activations vanish: std is 0 already at "
                                               f"{_name(first)}: no signal passes"))
         else:
-            ratios = [r.out_std / ref for r in acts]
+            ratios, steps, skips = _chained([r.out_std for r in acts], [r.out_numel for r in acts])
+            any_skipped = any_skipped or skips[-1] > 0
             lo = min(range(len(acts)), key=lambda i: ratios[i])
             hi = max(range(len(acts)), key=lambda i: ratios[i])
             act_range = (ratios[lo], ratios[hi])
-            if ratios[lo] < th.vanish:
-                r = acts[lo]
-                found.append(Finding("vanishing", (
-                    f"activations vanish: std falls from {ref:.2g} at {_name(first)} to "
-                    f"{r.out_std:.2g} at {_name(r)}{_per_layer(ratios[lo], r.index - first.index)}")))
-            if ratios[hi] > th.explode:
-                r = acts[hi]
-                found.append(Finding("exploding", (
-                    f"activations explode: std grows from {ref:.2g} at {_name(first)} to "
-                    f"{r.out_std:.2g} at {_name(r)}{_per_layer(ratios[hi], r.index - first.index)}")))
+            for i, kind, verb, limit in ((lo, "vanishing", "vanish", ratios[lo] < th.vanish),
+                                         (hi, "exploding", "explode", ratios[hi] > th.explode)):
+                if not limit:
+                    continue
+                r = acts[i]
+                moves = "falls" if kind == "vanishing" else "grows"
+                if skips[i] == 0:
+                    text = (f"activations {verb}: std {moves} from {ref:.2g} at {_name(first)} to "
+                            f"{r.out_std:.2g} at {_name(r)}{_per_layer(ratios[i], steps[i])}")
+                else:
+                    text = (f"activations {verb}: std {moves} x{ratios[i]:.2g} from {_name(first)} "
+                            f"to {_name(r)}, from {ref:.2g} to {r.out_std:.2g}{_per_layer(ratios[i], steps[i])}"
+                            f"{_skip_note(skips[i])}")
+                found.append(Finding(kind, text))
 
     # saturation
     sat = [r for r in layers if r.saturated is not None and r.saturated > th.saturated]
@@ -990,7 +1084,7 @@ def _findings(layers: list[LayerDiagnosis], th: DiagnosisThresholds) -> list[Fin
             f"dead units: {mean:.0%} of units output 0 for the whole batch in "
             f"{_where([r.index for r in dead])}")))
 
-    # gradients, relative to the last layer
+    # gradients, relative to the last layer, chained over the steps that keep the output size
     grads = [r for r in layers if r.grad_out_std is not None and math.isfinite(r.grad_out_std)]
     grad_range = None
     if grads:
@@ -1000,22 +1094,22 @@ def _findings(layers: list[LayerDiagnosis], th: DiagnosisThresholds) -> list[Fin
             found.append(Finding("gradient_vanishing", (
                 f"gradients vanish: the gradient at the output of {_name(last)} is 0")))
         elif len(grads) > 1:
-            ratios = [r.grad_out_std / ref for r in grads]
-            lo = min(range(len(grads)), key=lambda i: ratios[i])
-            hi = max(range(len(grads)), key=lambda i: ratios[i])
+            back = grads[::-1]
+            ratios, steps, skips = _chained([r.grad_out_std for r in back],
+                                            [r.out_numel for r in back])
+            any_skipped = any_skipped or skips[-1] > 0
+            lo = min(range(len(back)), key=lambda i: ratios[i])
+            hi = max(range(len(back)), key=lambda i: ratios[i])
             grad_range = (ratios[lo], ratios[hi])
-            if ratios[lo] < th.grad_vanish:
-                r = grads[lo]
-                found.append(Finding("gradient_vanishing", (
-                    f"gradients vanish: x{ratios[lo]:.2g} from the last layer to {_name(r)}: std "
+            for i, kind, verb, limit in ((lo, "gradient_vanishing", "vanish", ratios[lo] < th.grad_vanish),
+                                         (hi, "gradient_exploding", "explode", ratios[hi] > th.grad_explode)):
+                if not limit:
+                    continue
+                r = back[i]
+                found.append(Finding(kind, (
+                    f"gradients {verb}: x{ratios[i]:.2g} from the last layer to {_name(r)}: std "
                     f"{ref:.2g} at {_name(last)}, {r.grad_out_std:.2g} at layer {r.index}"
-                    f"{_per_layer(ratios[lo], last.index - r.index)}")))
-            if ratios[hi] > th.grad_explode:
-                r = grads[hi]
-                found.append(Finding("gradient_exploding", (
-                    f"gradients explode: x{ratios[hi]:.2g} from the last layer to {_name(r)}: std "
-                    f"{ref:.2g} at {_name(last)}, {r.grad_out_std:.2g} at layer {r.index}"
-                    f"{_per_layer(ratios[hi], last.index - r.index)}")))
+                    f"{_per_layer(ratios[i], steps[i])}{_skip_note(skips[i])}")))
 
     if not found:
         parts = []
@@ -1025,7 +1119,10 @@ def _findings(layers: list[LayerDiagnosis], th: DiagnosisThresholds) -> list[Fin
         if grad_range is not None:
             parts.append(f"gradient std within [{grad_range[0]:.2g}, {grad_range[1]:.2g}] x the "
                          f"last layer's")
-        limits = f"(limits {th.vanish:g} and {th.explode:g}; no symmetry, saturation or dead layers)"
+        chained = ("; chained over the steps that keep the per-sample output size"
+                   if any_skipped else "")
+        limits = (f"(limits {th.vanish:g} and {th.explode:g}{chained}; no symmetry, saturation "
+                  "or dead layers)")
         found.append(Finding("healthy", "healthy: " + "; ".join(parts or ["nothing to report"])
                              + " " + limits))
     return found
@@ -1075,15 +1172,20 @@ class Comparison(Mapping):
         return table
 
     def verdicts(self) -> dict[str, list[str]]:
+        """``{scheme: the report's verdict sentences}``, in the compared order."""
         return {k: r.verdicts for k, r in self.items()}
 
     def to_dict(self) -> dict[str, Any]:
+        """``{scheme: Report.to_dict()}``, in the compared order."""
         return {k: r.to_dict() for k, r in self.items()}
 
     def to_json(self, indent: int | None = 2) -> str:
+        """:meth:`to_dict` as JSON text (NaN written as null)."""
         return json.dumps(self.to_dict(), indent=indent)
 
     def plot(self, path: str, title: str | None = None) -> str:
+        """Write a PNG with every scheme's report overlaid (see :func:`plot_reports`); returns
+        ``path``."""
         return plot_reports(self, path, title=title)
 
 

@@ -15,7 +15,9 @@ from initwise import cli
 from initwise.diagnose import (
     Comparison,
     DiagnosisThresholds,
+    _chained,
     _duplicate_mask,
+    _per_layer,
     compare_schemes,
     diagnose,
     plot_reports,
@@ -159,6 +161,107 @@ def test_thresholds_are_overridable_and_validated():
         diagnose(model, x, thresholds={"vanish": 0.1})
     with pytest.raises(AttributeError):
         DiagnosisThresholds().vanish = 0.5  # frozen
+
+
+# ----------------------------------------------------------------------------- pooling, size changes
+def test_chained_ratios_skip_size_changes_exactly():
+    # sizes 8, 8, 8 | 2, 2: the step 3 -> 4 (pooling) counts as x1
+    chain, counted, skipped = _chained([1.0, 0.5, 0.25, 0.01, 0.005], [8, 8, 8, 2, 2])
+    assert chain == [1.0, 0.5, 0.25, 0.25, 0.125]
+    assert counted == [0, 1, 2, 2, 3] and skipped == [0, 0, 0, 1, 1]
+    # an exact 0 is 0 whatever the step, and the chain stays there
+    assert _chained([1.0, 2.0, 0.0, 3.0], [4, 1, 1, 1])[0] == [1.0, 1.0, 0.0, 0.0]
+    assert _chained([1.0, 2.0], [None, None])[0] == [1.0, 1.0]  # unknown sizes: not compared
+
+
+def test_per_layer_factor_has_two_significant_digits():
+    assert _per_layer(1e-30, 10) == " (x0.001 per layer)"
+    assert _per_layer(0.5 ** 10, 10) == " (x0.5 per layer)"
+    assert _per_layer(0.0, 3) == " (to 0)" and _per_layer(0.3, 0) == ""
+    # N(0, 1e-4) on a tanh MLP of width 128: x(1e-4 * sqrt(128)) = x0.0011 per layer
+    torch.manual_seed(0)
+    model = make_mlp(6, nn.Tanh)
+    with torch.no_grad():
+        for m in model[::2]:
+            m.weight.normal_(0.0, 1e-4, generator=torch.Generator().manual_seed(0))
+            m.bias.zero_()
+    report = diagnose(model, batch())
+    text = next(f.text for f in report.findings if f.kind == "vanishing")
+    assert "x0.00 " not in text, text
+    factor = float(re.search(r"\(x([\d.e+-]+) per layer\)", text).group(1))
+    assert factor == pytest.approx(1e-4 * math.sqrt(WIDTH), rel=0.15), text
+
+
+def gap_cnn(convs: int, channels: int = 16, bn: bool = False) -> nn.Sequential:
+    """``convs`` 3x3 convs (same resolution) + ReLU (+ BatchNorm), global average pool, Linear."""
+    layers: list[nn.Module] = []
+    c_in = 3
+    for _ in range(convs):
+        layers += [nn.Conv2d(c_in, channels, 3, padding=1),
+                   *([nn.BatchNorm2d(channels)] if bn else []), nn.ReLU()]
+        c_in = channels
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10))
+
+
+def images(hw: int, n: int = 32) -> torch.Tensor:
+    return torch.randn(n, 3, hw, hw, generator=torch.Generator().manual_seed(1))
+
+
+def test_pooled_cnn_verdict_does_not_depend_on_input_size():
+    """Global average pooling shrinks the head's activations ~sqrt(HW) and the convs' gradients
+    ~HW: architecture, not initialization. The same He net is healthy at 8x8 and 32x32."""
+    kinds = {}
+    for hw in (8, 32):
+        torch.manual_seed(0)
+        model = gap_cnn(4)
+        initwise.init(model, policy="he", seed=0)
+        report = diagnose(model, images(hw))
+        kinds[hw] = report.kinds
+        assert [r.out_numel for r in report.layers] == [16 * hw * hw] * 4 + [10]
+        assert json.loads(report.to_json())["layers"][0]["out_numel"] == 16 * hw * hw
+        raw_grad = report.layers[0].grad_out_std / report.layers[-1].grad_out_std
+        if hw == 32:  # the raw ratios the verdicts must not be fooled by
+            assert raw_grad < 1e-2
+    assert kinds[8] == kinds[32] == {"healthy"}
+
+
+def test_batchnorm_cnn_auto_gradients_not_called_vanishing():
+    torch.manual_seed(0)
+    model = gap_cnn(8, bn=True)
+    x = images(16)
+    initwise.init(model, x, seed=0)
+    report = diagnose(model, x)
+    assert report.layers[0].grad_out_std / report.layers[-1].grad_out_std < 1e-2  # raw: pooled
+    assert "gradient_vanishing" not in report.kinds, report.verdicts
+    assert report.healthy, report.verdicts
+
+
+def test_xavier_plain_relu_cnn_still_vanishes():
+    """No BatchNorm, same resolution: Xavier's x0.7 per ReLU layer is caught between convs."""
+    torch.manual_seed(0)
+    model = gap_cnn(12)
+    initwise.init(model, policy="xavier_normal", seed=0)
+    report = diagnose(model, images(16))
+    assert "vanishing" in report.kinds, report.verdicts
+    text = next(f.text for f in report.findings if f.kind == "vanishing")
+    assert "to 0.0" in text and "at layer 12 (" in text, text  # the last conv, not the head
+    # torch's default is worse (x0.4 per layer) and its gradients vanish too, across the pooling
+    torch.manual_seed(0)
+    report = diagnose(gap_cnn(12), images(16))
+    assert {"vanishing", "gradient_vanishing"} <= report.kinds, report.verdicts
+    text = next(f.text for f in report.findings if f.kind == "gradient_vanishing")
+    assert "1 step(s) that change the per-sample output size" in text, text
+    # a max-pool between convs: the chained factor skips it, and the sentence says so
+    torch.manual_seed(0)
+    model = nn.Sequential(*gap_cnn(12)[:12], nn.MaxPool2d(2), *gap_cnn(12)[12:24])
+    initwise.init(model, policy="xavier_normal", seed=0)
+    report = diagnose(model, images(16))
+    first, last = report.layers[0], report.layers[11]
+    chain = (last.out_std / report.layers[6].out_std) * (report.layers[5].out_std / first.out_std)
+    text = next(f.text for f in report.findings if f.kind == "vanishing")
+    assert text.startswith(f"activations vanish: std falls x{chain:.2g} from layer 1 (0) to "
+                           f"layer 12 (23), from {first.out_std:.2g} to {last.out_std:.2g} "
+                           f"(x{chain ** (1 / 10):.2g} per layer); 1 step(s)"), text
 
 
 # ----------------------------------------------------------------------------- point 1: measurements
@@ -381,6 +484,45 @@ def test_default_losses_and_custom_loss():
     assert custom.loss == pytest.approx(float((out - target).abs().mean()), rel=1e-6)
     assert diagnose(model, x, loss_fn=lambda o: o.sum()).loss == pytest.approx(
         float(out.sum()), rel=1e-5)
+
+
+class TwoHeads(nn.Module):
+    """A trunk and two heads; ``as_dict`` returns them nested in a dict with an integer leaf."""
+
+    def __init__(self, as_dict: bool = False) -> None:
+        super().__init__()
+        self.as_dict = as_dict
+        self.trunk = nn.Linear(8, 16)
+        self.head_a = nn.Linear(16, 3)
+        self.head_b = nn.Linear(16, 5)
+
+    def forward(self, x):
+        h = torch.relu(self.trunk(x))
+        a, b = self.head_a(h), self.head_b(h)
+        if self.as_dict:
+            return {"a": a, "more": [b, torch.arange(3)], "name": "heads"}
+        return a, b
+
+
+@pytest.mark.parametrize("as_dict", [False, True], ids=["tuple", "nested-dict"])
+def test_default_loss_uses_every_head(as_dict):
+    torch.manual_seed(0)
+    model = TwoHeads(as_dict)
+    x = torch.randn(32, 8)
+    report = diagnose(model, x)
+    assert [r.name for r in report.layers] == ["trunk", "head_a", "head_b"]
+    assert all(r.grad_out_std is not None and r.grad_out_std > 0 for r in report.layers)
+    with torch.no_grad():
+        h = torch.relu(model.trunk(x))
+        a, b = model.head_a(h), model.head_b(h)
+    assert report.loss == pytest.approx(float(a.square().mean() + b.square().mean()), rel=1e-6)
+    # d(mean(a^2))/da = 2a / a.numel(), exactly
+    assert report.layers[1].grad_out_std == pytest.approx(float((2 * a / a.numel()).std()), rel=1e-5)
+    with pytest.raises(ValueError, match=r"2 output tensors.*pass loss_fn"):
+        diagnose(model, x, torch.randint(0, 3, (32,)))
+    # loss_fn gets the output as the model returns it
+    pick = (lambda out: out["more"][0].sum()) if as_dict else (lambda out: out[1].sum())
+    assert diagnose(model, x, loss_fn=pick).loss == pytest.approx(float(b.sum()), rel=1e-5)
 
 
 def test_inputs_as_tuple_and_dict_and_tuple_output():
