@@ -17,6 +17,35 @@ class CLIError(Exception):
     """An error the user can fix; printed as one line, without a traceback."""
 
 
+# ---------------------------------------------------------------------------- shared helpers
+def _input_shape(text: str) -> tuple[int, ...]:
+    """Parse ``--input-shape``: comma-separated positive integers, e.g. ``1,3,32,32``."""
+    parts = [t.strip() for t in str(text).split(",")]
+    if not text or not text.strip() or not all(t.isdigit() and int(t) > 0 for t in parts):
+        raise CLIError(f"--input-shape must be comma-separated positive integers such as "
+                       f"1,3,32,32, got {text!r}")
+    return tuple(int(t) for t in parts)
+
+
+def _check_input(model, x, text: str) -> None:
+    """Run one forward pass of ``model`` on ``x`` without gradients, so that an --input-shape
+    the model does not accept is reported as one line (even when torch.fx traces the model
+    and never runs it)."""
+    import torch
+
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's model: one line
+        raise CLIError(f"--input-shape {text}: the forward pass of {type(model).__name__} fails "
+                       f"with an input of shape {tuple(x.shape)}: {type(exc).__name__}: "
+                       f"{_one_line(exc, 200)}") from exc
+    finally:
+        model.train(was_training)
+
+
 # ---------------------------------------------------------------------------- demo
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -60,15 +89,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             print()
     if args.profile:
         return 0
-    from .experiments.compare import DEFAULT_SCHEMES, compare
+    from .experiments.compare import DEFAULT_SCHEMES, compare, total_steps
     from .experiments.training import TrainConfig
 
     _ev_threads(args.threads)
+    _ev_counts(args)
     config = TrainConfig(steps=args.steps)
     print(f"Headline: 30-layer ReLU MLP (width 128) on digits, {args.seeds} seed(s) x "
           f"{len(DEFAULT_SCHEMES)} schemes, {config.optimizer.upper()} momentum {config.momentum} "
           f"lr {config.lr}, batch {config.batch_size}, {config.steps} steps each")
-    with _ev_progress(len(DEFAULT_SCHEMES) * args.seeds * args.steps) as progress:
+    with _ev_progress(total_steps(len(DEFAULT_SCHEMES), args.seeds, args.steps)) as progress:
         comp = compare("digits", "mlp", depth=30, width=128, activation="relu",
                        schemes=DEFAULT_SCHEMES, seeds=args.seeds, config=config,
                        progress=progress)
@@ -131,16 +161,26 @@ class _ev_progress:
             self.bar.__exit__(*exc)
 
 
-def _ev_check(schemes: list[str], dataset: str | None = None, arch: str | None = None) -> None:
-    """Validate names before a progress bar starts (errors print as one line)."""
-    from .experiments.datasets import DATASET_NAMES
-    from .experiments.training import check_scheme
+def _ev_counts(args: argparse.Namespace) -> None:
+    """--seeds and --steps must be >= 1 (checked before any data is loaded)."""
+    for option in ("seeds", "steps"):
+        value = getattr(args, option, None)
+        if value is not None and value < 1:
+            raise CLIError(f"--{option} must be >= 1, got {value}")
 
-    for scheme in schemes:
-        if check_scheme(scheme) == "orthogonal_hh" and arch not in (None, "rnn", "lstm", "gru"):
-            raise CLIError(f"scheme orthogonal_hh needs a recurrent --arch (rnn, lstm, gru), not {arch!r}")
-    if dataset is not None and dataset.lower().replace("-", "_") not in DATASET_NAMES:
-        raise CLIError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_NAMES)}")
+
+def _ev_check(args: argparse.Namespace, depths: list[int], width: int,
+              schemes: list[str]) -> list[str]:
+    """Validate every compare/sweep option before any data is loaded or a progress bar starts,
+    with the library's own checks (experiments.compare.check_config); return the schemes."""
+    from .experiments.compare import check_config
+
+    _ev_counts(args)
+    _ev_config(args)  # TrainConfig validates --batch-size, --lr, --clip, --eval-every
+    names, _ = check_config(args.dataset, args.arch, depths=depths, width=width,
+                            activation=_ev_activation(args), schemes=schemes, seeds=args.seeds,
+                            seq_mode=args.seq_mode)
+    return names
 
 
 def _ev_print_comparison(comp) -> None:
@@ -244,16 +284,15 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .experiments.compare import compare
+    from .experiments.compare import compare, total_steps
 
     _ev_threads(args.threads)
     depth0, width0 = _EV_ARCH_DEFAULTS[args.arch]
     depth = args.depth if args.depth is not None else depth0
     width = args.width if args.width is not None else width0
-    schemes = _ev_csv(args.schemes, "--schemes")
-    _ev_check(schemes, args.dataset, args.arch)
+    schemes = _ev_check(args, [depth], width, _ev_csv(args.schemes, "--schemes"))
     config = _ev_config(args)
-    with _ev_progress(len(schemes) * max(args.seeds, 0) * args.steps) as progress:
+    with _ev_progress(total_steps(len(schemes), args.seeds, args.steps)) as progress:
         comp = compare(args.dataset, args.arch, depth=depth, width=width,
                        activation=_ev_activation(args), schemes=schemes, seeds=args.seeds,
                        config=config, seq_mode=args.seq_mode, progress=progress)
@@ -279,14 +318,13 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .experiments.compare import sweep
+    from .experiments.compare import sweep, total_steps
 
     _ev_threads(args.threads)
     depths = _ev_ints(args.depths, "--depths")
     width = args.width if args.width is not None else _EV_ARCH_DEFAULTS[args.arch][1]
-    schemes = _ev_csv(args.schemes, "--schemes")
-    _ev_check(schemes, args.dataset, args.arch)
-    total = len(schemes) * max(args.seeds, 0) * args.steps * len(depths)
+    schemes = _ev_check(args, depths, width, _ev_csv(args.schemes, "--schemes"))
+    total = total_steps(len(schemes), args.seeds, args.steps, len(depths))
     with _ev_progress(total) as progress:
         result = sweep(args.dataset, args.arch, depths=depths, width=width,
                        activation=_ev_activation(args), schemes=schemes, seeds=args.seeds,
@@ -326,6 +364,7 @@ def _add_claim(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_claim(args: argparse.Namespace) -> int:
     from .experiments.claims import CLAIM_STEPS, CLAIMS, run_claim
+    from .experiments.compare import total_steps
 
     if args.list or not args.name:
         for name, fn in CLAIMS.items():
@@ -336,11 +375,12 @@ def _cmd_claim(args: argparse.Namespace) -> int:
     for name in names:
         if name not in CLAIMS:
             raise CLIError(f"unknown claim {args.name!r}; choose one of {', '.join(CLAIMS)}, all")
+    _ev_counts(args)
     _ev_threads(args.threads)
     status = 0
     for name in names:
         n_schemes, default_steps = CLAIM_STEPS[name]
-        total = n_schemes * max(args.seeds, 0) * (args.steps or default_steps)
+        total = total_steps(n_schemes, args.seeds, args.steps or default_steps)
         with _ev_progress(total) as progress:
             result = run_claim(name, seeds=args.seeds, steps=args.steps, progress=progress)
         _ev_print_comparison(result.comparison)
@@ -387,7 +427,8 @@ def _add_diagnose(sub: argparse._SubParsersAction) -> None:
                    "zeros, small, ...); repeat or comma-separate to compare (default torch)")
     p.add_argument("--seed", type=int, default=0, help="seed for the weights and the batch (default 0)")
     p.add_argument("--plot", metavar="PNG",
-                   help="write a PNG: activation and gradient std per layer, activation histograms")
+                   help="write a plot (png, pdf, svg, ... by the file's extension): activation "
+                   "and gradient std per layer, activation histograms")
     p.add_argument("--json", metavar="PATH", help="write the reports as JSON ({scheme: report})")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: small layers gain nothing from more)")
@@ -395,27 +436,40 @@ def _add_diagnose(sub: argparse._SubParsersAction) -> None:
 
 
 def _dg_shape(text: str) -> tuple[int, ...]:
-    parts = [t for t in text.strip().strip("()[]").replace("x", ",").replace(" ", ",").split(",") if t]
-    try:
-        shape = tuple(int(t) for t in parts)
-    except ValueError:
-        raise CLIError(f"--input-shape must be integers such as 128,3,32,32, got {text!r}") from None
-    if len(shape) < 2 or min(shape) < 1 or shape[0] < 2:
-        raise CLIError(f"--input-shape must be batch first with a batch of at least 2 and "
-                       f"positive sizes, e.g. 128,3,32,32; got {text!r}")
+    """--input-shape for diagnose: the shared parser, plus a batch of at least 2 (spreads are
+    measured across the batch)."""
+    shape = _input_shape(text)
+    if len(shape) < 2 or shape[0] < 2:
+        raise CLIError(f"--input-shape must be batch first with a batch of at least 2, e.g. "
+                       f"128,3,32,32; got {text!r}")
     return shape
 
 
-def _dg_load_target():
+def _dg_check_scheme(scheme: str) -> None:
+    """A diagnose scheme is torch, auto or a whole-model policy name, checked by the function
+    initwise.plan itself uses (so e.g. 'constant', which needs a value, fails here)."""
+    from .plan import _normalize_policy
+
+    if scheme in ("torch", "auto", "standard"):
+        return
     try:
-        from .api import load_target
-    except ImportError:
-        try:
-            from .target import load_target
-        except ImportError:
-            raise CLIError("loading a TARGET needs initwise.load_target, which this build does "
-                           "not have; use --mlp DEPTH, or call initwise.diagnose from Python") from None
-    return load_target
+        _normalize_policy(scheme)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CLIError(f"unknown --scheme {scheme!r}: use torch, auto or a scheme name for every "
+                       f"weight ({_one_line(exc, 200)})") from None
+
+
+def _dg_check_plot(path: str | None) -> None:
+    """--plot must end in an extension matplotlib can write (png, pdf, svg, ...)."""
+    if not path:
+        return
+    from matplotlib.figure import Figure
+
+    formats = Figure().canvas.get_supported_filetypes()
+    ext = os.path.splitext(path)[1].lstrip(".").lower()
+    if ext not in formats:
+        raise CLIError(f"--plot {path!r}: the file name must end in a format matplotlib writes: "
+                       f"{', '.join('.' + f for f in sorted(formats))}")
 
 
 def _cmd_diagnose(args: argparse.Namespace) -> int:
@@ -423,20 +477,16 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
 
     import torch
 
+    from .api import load_target
     from .diagnose import Comparison, compare_schemes
-    from .schemes import get_initializer
 
     schemes = [s.strip().lower() for value in (args.scheme or ["torch"])
                for s in value.split(",") if s.strip()]
     if not schemes:
         raise CLIError("--scheme is empty; give a scheme name such as torch, auto or he")
     for scheme in schemes:
-        if scheme not in ("torch", "auto", "standard"):
-            try:
-                get_initializer(scheme)
-            except (KeyError, ValueError) as exc:
-                raise CLIError(f"unknown --scheme {scheme!r}: use torch, auto or a scheme name "
-                               f"({exc})") from None
+        _dg_check_scheme(scheme)
+    _dg_check_plot(args.plot)
     if args.mlp is not None and args.target:
         raise CLIError("give either a TARGET or --mlp DEPTH, not both")
     if args.mlp is not None:
@@ -457,7 +507,9 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         if not args.input_shape:
             raise CLIError("TARGET needs --input-shape, batch first, e.g. --input-shape 128,3,32,32")
         shape = _dg_shape(args.input_shape)
-        loaded = _dg_load_target()(args.target)
+        loaded = load_target(args.target)
+        _check_input(loaded, torch.randn(shape, generator=torch.Generator().manual_seed(args.seed)),
+                     args.input_shape)
 
         def factory() -> torch.nn.Module:
             return copy.deepcopy(loaded)
@@ -542,16 +594,33 @@ def _add_recommend(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_recommend)
 
 
-def _ap_params(items: list[str]) -> dict:
+def _ap_params(activation: str, items: list[str]) -> dict:
+    """Parse --param KEY=VALUE for ``activation``: the key must be one of the activation's
+    parameters, the value a number (or, for a string parameter such as gelu's approximate, a
+    string the activation accepts; the library checks it)."""
+    from .gains import activation_params
+
+    try:
+        defaults = activation_params(activation)
+    except ValueError:
+        defaults = {}  # unknown names fail in recommend(), with the list of known ones
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
             raise CLIError(f"--param must look like KEY=VALUE (e.g. negative_slope=0.2), got {item!r}")
+        if key not in defaults:
+            known = ", ".join(defaults) if defaults else "none"
+            raise CLIError(f"--param {item!r}: activation {activation!r} has no parameter {key!r} "
+                           f"(its parameters: {known})")
+        if isinstance(defaults[key], str):
+            out[key] = value
+            continue
         try:
-            out[key.strip()] = float(value)
+            out[key] = float(value)
         except ValueError:
-            out[key.strip()] = value.strip()
+            raise CLIError(f"--param {item!r}: {key} must be a number, got {value!r}") from None
     return out
 
 
@@ -559,8 +628,13 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     from .gains import gain
     from .plan import recommend
 
-    params = _ap_params(args.param)
-    entry = recommend(args.activation, fan_in=args.fan_in, fan_out=args.fan_out, **params)
+    params = _ap_params(args.activation, args.param)
+    try:
+        entry = recommend(args.activation, fan_in=args.fan_in, fan_out=args.fan_out, **params)
+    except ValueError as exc:
+        if not params or "bad parameters" not in str(exc):
+            raise
+        raise CLIError(f"--param {' '.join(args.param)}: {_one_line(exc, 200)}") from None
     name = args.activation.strip().lower()
     lookup = "identity" if name in ("none", "linear") else name
     g_initwise = gain(lookup, **params)
@@ -581,17 +655,6 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     for key, value in rows:
         print(f"{key:<14} {value}")
     return 0
-
-
-def _ap_shape(text: str) -> tuple[int, ...]:
-    parts = [t for t in text.strip().strip("()[]").replace("x", ",").replace(" ", ",").split(",") if t]
-    try:
-        shape = tuple(int(t) for t in parts)
-    except ValueError:
-        raise CLIError(f"--input-shape must be integers such as 1,3,32,32, got {text!r}") from None
-    if not shape or min(shape) < 1:
-        raise CLIError(f"--input-shape must be positive sizes such as 1,3,32,32, got {text!r}")
-    return shape
 
 
 def _ap_rules(items: list[str]) -> dict | None:
@@ -617,14 +680,15 @@ def _ap_add_plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="TARGET",
                    help="path/to/file.py:factory or package.module:factory returning an nn.Module")
     p.add_argument("--input-shape", metavar="SHAPE",
-                   help="example input shape, e.g. 1,3,32,32: used to follow the data flow when "
-                        "torch.fx cannot trace the model")
+                   help="example input shape, comma-separated, e.g. 1,3,32,32: checked with one "
+                        "forward pass, and used to follow the data flow when torch.fx cannot "
+                        "trace the model")
     p.add_argument("--input-dtype", choices=("float", "long"), default="float",
                    help="dtype of the example input: float (randn) or long (token ids 0) (default float)")
-    p.add_argument("--policy", default="standard",
+    p.add_argument("--policy", default=None,
                    help="standard (per layer, from its activation), torch (PyTorch defaults) or a "
                         "scheme name for every weight, e.g. he_normal (default standard)")
-    p.add_argument("--distribution", default="normal", choices=("normal", "uniform", "truncated_normal"),
+    p.add_argument("--distribution", default=None, choices=("normal", "uniform", "truncated_normal"),
                    help="distribution of the standard policy's choices (default normal)")
     p.add_argument("--rule", action="append", default=[], metavar="KEY=SCHEME",
                    help="override: 'GLOB=SCHEME', 'type:LSTM=SCHEME' or 'activation:NAME=SCHEME'; "
@@ -633,15 +697,19 @@ def _ap_add_plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plain", action="store_true", help="plain-text table (no rich formatting)")
 
 
-def _ap_example(args: argparse.Namespace):
-    if not args.input_shape:
+def _ap_example(args: argparse.Namespace, model):
+    """The example input of --input-shape (None without it), checked by one forward pass."""
+    if args.input_shape is None:
         return None
     import torch
 
-    shape = _ap_shape(args.input_shape)
+    shape = _input_shape(args.input_shape)
     if args.input_dtype == "long":
-        return torch.zeros(shape, dtype=torch.long)
-    return torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        x = torch.zeros(shape, dtype=torch.long)
+    else:
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    _check_input(model, x, args.input_shape)
+    return x
 
 
 def _ap_print_plan(plan, plain: bool) -> None:
@@ -673,9 +741,12 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from .api import load_target, plan
 
+    if args.input_shape is not None:
+        _input_shape(args.input_shape)
+    rules = _ap_rules(args.rule)
     model = load_target(args.target)
-    p = plan(model, _ap_example(args), rules=_ap_rules(args.rule), policy=args.policy,
-             distribution=args.distribution)
+    p = plan(model, _ap_example(args, model), rules=rules, policy=args.policy or "standard",
+             distribution=args.distribution or "normal")
     _ap_print_plan(p, args.plain)
     if args.json:
         p.to_json(args.json)
@@ -693,23 +764,51 @@ def _add_init(sub: argparse._SubParsersAction) -> None:
     _ap_add_plan_args(p)
     p.add_argument("--save", metavar="PATH", required=True, help="where to write the state_dict (.pt)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights (default 0)")
-    p.add_argument("--from-plan", metavar="JSON", help="apply this saved plan instead of building one")
+    p.add_argument("--from-plan", metavar="JSON",
+                   help="apply this saved plan (plan --json) instead of building one; it fixes "
+                        "every scheme, so --policy, --rule and --distribution cannot be combined "
+                        "with it")
     p.add_argument("--quiet", action="store_true", help="do not print the plan")
     p.set_defaults(func=_cmd_init)
+
+
+def _ap_read_plan(path: str):
+    """Read --from-plan JSON; a missing or invalid file is one line naming the option."""
+    from .plan import Plan
+
+    if not os.path.isfile(path):
+        raise CLIError(f"--from-plan {path!r}: no such file (write one with "
+                       "'initwise plan TARGET --json PATH')")
+    try:
+        return Plan.from_json(path)
+    except Exception as exc:  # noqa: BLE001 - bad JSON, wrong keys, unreadable file
+        raise CLIError(f"--from-plan {path!r} is not a plan written by 'initwise plan --json': "
+                       f"{type(exc).__name__}: {_one_line(exc, 200)}") from None
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
     import torch
 
     from .api import load_target, plan
-    from .plan import Plan
 
-    model = load_target(args.target)
+    if args.input_shape is not None:
+        _input_shape(args.input_shape)
     if args.from_plan:
-        p = Plan.from_json(args.from_plan)
+        given = [opt for opt, used in (("--policy", args.policy is not None),
+                                       ("--rule", bool(args.rule)),
+                                       ("--distribution", args.distribution is not None)) if used]
+        if given:
+            raise CLIError(f"--from-plan fixes the plan; drop {', '.join(given)} (or drop "
+                           "--from-plan to build a new plan)")
+        p = _ap_read_plan(args.from_plan)
+        rules = None
     else:
-        p = plan(model, _ap_example(args), rules=_ap_rules(args.rule), policy=args.policy,
-                 distribution=args.distribution)
+        rules = _ap_rules(args.rule)
+    model = load_target(args.target)
+    example = _ap_example(args, model)
+    if not args.from_plan:
+        p = plan(model, example, rules=rules, policy=args.policy or "standard",
+                 distribution=args.distribution or "normal")
     p.apply(model, seed=args.seed)
     if not args.quiet:
         _ap_print_plan(p, args.plain)
@@ -739,6 +838,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _ADDERS:
         add(sub)
+    # --debug is accepted after the subcommand too; default SUPPRESS so that a subcommand
+    # without it does not reset the value given before the subcommand
+    for command in sub.choices.values():
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show full tracebacks on errors")
     return parser
 
 

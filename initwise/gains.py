@@ -27,6 +27,7 @@ leaky_relu a  sqrt(2/(1+a^2))        sqrt(2/(1+a^2))
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Callable
 
@@ -35,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["gain", "second_moment", "activation_name", "GAIN_NAMES"]
+__all__ = ["gain", "second_moment", "activation_name", "activation_params", "GAIN_NAMES"]
 
 # Pieces of [-12, 12] for composite Gauss-Legendre quadrature: breakpoints at the kinks of the
 # usual activations (0 for relu-likes, +-1 for hardtanh) so that every piece is smooth. The
@@ -208,6 +209,18 @@ def _canonical(name: str) -> str:
             "For anything else pass the function or module itself, e.g. gain(my_activation)"
         )
     return key
+
+
+def activation_params(name: str) -> dict[str, Any]:
+    """The parameters the named activation takes, with their defaults:
+    ``activation_params("leaky_relu") == {"negative_slope": 0.01}``; ``ValueError`` for an
+    unknown name."""
+    phi = _ACTIVATIONS[_canonical(name)]
+    try:
+        signature = inspect.signature(phi)
+    except (TypeError, ValueError):  # a builtin such as torch.tanh: no parameters
+        return {}
+    return {k: v.default for k, v in list(signature.parameters.items())[1:]}
 
 
 def gain(activation: str | Callable[..., Any] | nn.Module, convention: str = "initwise", **params: Any) -> float:

@@ -4,9 +4,20 @@ import pytest
 from initwise.cli import _ADDERS, build_parser, main
 
 MODEL = """
+import torch
 from torch import nn
 def make():
     return nn.Sequential(nn.Linear(10, 5), nn.ReLU(), nn.Linear(5, 2))
+
+class Fragile(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(10, 2)
+
+    def forward(self, x):
+        if torch.is_grad_enabled():  # fails in diagnose's pass, not in the input-shape check
+            raise RuntimeError("boom in forward")
+        return self.fc(x)
 """
 
 
@@ -29,12 +40,72 @@ def test_every_command_and_option_has_help():
 
 
 def test_model_errors_are_one_line_without_debug(target, capsys):
-    assert main(["diagnose", target, "--input-shape", "64,11"]) == 1
+    fragile = target.replace(":make", ":Fragile")
+    assert main(["diagnose", fragile, "--input-shape", "64,10"]) == 1
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "RuntimeError: mat1 and mat2 shapes cannot be multiplied" in err
+    assert "\n" not in err and "RuntimeError: boom in forward" in err
     assert "--debug" in err
     with pytest.raises(RuntimeError):
-        main(["--debug", "diagnose", target, "--input-shape", "64,11"])
+        main(["--debug", "diagnose", fragile, "--input-shape", "64,10"])
+    with pytest.raises(RuntimeError):  # --debug after the subcommand works too
+        main(["diagnose", fragile, "--input-shape", "64,10", "--debug"])
+
+
+def test_debug_before_or_after_the_command():
+    parser = build_parser()
+    assert parser.parse_args(["--debug", "recommend", "relu"]).debug is True
+    assert parser.parse_args(["recommend", "relu", "--debug"]).debug is True
+    assert parser.parse_args(["recommend", "relu"]).debug is False
+
+
+@pytest.mark.parametrize("argv,message", [
+    # the input shape: one parser, and one forward pass whenever it is given (fx traces these)
+    (["plan", "{target}", "--input-shape", "2,x"], "comma-separated positive integers"),
+    (["plan", "{target}", "--input-shape", "0,3"], "comma-separated positive integers"),
+    (["plan", "{target}", "--input-shape", ""], "comma-separated positive integers"),
+    (["init", "{target}", "--save", "{tmp}/w.pt", "--input-shape", "2x10"],
+     "comma-separated positive integers"),
+    (["plan", "{target}", "--input-shape", "2,11"],
+     "--input-shape 2,11: the forward pass of Sequential fails"),
+    (["init", "{target}", "--save", "{tmp}/w.pt", "--input-shape", "2,11"],
+     "--input-shape 2,11: the forward pass"),
+    (["diagnose", "{target}", "--input-shape", "64,11"], "--input-shape 64,11: the forward pass"),
+    (["diagnose", "{target}", "--input-shape", "64,x"], "comma-separated positive integers"),
+    (["diagnose", "{target}", "--input-shape", "1,10"], "batch of at least 2"),
+    # compare / sweep / claim: everything checked before data or a progress bar
+    (["compare", "--arch", "cnn", "--dataset", "wine"], "needs image or 1-D signal data"),
+    (["compare", "--depth", "0"], "depth must be a positive integer"),
+    (["compare", "--arch", "cnn", "--depth", "1"], "needs depth >= 2"),
+    (["compare", "--activation", "nosuch"], "unknown activation 'nosuch'"),
+    (["compare", "--seeds", "0"], "--seeds must be >= 1"),
+    (["compare", "--steps", "0"], "--steps must be >= 1"),
+    (["compare", "--schemes", "he,constant"], "unknown scheme 'constant'"),
+    (["compare", "--schemes", "orthogonal_hh"], "needs a recurrent arch"),
+    (["sweep", "--depths", "0,2"], "depth must be a positive integer"),
+    (["sweep", "--arch", "cnn", "--dataset", "breast_cancer"], "needs image or 1-D signal"),
+    (["claim", "he_relu_30", "--seeds", "0"], "--seeds must be >= 1"),
+    # diagnose: schemes and plot format checked before the work
+    (["diagnose", "--mlp", "3", "--scheme", "he,constant"], "unknown --scheme 'constant'"),
+    (["diagnose", "--mlp", "3", "--plot", "{tmp}/out.txt"], "format matplotlib writes"),
+])
+def test_validation_errors_come_before_any_work(target, tmp_path, capsys, monkeypatch, argv,
+                                                message):
+    import sys
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before validation")
+
+    for module, name in (("initwise.experiments.compare", "load_dataset"),
+                         ("initwise.experiments.claims", "compare"),
+                         ("initwise.diagnose", "compare_schemes")):
+        __import__(module)
+        monkeypatch.setattr(sys.modules[module], name, no_work)
+    argv = [a.format(target=target, tmp=tmp_path) for a in argv]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.err.count("\n") == 1
+    assert captured.out == ""
+    assert not (tmp_path / "w.pt").exists()
 
 
 @pytest.mark.parametrize("argv,message", [

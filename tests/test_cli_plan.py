@@ -102,17 +102,26 @@ def test_init_from_saved_plan(target, tmp_path):
     (["plan", "{t}:nothing"], "has no attribute 'nothing'"),
     (["plan", "missing_file.py:make"], "does not exist"),
     (["plan", "{t}:make", "--policy", "bogus"], "unknown policy 'bogus'"),
-    (["plan", "{t}:make", "--input-shape", "a,b"], "--input-shape must be integers"),
+    (["plan", "{t}:make", "--input-shape", "a,b"], "--input-shape must be comma-separated positive integers"),
+    (["plan", "{t}:make", "--input-shape", "1,11"], "--input-shape 1,11: the forward pass of Seed fails"),
     (["plan", "{t}:make", "--rule", "nonsense"], "--rule must look like"),
     (["plan", "{t}:make", "--rule", "type:Nope=he"], "not a torch.nn layer type"),
     (["recommend", "swoosh"], "unknown activation 'swoosh'"),
     (["recommend", "relu", "--param", "oops"], "--param must look like"),
+    (["recommend", "leaky_relu", "--param", "negative_slope=abc"], "negative_slope must be a number, got 'abc'"),
+    (["recommend", "leaky_relu", "--param", "slope=0.2"], "has no parameter 'slope' (its parameters: negative_slope)"),
+    (["recommend", "gelu", "--param", "approximate=foo"], "approximate argument must be either none or tanh"),
+    (["init", "{t}:make", "--save", "{t}.pt", "--from-plan", "/nonexistent/p.json"], "--from-plan '/nonexistent/p.json': no such file"),
+    (["init", "{t}:make", "--save", "{t}.pt", "--from-plan", "{t}"], "--from-plan '{t}' is not a plan"),
+    (["init", "{t}:make", "--save", "{t}.pt", "--from-plan", "{t}", "--policy", "he"], "--from-plan fixes the plan; drop --policy"),
+    (["init", "{t}:make", "--save", "{t}.pt", "--from-plan", "{t}", "--rule", "fc1.*=zeros",
+      "--distribution", "uniform"], "--from-plan fixes the plan; drop --rule, --distribution"),
 ])
 def test_errors_are_one_line(target, capsys, argv, message):
     argv = [a.replace("{t}", target) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert message in err
+    assert message.replace("{t}", target) in err
     assert err.count("\n") == 1 and "Traceback" not in err
 
 

@@ -21,7 +21,8 @@ from initwise.experiments import (
     DATASET_NAMES,
     TrainConfig,
     activation_stats,
-    apply_scheme,
+    apply_experiment_scheme,
+    check_config,
     build_model,
     cnn,
     compare,
@@ -35,7 +36,7 @@ from initwise.experiments import (
 )
 from initwise.experiments import datasets as ds
 from initwise.experiments.claims import CLAIMS, claim_orthogonal_rnn, claim_zero_symmetry
-from initwise.experiments.compare import Comparison
+from initwise.experiments.compare import TrainingComparison
 from initwise.experiments.training import seeded
 
 EXPECTED = {  # name: (n_train, n_test, n_features, n_classes)
@@ -227,7 +228,7 @@ def test_seeded_build_is_reproducible_and_restores_global_state():
 # ---------------------------------------------------------------------------- measurements
 def test_large_scheme_is_standard_normal_with_zero_bias():
     model = mlp(128, 10, depth=3, width=128)
-    apply_scheme(model, "large", seed=0)
+    apply_experiment_scheme(model, "large", seed=0)
     w = model[2].weight.detach()  # 16,384 samples
     assert abs(float(w.mean())) < 0.03 and abs(float(w.std()) - 1) < 0.03
     assert all(float(m.bias.detach().abs().max()) == 0 for m in model if isinstance(m, nn.Linear))
@@ -240,7 +241,7 @@ def test_orthogonal_hh_changes_only_recurrent_weights():
             built = build_model(arch, data, depth=3, width=32, activation="tanh")
         with seeded(3):
             model = build_model(arch, data, depth=3, width=32, activation="tanh")
-        apply_scheme(model, "orthogonal_hh", seed=0)
+        apply_experiment_scheme(model, "orthogonal_hh", seed=0)
         changed = []
         for (name, before), (_, after) in zip(built.named_parameters(), model.named_parameters()):
             if torch.equal(before, after):
@@ -251,13 +252,13 @@ def test_orthogonal_hh_changes_only_recurrent_weights():
         assert changed == ["rnn.weight_hh_l0", "rnn.weight_hh_l1"], arch
     again = build_model("rnn", data, depth=2, width=8)
     first = build_model("rnn", data, depth=2, width=8)
-    apply_scheme(first, "orthogonal_hh", seed=5)
-    apply_scheme(again, "orthogonal_hh", seed=5)
+    apply_experiment_scheme(first, "orthogonal_hh", seed=5)
+    apply_experiment_scheme(again, "orthogonal_hh", seed=5)
     assert torch.equal(first.rnn.weight_hh_l0, again.rnn.weight_hh_l0)
     plain = mlp(4, 2, depth=2, width=3)
     state = {k: v.clone() for k, v in plain.state_dict().items()}
     with pytest.raises(ValueError, match="orthogonal_hh.*recurrent"):
-        apply_scheme(plain, "orthogonal_hh", seed=0)
+        apply_experiment_scheme(plain, "orthogonal_hh", seed=0)
     assert all(torch.equal(state[k], v) for k, v in plain.state_dict().items())
 
 
@@ -270,7 +271,7 @@ def test_row_spread_and_activation_stats():
     with torch.no_grad():
         model[0].weight[0, 5] = 0.25
     assert row_spread(model) == pytest.approx(0.25)
-    apply_scheme(model, "large", seed=0)
+    apply_experiment_scheme(model, "large", seed=0)
     stats = activation_stats(model, torch.randn(256, 16) * 3)
     assert [s["type"] for s in stats] == ["Tanh", "Tanh"]
     assert stats[1]["saturated"] > 0.5 and stats[0]["dead"] is None
@@ -280,6 +281,35 @@ def test_row_spread_and_activation_stats():
         relu[0].bias.copy_(torch.tensor([-1.0, -1, -1, 1, 1, 1]))
     rec = activation_stats(relu, torch.randn(50, 4))[0]
     assert rec["dead"] == pytest.approx(0.5) and rec["mean"] == pytest.approx(0.5)
+    assert rec["unit_std"] == 0.0  # every unit is constant over the batch
+
+
+def test_activation_stats_match_diagnose_definitions():
+    """dead = exactly 0 for the whole batch (ReLU family only), saturated = |tanh| > 0.99 or a
+    hardtanh at its bounds, unit_std = std across the batch per unit, averaged: as diagnose."""
+    from initwise import diagnose
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 8)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.Tanh(),
+                          nn.Linear(32, 32), nn.LeakyReLU(0.1), nn.Linear(32, 32),
+                          nn.Hardtanh(-0.5, 0.5), nn.Linear(32, 2))
+    with torch.no_grad():
+        model[0].bias[:10] = -100.0  # 10 of 32 ReLU units dead
+        model[2].weight.mul_(20)     # tanh saturates
+        model[4].bias[:5] = -100.0   # leaky units negative everywhere: not dead
+    stats = activation_stats(model, x)
+    report = diagnose(model, x)
+    assert [s["type"] for s in stats] == ["ReLU", "Tanh", "LeakyReLU", "Hardtanh"]
+    assert stats[0]["dead"] == pytest.approx(10 / 32) and stats[2]["dead"] is None
+    for s, layer in zip(stats, report.layers):
+        assert s["unit_std"] == pytest.approx(layer.post_std, rel=1e-4)
+        assert s["dead"] == (None if layer.dead is None else pytest.approx(layer.dead))
+        assert s["saturated"] == (None if layer.saturated is None
+                                  else pytest.approx(layer.saturated))
+    assert stats[1]["saturated"] > 0.3 and stats[3]["saturated"] > 0.0
+    h = model[:8](x)
+    assert stats[3]["saturated"] == pytest.approx(float((h.abs() >= 0.5).float().mean()))
 
 
 def test_evaluate_does_not_credit_nan_predictions():
@@ -351,7 +381,7 @@ def test_compare_end_to_end_writes_report(tmp_path):
     # a diverged run is counted (N(0,1) weights on a ReLU MLP overflow at lr 0.01? not
     # necessarily at depth 3) -- the count must match the runs' flags either way
     assert rows_by["large"]["diverged"] == sum(r.diverged for r in comp.runs_of("large"))
-    again = Comparison.from_dict(json.loads(json.dumps(comp.to_dict())))
+    again = TrainingComparison.from_dict(json.loads(json.dumps(comp.to_dict())))
     assert again.summary()[0]["test_acc_mean"] == comp.summary()[0]["test_acc_mean"]
 
 
@@ -382,7 +412,66 @@ def test_compare_cnn_and_rnn_run():
                 seeds=1, config=TrainConfig(steps=5, eval_every=5))
     r = compare("digits", "gru", depth=2, width=8, schemes=("torch", "orthogonal"), seeds=1,
                 seq_mode="row", config=TrainConfig(steps=5, eval_every=5))
-    assert len(c.runs) == 2 and len(r.runs) == 2
+    for comp, schemes in ((c, ["torch", "auto"]), (r, ["torch", "orthogonal"])):
+        assert [run.scheme for run in comp.runs] == schemes
+        for run in comp.runs:
+            assert run.steps == [0, 5] and run.steps_done == 5 and not run.diverged
+            assert all(np.isfinite(run.train_loss)) and all(np.isfinite(run.test_loss))
+        # a different init gives a different loss before the first update
+        assert comp.runs[0].train_loss[0] != comp.runs[1].train_loss[0]
+    assert [rec["type"] for rec in c.runs[0].act_init] == ["ReLU", "ReLU"]
+    # what "auto" does to the GRU of this comparison: each gate block of weight_hh orthogonal
+    digits = load_dataset("digits")
+    with seeded(0):
+        model = build_model("gru", digits, depth=2, width=8, seq_mode="row")
+    apply_experiment_scheme(model, "auto", 0,
+                            example_input=model_inputs("gru", digits, digits.x_train[:8], "row"))
+    for block in model.rnn.weight_hh_l0.detach().split(8):
+        assert torch.allclose(block @ block.T, torch.eye(8), atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(dataset="wine", arch="cnn"), "needs image or 1-D signal data.*digits or mnist1d"),
+    (dict(depths=[0]), "depth must be a positive integer"),
+    (dict(depths=[2, 0]), "depth must be a positive integer"),
+    (dict(arch="cnn", depths=[1]), "needs depth >= 2"),
+    (dict(arch="rnn", activation="gelu"), "nn.RNN supports activation 'tanh' or 'relu'"),
+    (dict(activation="nosuch"), "unknown activation 'nosuch'"),
+    (dict(dataset="nope"), "unknown dataset 'nope'"),
+    (dict(arch="transformer"), "unknown arch"),
+    (dict(seeds=0), "seeds must be >= 1"),
+    (dict(schemes=("he", "constant")), "unknown scheme 'constant'"),
+    (dict(schemes=("orthogonal_hh",)), "orthogonal_hh' needs a recurrent arch"),
+    (dict(arch="gru", dataset="mnist1d", seq_mode="row"), "'row' needs 2-D images"),
+    (dict(depths=[]), "depths is empty"),
+])
+def test_check_config_rejects_before_loading_data(monkeypatch, kwargs, message):
+    import sys
+
+    cmp = sys.modules["initwise.experiments.compare"]  # the function `compare` hides the module
+
+    def no_data(name):
+        raise AssertionError("data loaded before validation")
+
+    monkeypatch.setattr(cmp, "load_dataset", no_data)
+    args = dict(dataset="digits", arch="mlp", depths=[3], width=8, activation="relu",
+                schemes=("torch", "he"), seeds=1, seq_mode="pixel") | kwargs
+    with pytest.raises(ValueError, match=message):
+        check_config(**args)
+    compare_args = {k: v for k, v in args.items() if k != "depths"}
+    depths = args["depths"]
+    with pytest.raises(ValueError, match=message):
+        if len(depths) == 1:
+            compare(depth=depths[0], config=TrainConfig(steps=1), **compare_args)
+        else:
+            sweep(depths=depths, config=TrainConfig(steps=1), **compare_args)
+
+
+def test_apply_experiment_scheme_rejects_bad_types():
+    with pytest.raises(TypeError, match="scheme must be a non-empty string"):
+        apply_experiment_scheme(mlp(4, 2, depth=2), 3, seed=0)
+    with pytest.raises(TypeError, match="nn.Module"):
+        apply_experiment_scheme("model", "he", seed=0)
 
 
 def test_sweep_writes_depth_plot(tmp_path):

@@ -112,6 +112,15 @@ def test_non_elementwise_functions_are_rejected(phi):
         gain(phi)
 
 
+def test_activation_params():
+    from initwise.gains import activation_params
+    assert activation_params("leaky_relu") == {"negative_slope": 0.01}
+    assert activation_params("gelu") == {"approximate": "none"}
+    assert activation_params("tanh") == {}
+    with pytest.raises(ValueError, match="unknown activation"):
+        activation_params("swoosh")
+
+
 def test_errors():
     with pytest.raises(ValueError, match="unknown activation 'swishy'.*known names: .*relu"):
         gain("swishy")

@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .compare import Comparison, Progress, json_safe, compare
+from .compare import Progress, TrainingComparison, compare, json_safe
 from .training import RunResult, TrainConfig
 
 
@@ -25,7 +25,7 @@ class ClaimResult:
     name: str
     statement: str
     criterion: str
-    comparison: Comparison
+    comparison: TrainingComparison
     measured: dict = field(default_factory=dict)
     reproduced: bool = False
     figure: str = ""
@@ -37,6 +37,8 @@ class ClaimResult:
         return f"initwise claim {self.name} --seeds {seeds} --steps {steps}"
 
     def to_markdown(self) -> str:
+        """The claim as a Markdown section (the body of ``claim.md``): verdict, statement,
+        criterion, measured figure, the command that reproduces it and the comparison table."""
         verdict = "reproduced" if self.reproduced else "NOT reproduced"
         return (f"## {self.name}: {verdict}\n\n{self.statement}\n\n"
                 f"Criterion: {self.criterion}\n\nMeasured: {self.figure}\n\n"
@@ -61,13 +63,13 @@ class ClaimResult:
 
 
 # ---------------------------------------------------------------------------- helpers
-def _acc(comp: Comparison, scheme: str) -> tuple[float, float]:
+def _acc(comp: TrainingComparison, scheme: str) -> tuple[float, float]:
     """(mean, sample std) of the final test accuracy of ``scheme`` over seeds."""
     accs = [r.final_test_acc for r in comp.runs_of(scheme)]
     return statistics.fmean(accs), (statistics.stdev(accs) if len(accs) > 1 else 0.0)
 
 
-def _pm(comp: Comparison, scheme: str) -> str:
+def _pm(comp: TrainingComparison, scheme: str) -> str:
     mean, std = _acc(comp, scheme)
     return f"{scheme} {mean:.3f} ± {std:.3f}"
 

@@ -1,7 +1,7 @@
 """Compare initialization schemes by training, and sweep the comparison over depth.
 
 ``compare(...)`` trains one model per (scheme, seed) with the same data order, optimizer,
-learning rate and budget per seed, and returns a :class:`Comparison`; ``sweep(...)`` repeats it
+learning rate and budget per seed, and returns a :class:`TrainingComparison`; ``sweep(...)`` repeats it
 for several depths and returns a :class:`Sweep`. Both write a report folder with ``write(dir)``:
 ``results.json`` (settings + every run), ``results.csv`` (one row per run), a PNG plot and
 ``summary.md`` (the table in Markdown).
@@ -21,8 +21,8 @@ from typing import Callable, Sequence
 import torch
 
 from .datasets import load_dataset
-from .models import build_model, model_inputs
-from .training import RunResult, TrainConfig, apply_scheme, check_scheme, seeded, train
+from .models import build_model, check_model, model_inputs
+from .training import RunResult, TrainConfig, apply_experiment_scheme, check_scheme, seeded, train
 
 DEFAULT_SCHEMES: tuple[str, ...] = (
     "torch", "zeros", "small", "xavier", "he", "lecun", "orthogonal", "auto",
@@ -72,8 +72,12 @@ def _environment() -> dict:
 
 
 @dataclass
-class Comparison:
-    """The runs of one comparison and the settings that produced them."""
+class TrainingComparison:
+    """The runs of one training comparison and the settings that produced them.
+
+    (Not to be confused with :class:`initwise.Comparison`, the side-by-side diagnostics at
+    initialization of :func:`initwise.compare_schemes`.)
+    """
 
     settings: dict
     runs: list[RunResult] = field(default_factory=list)
@@ -84,6 +88,7 @@ class Comparison:
         return list(self.settings["schemes"])
 
     def runs_of(self, scheme: str) -> list[RunResult]:
+        """The runs of ``scheme``, one per seed, in seed order (empty for an unknown name)."""
         return [r for r in self.runs if r.scheme == scheme]
 
     def target_accuracy(self) -> float:
@@ -119,6 +124,8 @@ class Comparison:
         return rows
 
     def title(self) -> str:
+        """One line naming the data set, model, activation, seeds and budget (table and plot
+        title), e.g. ``digits / mlp depth 30 width 128 relu: 3 seed(s), 500 steps``."""
         s = self.settings
         return (f"{s['dataset']} / {s['arch']} depth {s['depth']} width {s['width']} "
                 f"{s['activation']}: {len(s['seeds'])} seed(s), {s['config']['steps']} steps")
@@ -151,11 +158,14 @@ class Comparison:
                 "runs": [r.to_dict() for r in self.runs]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Comparison":
+    def from_dict(cls, d: dict) -> "TrainingComparison":
         return cls(settings=d["settings"], wall_time=d.get("wall_time", 0.0),
                    runs=[RunResult.from_dict(r) for r in d["runs"]])
 
     def csv_rows(self) -> list[dict]:
+        """One flat dict per run (the rows of ``results.csv``): the model settings, scheme,
+        seed, final/best test accuracy, final losses, steps done, divergence, final row spread
+        and wall time."""
         s = self.settings
         return [{
             "dataset": s["dataset"], "arch": s["arch"], "depth": s["depth"],
@@ -211,13 +221,15 @@ class Comparison:
 
 @dataclass
 class Sweep:
-    """A comparison per depth."""
+    """A :class:`TrainingComparison` per depth."""
 
     settings: dict
-    comparisons: list[Comparison] = field(default_factory=list)
+    comparisons: list[TrainingComparison] = field(default_factory=list)
     wall_time: float = 0.0
 
     def summary(self) -> list[dict]:
+        """:meth:`TrainingComparison.summary` of every depth, each row with its ``depth``
+        added (depths in sweep order, schemes in the order given)."""
         rows = []
         for comp in self.comparisons:
             for row in comp.summary():
@@ -225,6 +237,8 @@ class Sweep:
         return rows
 
     def title(self) -> str:
+        """One line naming the data set, model, activation, seeds and budget of the sweep (the
+        table and plot title)."""
         s = self.settings
         return (f"{s['dataset']} / {s['arch']} width {s['width']} {s['activation']}: test "
                 f"accuracy vs depth ({len(s['seeds'])} seed(s), {s['config']['steps']} steps)")
@@ -299,30 +313,27 @@ def compare(dataset: str = "digits", arch: str = "mlp", *, depth: int = 30, widt
             activation: str = "relu", schemes: Sequence[str] = DEFAULT_SCHEMES,
             seeds: int | Sequence[int] = 3, config: TrainConfig | None = None,
             seq_mode: str = "pixel", record_activations: bool = True,
-            progress: Progress | None = None) -> Comparison:
+            progress: Progress | None = None) -> TrainingComparison:
     """Train ``arch`` on ``dataset`` once per (scheme, seed) and collect the results.
 
     For seed ``s`` every scheme starts from a model built under ``torch.manual_seed(s)``
     (so "torch" is PyTorch's default init, reproducibly), is initialized by
-    :func:`~initwise.experiments.training.apply_scheme` with seed ``s``, then trained by
+    :func:`~initwise.experiments.training.apply_experiment_scheme` with seed ``s``, then trained by
     :func:`~initwise.experiments.training.train` with seed ``s``: identical data order,
     optimizer, learning rate and budget for every scheme. ``seeds`` is a count (seeds
     0..n-1) or a list. All names are validated before anything is trained.
     """
     config = config or TrainConfig()
-    schemes = [check_scheme(s) for s in schemes]
-    if not schemes:
-        raise ValueError("schemes is empty; give at least one scheme name")
-    if len(set(schemes)) != len(schemes):
-        raise ValueError(f"schemes lists a scheme twice: {schemes}")
-    seed_list = _seed_list(seeds)
+    schemes, seed_list = check_config(dataset, arch, depths=[depth], width=width,
+                                      activation=activation, schemes=schemes, seeds=seeds,
+                                      seq_mode=seq_mode)
     data = load_dataset(dataset)
     with seeded(0):
         build_model(arch, data, depth=depth, width=width, activation=activation,
                     seq_mode=seq_mode)  # validates arch / depth / width / activation early
     x_train = model_inputs(arch, data, data.x_train, seq_mode)
     x_test = model_inputs(arch, data, data.x_test, seq_mode)
-    comp = Comparison(settings=_settings(data.name, arch, depth, width, activation, schemes,
+    comp = TrainingComparison(settings=_settings(data.name, arch, depth, width, activation, schemes,
                                          seed_list, config, seq_mode))
     start = time.perf_counter()
     for seed in seed_list:
@@ -330,7 +341,7 @@ def compare(dataset: str = "digits", arch: str = "mlp", *, depth: int = 30, widt
             with seeded(seed):
                 model = build_model(arch, data, depth=depth, width=width,
                                     activation=activation, seq_mode=seq_mode)
-            apply_scheme(model, scheme, seed, example_input=x_train[:8])
+            apply_experiment_scheme(model, scheme, seed, example_input=x_train[:8])
             label = f"depth {depth} {scheme} seed {seed}"
             step_cb = (lambda n, _label=label: progress(n, _label)) if progress else None
             run = train(model, x_train, data.y_train, x_test, data.y_test, config=config,
@@ -348,11 +359,10 @@ def sweep(dataset: str = "digits", arch: str = "mlp", *, depths: Sequence[int] =
           seq_mode: str = "pixel", progress: Progress | None = None) -> Sweep:
     """:func:`compare` at every depth of ``depths``; plot test accuracy against depth."""
     config = config or TrainConfig()
-    depths = [int(d) for d in depths]
-    if not depths:
-        raise ValueError("depths is empty; give at least one depth, e.g. 5,10,20")
-    schemes = [check_scheme(s) for s in schemes]
-    seed_list = _seed_list(seeds)
+    depths = list(depths)
+    schemes, seed_list = check_config(dataset, arch, depths=depths, width=width,
+                                      activation=activation, schemes=schemes, seeds=seeds,
+                                      seq_mode=seq_mode)
     result = Sweep(settings={**_settings(dataset, arch, depths[0], width, activation, schemes,
                                          seed_list, config, seq_mode), "depths": depths})
     del result.settings["depth"]
@@ -364,6 +374,35 @@ def sweep(dataset: str = "digits", arch: str = "mlp", *, depths: Sequence[int] =
             progress=progress))
     result.wall_time = time.perf_counter() - start
     return result
+
+
+def check_config(dataset: str, arch: str, *, depths: Sequence[int], width: int,
+                 activation: str, schemes: Sequence[str], seeds: int | Sequence[int],
+                 seq_mode: str = "pixel") -> tuple[list[str], list[int]]:
+    """Validate the arguments of :func:`compare` / :func:`sweep` without loading data or
+    training; return (schemes lowercased, seed list). Raises ``ValueError`` / ``TypeError``
+    naming the bad argument: see :func:`~initwise.experiments.models.check_model` for the
+    model checks (arch vs dataset, depth, width, activation, seq_mode) and
+    :func:`~initwise.experiments.training.check_scheme` for the scheme names; seeds must be a
+    count >= 1 or a non-empty list; scheme "orthogonal_hh" needs a recurrent arch.
+    """
+    depths = list(depths)
+    if not depths:
+        raise ValueError("depths is empty; give at least one depth, e.g. 5,10,20")
+    for depth in depths:
+        check_model(arch, dataset, depth=depth, width=width, activation=activation,
+                    seq_mode=seq_mode)
+    if isinstance(schemes, str):
+        schemes = [schemes]
+    names = [check_scheme(s) for s in schemes]
+    if not names:
+        raise ValueError("schemes is empty; give at least one scheme name")
+    if len(set(names)) != len(names):
+        raise ValueError(f"schemes lists a scheme twice: {names}")
+    if "orthogonal_hh" in names and arch.lower() not in ("rnn", "lstm", "gru"):
+        raise ValueError(f"scheme 'orthogonal_hh' needs a recurrent arch (rnn, lstm, gru), "
+                         f"not {arch!r}")
+    return names, _seed_list(seeds)
 
 
 def total_steps(n_schemes: int, n_seeds: int, steps: int, n_depths: int = 1) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .datasets import Dataset
+from .datasets import _IMAGE_SHAPES, DATASET_NAMES, Dataset
 
 ARCHS: tuple[str, ...] = ("mlp", "cnn", "rnn", "lstm", "gru")
 
@@ -28,6 +28,49 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,
     "identity": nn.Identity,
 }
+
+
+#: smallest ``depth`` of each arch: an MLP may be a linear classifier, a CNN needs one
+#: convolution and the classifier, a recurrent net one recurrent layer and the classifier
+MIN_DEPTH: dict[str, int] = {"mlp": 1, "cnn": 2, "rnn": 2, "lstm": 2, "gru": 2}
+
+
+def check_model(arch: str, dataset: str, *, depth: int, width: int, activation: str,
+                seq_mode: str = "pixel") -> None:
+    """Validate the arguments of :func:`build_model` for the data set named ``dataset`` without
+    loading any data; raise ``ValueError`` naming the bad argument and what would work.
+
+    Checks: ``arch`` in :data:`ARCHS`, ``dataset`` in :data:`DATASET_NAMES`, a CNN only on
+    image or 1-D signal data, ``depth >= MIN_DEPTH[arch]``, ``width >= 1``, a known activation
+    (a plain RNN: tanh or relu), ``seq_mode`` "pixel" or "row" ("row" needs 2-D images).
+    """
+    if not isinstance(arch, str) or arch.lower() not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    arch = arch.lower()
+    if not isinstance(dataset, str) or dataset.lower().replace("-", "_") not in DATASET_NAMES:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_NAMES)}")
+    key = dataset.lower().replace("-", "_")
+    image = _IMAGE_SHAPES.get(key)
+    if arch == "cnn" and image is None:
+        raise ValueError(f"arch 'cnn' needs image or 1-D signal data; dataset {dataset!r} is "
+                         f"tabular: use {' or '.join(sorted(_IMAGE_SHAPES))}, or arch 'mlp'")
+    for name, value in (("depth", depth), ("width", width)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if depth < MIN_DEPTH[arch]:
+        raise ValueError(f"arch {arch!r} needs depth >= {MIN_DEPTH[arch]} (weight layers "
+                         f"including the classifier), got {depth}")
+    if arch == "rnn":
+        if activation not in ("tanh", "relu"):
+            raise ValueError(f"nn.RNN supports activation 'tanh' or 'relu', got {activation!r}")
+    elif arch in ("mlp", "cnn"):
+        make_activation(activation)
+    if arch in ("rnn", "lstm", "gru"):
+        if seq_mode not in ("pixel", "row"):
+            raise ValueError(f"unknown sequence mode {seq_mode!r}; use 'pixel' or 'row'")
+        if seq_mode == "row" and (image is None or len(image) != 3):
+            raise ValueError(f"sequence mode 'row' needs 2-D images; dataset {dataset!r} has "
+                             f"none: use seq_mode 'pixel' (or dataset 'digits')")
 
 
 def make_activation(name: str) -> nn.Module:

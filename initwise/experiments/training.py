@@ -134,16 +134,21 @@ def seeded(seed: int) -> Iterator[None]:
 
 
 def check_scheme(scheme: str) -> str:
-    """Validate a scheme name (a special scheme or an initializer name); return it lowercased."""
-    if not isinstance(scheme, str) or not scheme:
+    """Validate a scheme name (a special scheme or a whole-model policy name accepted by
+    ``initwise.init(model, policy=...)``); return it lowercased.
+
+    Policy names are checked by the same function :func:`initwise.plan` uses, so a name that
+    passes here (e.g. not ``"constant"``, which needs a value) does not fail later in training.
+    """
+    if not isinstance(scheme, str) or not scheme.strip():
         raise TypeError(f"scheme must be a non-empty string, got {scheme!r}")
     name = scheme.strip().lower()
     if name in SPECIAL_SCHEMES:
         return name
-    from ..schemes import get_initializer
+    from ..plan import _normalize_policy
 
     try:
-        get_initializer(name)
+        _normalize_policy(name)
     except (KeyError, ValueError) as exc:
         raise ValueError(
             f"unknown scheme {scheme!r}: use {', '.join(SPECIAL_SCHEMES)} or an initializer "
@@ -152,9 +157,12 @@ def check_scheme(scheme: str) -> str:
     return name
 
 
-def apply_scheme(model: nn.Module, scheme: str, seed: int,
-                 example_input: torch.Tensor | None = None) -> nn.Module:
+def apply_experiment_scheme(model: nn.Module, scheme: str, seed: int,
+                            example_input: torch.Tensor | None = None) -> nn.Module:
     """Initialize ``model`` in place with ``scheme`` and ``seed``; return the model.
+
+    :func:`initwise.apply_scheme` extended with the experiments' ablations "large" and
+    "orthogonal_hh"; every other name is delegated to it.
 
     - "torch": leave the weights as built (build the model inside :func:`seeded`);
     - "auto": ``initwise.init(model, example_input, seed=seed)``;
@@ -162,8 +170,11 @@ def apply_scheme(model: nn.Module, scheme: str, seed: int,
     - "orthogonal_hh": leave everything as built except each recurrent layer's ``weight_hh*``,
       replaced by :func:`initwise.orthogonal_` (gain 1, one orthogonal block per gate as given
       by :func:`initwise.param_blocks`); a model without recurrent layers is a ValueError;
-    - anything else: ``initwise.init(model, example_input, policy=scheme, seed=seed)``.
+    - anything else: :func:`initwise.apply_scheme` (``initwise.init(model, example_input,
+      policy=scheme, seed=seed)``).
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     name = check_scheme(scheme)
     if name == "torch":
         return model
@@ -230,33 +241,53 @@ def row_spread(model: nn.Module) -> float | None:
     return max(spreads) if spreads else None
 
 
-_SATURATING = (nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Softsign)
-_RECTIFYING = (nn.ReLU, nn.LeakyReLU)
-_ACTIVATION_TYPES = _SATURATING + _RECTIFYING + (nn.SELU, nn.ELU, nn.GELU, nn.SiLU, nn.CELU)
+_RELU_FAMILY = (nn.ReLU, nn.ReLU6)
+_TANH_LIKE = (nn.Tanh, nn.Softsign)
+_ACTIVATION_TYPES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Tanh, nn.Softsign, nn.Sigmoid,
+                     nn.Hardtanh, nn.SELU, nn.ELU, nn.GELU, nn.SiLU, nn.CELU)
 
 
 def activation_stats(model: nn.Module, x: torch.Tensor) -> list[dict]:
-    """Per activation layer: mean, std, saturated and dead fractions of its output on ``x``.
+    """Per activation module, in call order: statistics of its output on the batch ``x``.
 
-    Forward hooks on every activation module (ReLU, tanh, SELU, ...). ``saturated`` (tanh,
-    sigmoid, ...) is the fraction of outputs within 1% of the range ends (|tanh| > 0.99, sigmoid
-    < 0.01 or > 0.99); ``dead`` (ReLU-like) is the fraction of units that are <= 0 for every
-    input of ``x``. Other fields are None where they do not apply.
+    Forward hooks on every activation module (ReLU, tanh, sigmoid, SELU, ...), one forward pass
+    in eval mode without gradients. A *unit* is one non-batch position of the output (a feature
+    of an MLP, a channel at one position of a CNN). Fields:
+
+    - ``mean``, ``std``: mean and std over all output elements (batch and units together; the
+      figures of the committed claims use this ``std``);
+    - ``unit_std``: std of each unit across the batch (dim 0), averaged over the units: the
+      ``post_std`` of :func:`initwise.diagnose`;
+    - ``dead`` (ReLU family: ReLU, ReLU6, Hardtanh with lower bound 0): fraction of units that
+      are exactly 0 for the whole batch; ``None`` for other activations (LeakyReLU is never
+      dead). Same definition as :func:`initwise.diagnose`;
+    - ``saturated``: fraction of outputs (units x batch) in the flat part of a saturating
+      activation: ``|tanh| > 0.99`` (also softsign), ``sigmoid < 0.01 or > 0.99``, a hardtanh at
+      its bounds; ``None`` for non-saturating activations. Same definition as
+      :func:`initwise.diagnose` (with its default thresholds).
     """
     records: list[dict] = []
     hooks = []
 
     def hook(module: nn.Module, _inp, out) -> None:
         y = out.detach().float()
+        units = y.reshape(y.shape[0], -1) if y.dim() > 1 else y[:, None]
+        unit_std = float(units.std(dim=0).mean()) if units.shape[0] > 1 else float("nan")
         rec = {"layer": len(records), "type": type(module).__name__,
-               "mean": float(y.mean()), "std": float(y.std()), "saturated": None, "dead": None}
+               "mean": float(y.mean()), "std": float(y.std()), "unit_std": unit_std,
+               "saturated": None, "dead": None}
+        low = getattr(module, "min_val", None)
+        if isinstance(module, _RELU_FAMILY) or (isinstance(module, nn.Hardtanh) and low == 0):
+            rec["dead"] = float((units == 0).all(dim=0).float().mean())
         if isinstance(module, nn.Sigmoid):
             rec["saturated"] = float(((y < 0.01) | (y > 0.99)).float().mean())
-        elif isinstance(module, _SATURATING):
+        elif isinstance(module, _TANH_LIKE):
             rec["saturated"] = float((y.abs() > 0.99).float().mean())
-        if isinstance(module, _RECTIFYING):
-            units = y.transpose(0, 1).reshape(y.shape[1], -1) if y.dim() > 1 else y[None]
-            rec["dead"] = float(((units <= 0).all(dim=1)).float().mean())
+        elif isinstance(module, nn.Hardtanh) and not isinstance(module, nn.ReLU6):
+            sat = y >= module.max_val
+            if low != 0:
+                sat |= y <= module.min_val
+            rec["saturated"] = float(sat.float().mean())
         records.append(rec)
 
     for module in model.modules():
