@@ -71,7 +71,10 @@ def apply_scheme(model: nn.Module, scheme: str, *, seed: int | None = None,
     """Initialize ``model`` by one name, as comparisons name schemes: ``"torch"`` leaves the model
     as it was built (returns ``None``); ``"auto"`` (or ``"standard"``) is ``init(model,
     example_input, seed=seed)``; any other name is ``init(model, example_input, policy=scheme,
-    seed=seed)``, that scheme for every weight."""
+    seed=seed)``, that scheme for every weight. ``TypeError`` when ``scheme`` is not a string."""
+    if not isinstance(scheme, str):
+        raise TypeError(f"scheme must be a name such as 'auto', 'torch' or 'he_normal', got "
+                        f"{type(scheme).__name__} {scheme!r}")
     name = scheme.strip().lower()
     if name == "torch":
         return None

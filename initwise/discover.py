@@ -27,6 +27,11 @@ pooling, padding, indexing, concatenation and additions (residual connections) a
 through; the first activation reached is recorded. Reaching another layer, the model output or
 any other operation (a matrix product, a gating product) records ``"none"``: the output is used
 linearly. A layer whose output reaches several places gets every distinct activation.
+``clamp(min=0)`` (``torch.clamp``, ``clip``, ``clamp_min``) counts as a ReLU.
+
+A layer whose output, followed through pass-through operations and activations, reaches an
+addition whose other operand does not derive from it (``h + f(h)``) ends a residual branch:
+``Discovery.residual`` lists it (the plan says that the branch variances add up there).
 """
 from __future__ import annotations
 
@@ -127,9 +132,6 @@ class Activation:
         return f"{self.name}({inner})"
 
 
-NONE = Activation("none")
-
-
 def _fmt(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
@@ -141,12 +143,16 @@ class Discovery:
     name, the distinct activations consuming its output (``(Activation("none"),)`` for an output
     layer). ``fallback`` is empty unless ``method == "order"``: then it says why the data flow
     could not be followed (e.g. ``"fx failed (...) and the forward pass with a guessed input of
-    shape (2, 8) failed (...)"``)."""
+    shape (2, 8) failed (...)"``). ``residual`` maps every layer whose output (through
+    pass-through operations and activations) reaches an addition with an operand that does not
+    derive from that layer, as in ``h + f(h)``, to where the sum was seen (e.g. ``"add()"``):
+    the layer ends a residual branch (empty for ``"order"``, which cannot see additions)."""
 
     method: str
     consumers: dict[str, tuple[Activation, ...]]
     note: str = ""
     fallback: str = ""
+    residual: dict[str, str] = field(default_factory=dict)
 
     def of(self, layer_name: str) -> tuple[Activation, ...]:
         """Activations consuming ``layer_name``'s output (a sub-layer of a fused layer such as
@@ -203,8 +209,35 @@ def _bare(name: str) -> str:
     return name.strip("_")
 
 
+_CLAMP_NAMES = frozenset({"clamp", "clip", "clamp_min"})
+
+
+def _clamp_activation(func: Any, args: tuple, kwargs: dict) -> Activation | None:
+    """``x.clamp(min=0)``, ``torch.clamp(x, 0)``, ``x.clip(0)``, ``x.clamp_min(0)``: a ReLU
+    (with ``max=6``: ReLU6); other clamps are not activations initwise knows."""
+    fname = getattr(func, "__name__", None)
+    if not isinstance(fname, str) or _bare(fname) not in _CLAMP_NAMES:
+        return None
+    bare = _bare(fname)
+    lo = kwargs.get("min", args[1] if len(args) > 1 else None)
+    hi = None if bare == "clamp_min" else kwargs.get("max", args[2] if len(args) > 2 else None)
+    plain = (int, float)
+    if isinstance(lo, bool) or not isinstance(lo, plain) or lo != 0:
+        return None
+    if hi is None:
+        name = "relu"
+    elif isinstance(hi, plain) and not isinstance(hi, bool) and hi == 6:
+        name = "relu6"
+    else:
+        return None
+    return Activation(name, (), via=f"{fname}(min=0{', max=6' if hi is not None else ''})")
+
+
 def _function_activation(func: Any, args: tuple, kwargs: dict) -> Activation | None:
     """The activation a functional call applies (with parameters from its arguments), or None."""
+    clamp = _clamp_activation(func, args, kwargs)
+    if clamp is not None:
+        return clamp
     known = None
     try:
         known = activation_name(func)
@@ -278,11 +311,13 @@ class _Tracer(torch.fx.Tracer):
         return m.__module__.startswith("torch.nn") and not any(True for _ in m.children())
 
 
-def _discover_fx(model: nn.Module, found: dict[str, nn.Module]) -> dict[str, tuple[Activation, ...]]:
+def _discover_fx(model: nn.Module, found: dict[str, nn.Module],
+                 residual: dict[str, str] | None = None) -> dict[str, tuple[Activation, ...]]:
     tracer = _Tracer({id(m) for m in found.values()})
     graph = tracer.trace(model)
     modules = dict(model.named_modules())
     result: dict[str, list[Activation]] = {}
+    ancestry = _fx_ancestry(graph, found) if residual is not None else {}
 
     def classify(node: torch.fx.Node) -> tuple[str, Any]:
         if node.op == "output":
@@ -332,7 +367,60 @@ def _discover_fx(model: nn.Module, found: dict[str, nn.Module]) -> dict[str, tup
                     stack.extend(user.users)
         if not acts:
             acts.append(Activation("none", via="output not used"))
+        if residual is not None and node.target not in residual:
+            where = _fx_residual(node, classify, ancestry)
+            if where is not None:
+                residual[node.target] = where
     return {name: _distinct(acts) for name, acts in result.items()}
+
+
+_ADD_NAMES = frozenset("add iadd radd sub isub rsub".split())
+_INPUT = "<input>"  # ancestry marker of tensors derived from the model's inputs
+
+
+def _is_add(func: Any) -> bool:
+    name = func if isinstance(func, str) else getattr(func, "__name__", None)
+    return isinstance(name, str) and _bare(name) in _ADD_NAMES
+
+
+def _fx_ancestry(graph: torch.fx.Graph, found: dict[str, nn.Module]) -> dict[torch.fx.Node, frozenset[str]]:
+    """For every node, the layers it derives from (plus ``_INPUT`` when it derives from a model
+    input); parameters and constants derive from nothing."""
+    anc: dict[torch.fx.Node, frozenset[str]] = {}
+    for node in graph.nodes:  # topological order
+        acc: set[str] = set()
+        for i in node.all_input_nodes:
+            acc |= anc.get(i, frozenset())
+        if node.op == "placeholder":
+            acc.add(_INPUT)
+        elif node.op == "call_module" and node.target in found:
+            acc.add(node.target)
+        anc[node] = frozenset(acc)
+    return anc
+
+
+def _fx_residual(start: torch.fx.Node, classify, anc) -> str | None:  # noqa: ANN001
+    """Where ``start``'s output, followed through pass-through operations and activations,
+    reaches an addition with an operand that does not derive from ``start``'s layer (``None``
+    when it does not)."""
+    layer = start.target
+    stack, seen = [(u, start) for u in start.users], set()
+    while stack:
+        user, came_from = stack.pop()
+        if user in seen:
+            continue
+        seen.add(user)
+        kind, info = classify(user)
+        if kind == "pass":
+            target = user.target if user.op in ("call_function", "call_method") else None
+            if target is not None and _is_add(target):
+                others = [o for o in user.all_input_nodes if o is not came_from]
+                if any(anc[o] and layer not in anc[o] for o in others):
+                    return f"{_bare(target if isinstance(target, str) else getattr(target, '__name__', 'add'))}()"
+            stack.extend((u, user) for u in user.users)
+        elif kind == "act" and info.name != "none":
+            stack.extend((u, user) for u in user.users)
+    return None
 
 
 def _distinct(acts: Iterable[Activation]) -> tuple[Activation, ...]:
@@ -346,32 +434,60 @@ def _distinct(acts: Iterable[Activation]) -> tuple[Activation, ...]:
 # ----------------------------------------------------------------------------- recorded forward
 class _Recorder(TorchFunctionMode):
     """Follows, for every tensor, the set of layers whose output reached it through
-    pass-through operations only."""
+    pass-through operations only (``prov``), through pass-through operations and activations
+    (``rprov``, to find residual sums) and through anything (``anc``, its ancestry; model inputs
+    are marked ``_INPUT``)."""
 
     def __init__(self, found: dict[str, nn.Module]):
         super().__init__()
         self.found = found
         self.names = {id(m): n for n, m in found.items()}
         self.prov: dict[int, tuple[torch.Tensor, frozenset[str]]] = {}
+        self.rprov: dict[int, tuple[torch.Tensor, frozenset[str]]] = {}
+        self.anc: dict[int, tuple[torch.Tensor, frozenset[str]]] = {}
         self.consumers: dict[str, list[Activation]] = {}
+        self.residual: dict[str, str] = {}
+        self.depth = 0
+
+    def reset(self) -> None:
+        for table in (self.prov, self.rprov, self.anc, self.consumers, self.residual):
+            table.clear()
         self.depth = 0
 
     # provenance helpers
-    def sources(self, *objs: Any) -> frozenset[str]:
+    def sources(self, *objs: Any, table: dict | None = None) -> frozenset[str]:
+        table = self.prov if table is None else table
         flat, _ = tree_flatten(objs)
         out: set[str] = set()
         for t in flat:
             if isinstance(t, torch.Tensor):
-                entry = self.prov.get(id(t))
+                entry = table.get(id(t))
                 if entry is not None and entry[0] is t:
                     out |= entry[1]
         return frozenset(out)
 
-    def mark(self, obj: Any, srcs: frozenset[str]) -> None:
+    def mark(self, obj: Any, srcs: frozenset[str], table: dict | None = None) -> None:
+        table = self.prov if table is None else table
         flat, _ = tree_flatten(obj)
         for t in flat:
             if isinstance(t, torch.Tensor):
-                self.prov[id(t)] = (t, srcs)
+                table[id(t)] = (t, srcs)
+
+    def check_residual(self, func: Any, args: tuple, kwargs: dict, rsrcs: frozenset[str]) -> frozenset[str]:
+        """Record the layers in ``rsrcs`` whose output meets, in this addition, an operand that
+        does not derive from them; return the others (they go on through the sum)."""
+        operands = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        done = set()
+        for layer in rsrcs:
+            for i, a in enumerate(operands):
+                if layer not in self.sources(a, table=self.rprov):
+                    continue
+                for j, b in enumerate(operands):
+                    anc_b = self.sources(b, table=self.anc)
+                    if j != i and b is not a and anc_b and layer not in anc_b:
+                        self.residual.setdefault(layer, f"{_bare(getattr(func, '__name__', 'add'))}()")
+                        done.add(layer)
+        return rsrcs - done
 
     def record(self, srcs: Iterable[str], act: Activation) -> None:
         for s in srcs:
@@ -394,9 +510,13 @@ class _Recorder(TorchFunctionMode):
         if self.depth == 0:
             name = self.names[id(module)]
             srcs = frozenset({name})
+            rsrcs = srcs
             if is_norm(module):
                 srcs = srcs | self.sources(args, kwargs)
+                rsrcs = rsrcs | self.sources(args, kwargs, table=self.rprov)
             self.mark(output, srcs)
+            self.mark(output, rsrcs, self.rprov)
+            self.mark(output, self.sources(args, kwargs, table=self.anc) | {name}, self.anc)
 
     def act_pre_hook(self, module: nn.Module, args: tuple) -> None:
         if self.depth == 0:
@@ -405,17 +525,24 @@ class _Recorder(TorchFunctionMode):
 
     def act_post_hook(self, module: nn.Module, args: tuple, output: Any) -> None:
         self.depth -= 1
+        if self.depth == 0:
+            self.mark(output, self.sources(args, table=self.rprov), self.rprov)
+            self.mark(output, self.sources(args, table=self.anc), self.anc)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if self.depth > 0:
             return out
-        srcs = self.sources(args, kwargs)
-        if not srcs:
-            return out
         flat_out = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
         if not any(t.is_floating_point() or t.is_complex() for t in flat_out):
+            return out
+        anc = self.sources(args, kwargs, table=self.anc)
+        if anc:
+            self.mark(out, anc, self.anc)
+        srcs = self.sources(args, kwargs)
+        rsrcs = self.sources(args, kwargs, table=self.rprov)
+        if not srcs and not rsrcs:
             return out
         kind, info = _classify(func, args, kwargs)
         if kind == "act":
@@ -426,6 +553,10 @@ class _Recorder(TorchFunctionMode):
         elif kind == "other":
             self.record(srcs, Activation("none", via=f"{info}()"))
             self.mark(out, frozenset())
+        if kind == "pass" and _is_add(func):
+            rsrcs = self.check_residual(func, args, kwargs, rsrcs)
+        self.mark(out, rsrcs if kind == "pass" or (kind == "act" and info.name != "none") else frozenset(),
+                  self.rprov)
         return out
 
 
@@ -456,8 +587,8 @@ def call_model(model: nn.Module, inputs: Any) -> Any:
     return model(inputs)
 
 
-def _discover_forward(model: nn.Module, found: dict[str, nn.Module],
-                      example_input: Any) -> dict[str, tuple[Activation, ...]]:
+def _discover_forward(model: nn.Module, found: dict[str, nn.Module], example_input: Any,
+                      residual: dict[str, str] | None = None) -> dict[str, tuple[Activation, ...]]:
     rec = _Recorder(found)
     rec.act_modules = {}
     handles = []
@@ -475,9 +606,8 @@ def _discover_forward(model: nn.Module, found: dict[str, nn.Module],
                 handles.append(module.register_forward_hook(rec.act_post_hook))
         errors = []
         for training in (True, False):
-            rec.prov.clear()
-            rec.consumers.clear()
-            rec.depth = 0
+            rec.reset()
+            rec.mark(example_input, frozenset({_INPUT}), rec.anc)
             try:
                 with _preserved(model), torch.no_grad():
                     model.train(training)
@@ -494,6 +624,8 @@ def _discover_forward(model: nn.Module, found: dict[str, nn.Module],
     finally:
         for h in handles:
             h.remove()
+    if residual is not None:
+        residual.update(rec.residual)
     return {name: _distinct(acts) or (Activation("none", via="output not used"),)
             for name, acts in rec.consumers.items()}
 
@@ -501,7 +633,15 @@ def _discover_forward(model: nn.Module, found: dict[str, nn.Module],
 def guess_input(model: nn.Module) -> torch.Tensor | None:
     """A small input for ``model`` guessed from its first layer (batch of 2), or None.
 
-    Drawn from a local generator seeded with 0: the global RNG is not touched."""
+    Drawn from a local generator seeded with 0 (the global RNG is not touched), on the device
+    of the model's first parameter (so a model on ``"meta"`` gets a meta input)."""
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    x = _guess_cpu_input(model)
+    return None if x is None else x.to(device)
+
+
+def _guess_cpu_input(model: nn.Module) -> torch.Tensor | None:
     g = torch.Generator().manual_seed(0)
     for module in model.modules():
         weight = next(module.parameters(recurse=False), None)
@@ -576,8 +716,10 @@ def discover(model: nn.Module, example_input: Any = None, *, method: str = "auto
     model_name = type(model).__name__
     notes: list[str] = []
     if method in ("auto", "fx"):
+        residual: dict[str, str] = {}
         try:
-            return Discovery("fx", _discover_fx(model, found), "torch.fx symbolic trace")
+            return Discovery("fx", _discover_fx(model, found, residual), "torch.fx symbolic trace",
+                             residual=residual)
         except Exception as exc:  # noqa: BLE001 - any trace failure means: try the next method
             if method == "fx":
                 raise ValueError(f"torch.fx cannot trace {model_name}: {_short(exc)}") from exc
@@ -588,10 +730,11 @@ def discover(model: nn.Module, example_input: Any = None, *, method: str = "auto
             x, guessed = guess_input(model), True
         if x is not None:
             try:
-                consumers = _discover_forward(model, found, x)
+                residual = {}
+                consumers = _discover_forward(model, found, x, residual)
                 shape = f" with a guessed input of shape {tuple(x.shape)}" if guessed else " with the example input"
                 notes.append("recorded forward pass" + shape)
-                return Discovery("forward", consumers, "; ".join(notes))
+                return Discovery("forward", consumers, "; ".join(notes), residual=residual)
             except Exception as exc:  # noqa: BLE001
                 if not guessed:
                     raise ValueError(

@@ -29,7 +29,9 @@ one gate block; a ReLU ``nn.RNN``: He), ``weight_hh`` orthogonal per gate block 
 Embeddings ``N(0, 1)`` (their fan-in is 1), the ``padding_idx`` row 0 (under every policy,
 also when the weight is tied to another layer). Biases 0; norm layers
 weight 1, bias 0; PReLU slopes 0.25. A layer whose output feeds several different activations
-gets the most conservative (smallest std) of their choices.
+gets the most conservative (smallest std) of their choices. A weight whose layer ends a
+residual branch keeps this choice; its reason and the plan's note say that the branch variances
+add up at the sum (He et al. 2016; Fixup, Zhang et al. 2019) and which rule zeroes the branches.
 
 ``"torch"``: PyTorch's own ``reset_parameters`` distributions (Linear/Conv ``kaiming_uniform_(a=
 sqrt(5))`` i.e. ``U(+-1/sqrt(fan_in))`` with torch's fan rule, biases ``U(+-1/sqrt(fan_in))``,
@@ -47,6 +49,7 @@ Parameters of layer types initwise does not know are kept and listed as ``keep``
 """
 from __future__ import annotations
 
+import copy
 import fnmatch
 import hashlib
 import io
@@ -60,6 +63,7 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+from torch.nn.utils.weight_norm import WeightNorm
 
 from .discover import ORDER_GUESS, Activation, Discovery, NORM_TYPES, discover
 from .fans import fans as _fans
@@ -74,6 +78,7 @@ from .schemes import (
     small_normal_,
     small_uniform_,
     variance_scaling_,
+    variance_scaling_std,
     zeros_,
 )
 
@@ -83,8 +88,6 @@ POLICIES = ("standard", "torch")
 _DISTRIBUTIONS = ("normal", "uniform", "truncated_normal")
 _XAVIER_ACTS = frozenset({"none", "identity", "linear", "sigmoid", "hardsigmoid", "tanh", "softmax",
                           "log_softmax", "softmin", "softsign", "hardtanh"})
-_HE_ACTS = frozenset({"relu", "leaky_relu", "elu", "celu", "gelu", "silu", "swish", "mish", "softplus",
-                      "relu6", "hardswish"})
 _FAN_FREE = frozenset({"zeros", "small_normal", "small_uniform"})
 _JSON_VERSION = 1
 
@@ -139,6 +142,7 @@ class PlanEntry:
         return s
 
     def to_dict(self) -> dict[str, Any]:
+        """The entry as a JSON-ready dict (tuples as lists); :meth:`from_dict` reads it back."""
         d = asdict(self)
         d["shape"] = list(self.shape)
         d["shared_with"] = list(self.shared_with)
@@ -147,6 +151,7 @@ class PlanEntry:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "PlanEntry":
+        """An entry from :meth:`to_dict`'s output; ``ValueError`` when a field is missing."""
         d = dict(d)
         try:
             d["shape"] = tuple(int(x) for x in d["shape"])
@@ -212,6 +217,8 @@ class Plan(Sequence):
 
     # ---------------------------------------------------------------- display
     def header(self) -> str:
+        """One line: policy, discovery method and note, seed (once applied), and how many
+        tensors get each scheme (the title of :meth:`table`)."""
         counts: dict[str, int] = {}
         for e in self.entries:
             counts[e.scheme] = counts.get(e.scheme, 0) + 1
@@ -231,7 +238,7 @@ class Plan(Sequence):
             name = e.name + (f" (= {', '.join(e.shared_with)})" if e.shared_with else "")
             out.append([name, "x".join(map(str, e.shape)) or "scalar", e.layer, e.activation, e.scheme,
                         "-" if e.fan_in is None else str(e.fan_in), "-" if e.fan_out is None else str(e.fan_out),
-                        num(e.gain), num(e.std), e.reason])
+                        num(e.gain), _std_cell(e), e.reason])
         return out
 
     _COLUMNS = ("parameter", "shape", "layer", "activation", "scheme", "fan_in", "fan_out", "gain", "std", "reason")
@@ -288,6 +295,8 @@ class Plan(Sequence):
 
     # ---------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
+        """The plan as a JSON-ready dict (format version, policy, distribution, method, note,
+        seed and every entry's :meth:`PlanEntry.to_dict`); :meth:`from_dict` reads it back."""
         return {"initwise_plan": _JSON_VERSION, "policy": self.policy, "distribution": self.distribution,
                 "method": self.method, "note": self.note, "seed": self.seed,
                 "entries": [e.to_dict() for e in self.entries]}
@@ -302,6 +311,7 @@ class Plan(Sequence):
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Plan":
+        """A plan from :meth:`to_dict`'s output; ``ValueError`` for anything else."""
         if not isinstance(d, Mapping) or "entries" not in d:
             raise ValueError("not an initwise plan: expected a JSON object with an 'entries' list")
         if d.get("initwise_plan", _JSON_VERSION) != _JSON_VERSION:
@@ -351,6 +361,15 @@ class Plan(Sequence):
         return self
 
 
+def _std_cell(e: PlanEntry) -> str:
+    """The std column: the planned std, and the measured effective one when a parametrization
+    changes it (see :func:`_effective_note`)."""
+    if e.std is None:
+        return "-"
+    eff = e.params.get("effective_std")
+    return f"{e.std:.4g}" + (f" (eff. {eff:.3g})" if eff is not None else "")
+
+
 # ============================================================================= seeds
 def stream_seed(seed: int, name: str) -> int:
     """The 63-bit seed of parameter ``name``'s random stream: SHA-256 of ``f"{seed}:{name}"``."""
@@ -381,7 +400,7 @@ def draw(entry: PlanEntry, generator: torch.Generator | None, dtype: torch.dtype
     elif s == "orthogonal":
         orthogonal_(t, gain=g, blocks=int(p.get("blocks", 1)), generator=generator)
     elif s == "delta_orthogonal":
-        delta_orthogonal_(t, gain=g, generator=generator)
+        delta_orthogonal_(t, gain=g, generator=generator, blocks=int(p.get("blocks", 1)))
     elif s == "zeros":
         zeros_(t)
     elif s == "constant":
@@ -403,6 +422,8 @@ def _compute_writes(plan: Plan, model: nn.Module, seed: int) -> list[tuple[torch
     virtual = _parametrized(model)
     covered: set[str] = set()
     writes: list[tuple[torch.Tensor, torch.Tensor]] = []
+    drawn: dict[str, torch.Tensor] = {}
+    deferred: list[PlanEntry] = []
     for entry in plan.entries:
         names = (entry.name, *entry.shared_with)
         covered.update(names)
@@ -420,13 +441,11 @@ def _compute_writes(plan: Plan, model: nn.Module, seed: int) -> list[tuple[torch
                 continue
             if any(t.is_meta for _, t in originals):
                 continue
-            value = draw(entry, param_generator(seed, entry.name), _work_dtype(originals[0][1]))
-            new = _right_inverse(plist, value, entry.name)
-            for (oname, target), v in zip(originals, new):
-                if tuple(v.shape) != tuple(target.shape):
-                    raise ValueError(f"{entry.name}: right_inverse gave shape {list(v.shape)} for "
-                                     f"{oname} of shape {list(target.shape)}")
-                writes.append((target, v))
+            new_writes, _ = _parametrized_writes(entry, plist, seed)
+            writes.extend(new_writes)
+            continue
+        if entry.scheme == "weight_norm_g":
+            deferred.append(entry)
             continue
         missing = [n for n in names if n not in tensors]
         if missing:
@@ -443,13 +462,37 @@ def _compute_writes(plan: Plan, model: nn.Module, seed: int) -> list[tuple[torch
         if not target.is_floating_point():
             raise ValueError(f"parameter {entry.name!r} has dtype {target.dtype}; only floating-point "
                              "parameters can be initialized: add a rule {'%s': 'keep'}" % entry.name)
-        writes.append((target, draw(entry, param_generator(seed, entry.name), _work_dtype(target))))
+        value = draw(entry, param_generator(seed, entry.name), _work_dtype(target))
+        drawn[entry.name] = value
+        writes.append((target, value))
+    for entry in deferred:  # legacy weight_norm magnitudes follow the directions just drawn
+        writes.extend(_weight_norm_g_write(entry, tensors, drawn))
     extra = [n for n in tensors if n not in covered]
     if extra:
         raise ValueError(f"parameter {extra[0]!r} of {type(model).__name__} is not in the plan "
                          f"({len(extra)} missing); was the plan made for another model? Build it with "
                          "initwise.plan(model)")
     return writes
+
+
+def _weight_norm_g_write(entry: PlanEntry, tensors: Mapping[str, torch.Tensor],
+                         drawn: Mapping[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``weight_g = ||weight_v||`` per slice (``torch.norm_except_dim``), from the new
+    ``weight_v`` (or its current value when it is kept), so that ``g v / ||v|| = v``."""
+    for n in (entry.name, *entry.shared_with):
+        if n not in tensors:
+            raise ValueError(f"plan entry {n!r} names no parameter of the model; was the plan made for another model?")
+    target, of = tensors[entry.name], entry.params.get("of")
+    if of not in tensors:
+        raise ValueError(f"plan entry {entry.name!r}: its direction {of!r} is not a parameter of the model")
+    _check_shape(entry, tuple(target.shape))
+    if target.is_meta or tensors[of].is_meta:
+        return []
+    v = drawn[of] if of in drawn else tensors[of].detach().to(_work_dtype(target))
+    g = torch.norm_except_dim(v, 2, int(entry.params.get("dim", 0)))
+    if tuple(g.shape) != tuple(target.shape):
+        raise ValueError(f"{entry.name}: ||{of}|| has shape {list(g.shape)}, the magnitude {list(target.shape)}")
+    return [(target, g)]
 
 
 def _work_dtype(t: torch.Tensor) -> torch.dtype:
@@ -486,6 +529,61 @@ def _originals(plist: nn.Module) -> list[tuple[str, torch.Tensor]]:
         out.append((f"original{i}", getattr(plist, f"original{i}")))
         i += 1
     return out
+
+
+def _parametrized_writes(entry: PlanEntry, plist: nn.Module,
+                         seed: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """The writes that give parametrized tensor ``entry`` the values drawn with ``seed``, and
+    the effective tensor the model will then compute.
+
+    Works on a copy of the parametrization list: ``right_inverse`` may update buffers (the
+    orthogonal parametrization's ``base``), which are written with the originals, so the model
+    is untouched until the plan writes everything. The effective tensor is the copy's forward
+    with the new originals (spectral norm rescales, the orthogonal parametrization projects)."""
+    originals = _originals(plist)
+    value = draw(entry, param_generator(seed, entry.name), _work_dtype(originals[0][1]))
+    dry = copy.deepcopy(plist)
+    new = _right_inverse(dry, value, entry.name)
+    writes = []
+    for (oname, target), v in zip(originals, new):
+        if tuple(v.shape) != tuple(target.shape):
+            raise ValueError(f"{entry.name}: right_inverse gave shape {list(v.shape)} for "
+                             f"{oname} of shape {list(target.shape)}")
+        writes.append((target, v))
+    dry_buffers = dict(dry.named_buffers())
+    for bname, buffer in plist.named_buffers():
+        changed = dry_buffers.get(bname)
+        if changed is not None and changed.shape == buffer.shape and not torch.equal(changed, buffer):
+            writes.append((buffer, changed.detach().clone()))
+    with torch.no_grad():
+        for (oname, _), v in zip(originals, new):
+            getattr(dry, oname).copy_(v)
+        effective = dry()
+    if tuple(effective.shape) != tuple(entry.shape):
+        raise ValueError(f"{entry.name}: after right_inverse the parametrization gives shape "
+                         f"{list(effective.shape)}, not {list(entry.shape)}; add a rule {{'{entry.name}': 'keep'}}")
+    return writes, effective.detach()
+
+
+def _effective_note(entry: PlanEntry, plist: nn.Module, kinds: str) -> None:
+    """When the parametrization changes the drawn values' std by more than 10% (spectral norm
+    divides by the top singular value, the orthogonal one projects), say so in ``entry`` with
+    the measured std (dry run with seed 0; ``params["effective_std"]``)."""
+    if entry.scheme == "keep" or entry.std is None or any(t.is_meta for _, t in _originals(plist)):
+        return
+    try:
+        _, effective = _parametrized_writes(entry, plist, 0)
+    except Exception:  # noqa: BLE001 - applying the plan reports the error
+        return
+    if not torch.isfinite(effective).all():
+        entry.reason += (f"; WARNING: {kinds} turns these values into a non-finite effective weight "
+                         "(e.g. weight norm of a zero tensor): choose another scheme for it")
+        return
+    eff = effective.double().std(unbiased=False).item()
+    if entry.std > 0 and abs(eff / entry.std - 1) > 0.10:
+        entry.params["effective_std"] = float(f"{eff:.6g}")
+        entry.reason += (f"; but {kinds} turns the drawn weight (std {entry.std:.3g}) into an effective weight "
+                         f"of std {eff:.3g} (measured)")
 
 
 def _right_inverse(plist: nn.Module, value: torch.Tensor, name: str) -> list[torch.Tensor]:
@@ -679,6 +777,7 @@ def build_plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[An
     torch_tags = _torch_tags(model)
 
     entries = []
+    residual_ends: list[str] = []
     for item in _collect(model):
         contexts = []
         for alias in item.aliases:
@@ -707,6 +806,13 @@ def build_plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[An
         if item.writes:
             best.writes = item.writes
             best.reason += f" (parametrized by {item.parametrization}: written through the original tensor)"
+            owner = item.aliases[0].module
+            _effective_note(best, owner.parametrizations[item.aliases[0].local], item.parametrization)
+        branch_end = _residual_branch(discovery, item) if chosen_policy == "standard" else None
+        if branch_end is not None and best.scheme != "keep":
+            residual_ends.append(best.name)
+            best.reason += (f"; its output feeds a residual sum ({branch_end}), where the variances of the "
+                            "summed branches add up (see the plan's note)")
         if (discovery is not None and discovery.method == "order" and best.scheme != "keep"
                 and _uses_activation(chosen_policy, rule, item)):
             best.reason += (f" [activation {ORDER_GUESS}, because {discovery.fallback or 'the data flow was not followed'}"
@@ -718,7 +824,35 @@ def build_plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[An
                          f"parameter names look like {entries[0].name if entries else '(none)'!r}")
     method = discovery.method if discovery is not None else "not needed"
     note = discovery.note if discovery is not None else f"policy {policy!r} does not depend on activations"
+    if residual_ends:
+        note += "; " + _residual_note(residual_ends)
     return Plan(entries, policy=policy, distribution=distribution, method=method, note=note)
+
+
+def _residual_branch(discovery: Discovery | None, item: _Tensor) -> str | None:
+    """Where the weight's layer feeds a residual sum (``Discovery.residual``), for the weights
+    of dense layers and of an attention's output projection; ``None`` otherwise."""
+    if discovery is None or not discovery.residual:
+        return None
+    for a in item.aliases:
+        if _kind(a.module, a.local) != "dense" or _role("dense", a.local) != "weight":
+            continue
+        name = a.module_name
+        if name in discovery.residual:
+            return discovery.residual[name]
+        parent = name.rsplit(".", 1)[0] if "." in name else ""
+        if name.endswith("out_proj") and parent in discovery.residual:
+            return discovery.residual[parent]
+    return None
+
+
+def _residual_note(names: list[str]) -> str:
+    """The plan's note on residual branches: their variances add up, with the usual remedy."""
+    shown = ", ".join(f"{n!r}: 'zeros'" for n in names[:3]) + (", ..." if len(names) > 3 else "")
+    branches = f"{len(names)} residual branch" + ("es" if len(names) > 1 else "")
+    return (f"the model has {branches} whose variances add up at each sum, so per-branch init lets the "
+            f"activations grow with depth (He et al. 2016; Fixup, Zhang et al. 2019): to start each branch "
+            f"at 0 pass rules={{{shown}}} (the last layer of each branch), or scale their init down")
 
 
 def _uses_activation(policy: str, rule: "_Rule | None", item: _Tensor) -> bool:
@@ -828,6 +962,9 @@ def _role(kind: str, local: str) -> str:
 def _entry(policy: str, item: _Tensor, alias: _Alias, acts: tuple[Activation, ...], distribution: str,
            explicit: bool, torch_tags: frozenset[str] = frozenset()) -> PlanEntry:
     module, local, shape = alias.module, alias.local, item.shape
+    legacy_wn = _legacy_weight_norm(module, local)
+    if legacy_wn is not None:  # weight_v is drawn as the weight itself (weight_g follows it)
+        local = legacy_wn[0]
     kind = _kind(module, local)
     role = _role(kind, local)
     layer = _layer_name(module)
@@ -847,8 +984,13 @@ def _entry(policy: str, item: _Tensor, alias: _Alias, acts: tuple[Activation, ..
         return make("keep", "-", None, None, None, None, f"{item.tensor.dtype} tensor: not a weight")
     if explicit and policy in _FAN_FREE:
         return _fan_free(make, policy, "")
+    if legacy_wn is not None and alias.local == legacy_wn[0] + "_g":
+        of = alias.name[: len(alias.name) - len(alias.local)] + legacy_wn[0] + "_v"
+        return make("weight_norm_g", "-", None, None, None, None,
+                    f"weight_norm magnitude: g = ||{of}|| (dim {legacy_wn[1]}), so the effective "
+                    f"{legacy_wn[0]} g v/||v|| equals the drawn {legacy_wn[0]}_v", of=of, dim=legacy_wn[1])
     if kind == "unknown" or not role:
-        what = f"{layer}.{local}" if kind != "unknown" else f"layer type {layer}"
+        what = f"{layer}.{alias.local}" if kind != "unknown" else f"layer type {layer}"
         return make("keep", "-", None, None, None, None, f"{what} unknown to initwise: kept as it is")
     if policy == "torch":
         return _torch_entry(make, kind, role, module, local, shape, torch_tags)
@@ -866,6 +1008,16 @@ def _entry(policy: str, item: _Tensor, alias: _Alias, acts: tuple[Activation, ..
     if policy == "standard":
         return _standard_entry(make, kind, role, module, local, shape, fan_in, fan_out, acts, distribution)
     return _uniform_entry(make, policy, kind, role, module, local, shape, fan_in, fan_out)
+
+
+def _legacy_weight_norm(module: nn.Module, local: str) -> tuple[str, int] | None:
+    """``(name, dim)`` when ``local`` is the ``<name>_g`` or ``<name>_v`` of a legacy
+    ``torch.nn.utils.weight_norm`` on ``module`` (a forward pre-hook computing ``name = g v /
+    ||v||``), else ``None``."""
+    for hook in module._forward_pre_hooks.values():
+        if isinstance(hook, WeightNorm) and local in (hook.name + "_g", hook.name + "_v"):
+            return hook.name, int(hook.dim)
+    return None
 
 
 def _layer_name(module: nn.Module) -> str:
@@ -901,18 +1053,25 @@ def _dist_scheme(family: str, distribution: str) -> str:
 
 
 def _xavier(make, distribution, fan_in, fan_out, why, gain=1.0, **params) -> PlanEntry:
-    std = gain * math.sqrt(2.0 / (fan_in + fan_out))
+    std = variance_scaling_std(gain * gain, "fan_avg", fan_in, fan_out)
     return make(_dist_scheme("xavier", distribution), distribution, fan_in, fan_out, gain, std, why, **params)
 
 
 def _he(make, distribution, fan_in, fan_out, gain, why, **params) -> PlanEntry:
     return make(_dist_scheme("kaiming", distribution), distribution, fan_in, fan_out, gain,
-                gain / math.sqrt(fan_in), why, **params)
+                variance_scaling_std(gain * gain, "fan_in", fan_in, fan_out), why, **params)
 
 
 def _lecun(make, distribution, fan_in, fan_out, why) -> PlanEntry:
     return make(_dist_scheme("lecun", distribution), distribution, fan_in, fan_out, 1.0,
-                1.0 / math.sqrt(fan_in), why)
+                variance_scaling_std(1.0, "fan_in", fan_in, fan_out), why)
+
+
+def _orthogonal_std(rows: int, cols: int, gain: float = 1.0) -> float:
+    """Std of the entries of a ``rows x cols`` (semi-)orthogonal matrix times ``gain``: its
+    ``min(rows, cols)`` singular values all equal ``gain``, so the squared entries sum to
+    ``gain^2 min(rows, cols)`` over ``rows * cols`` entries: ``gain / sqrt(max(rows, cols))``."""
+    return gain / math.sqrt(max(rows, cols))
 
 
 def _choice_for(act: Activation, make, distribution, fan_in, fan_out) -> PlanEntry:
@@ -975,7 +1134,7 @@ def _standard_entry(make, kind, role, module, local, shape, fan_in, fan_out, act
     if kind == "rnn":
         blocks = param_blocks(module, local)
         if role == "hh":
-            std = 1.0 / math.sqrt(max(shape[0] // blocks, math.prod(shape[1:])))
+            std = _orthogonal_std(shape[0] // blocks, math.prod(shape[1:]))
             return make("orthogonal", "-", fan_in, fan_out, 1.0, std,
                         f"recurrent weight: orthogonal per gate block ({blocks}) keeps the state's norm over time "
                         "(Saxe et al. 2014)", blocks=blocks)
@@ -1014,17 +1173,29 @@ def _uniform_entry(make, scheme, kind, role, module, local, shape, fan_in, fan_o
         return _he(make, scheme.split("_", 1)[1], fan_in, fan_out, math.sqrt(2.0), why + ", ReLU gain sqrt(2)")
     if scheme.startswith("lecun"):
         return _lecun(make, scheme.split("_", 1)[1], fan_in, fan_out, why)
+    groups = int(getattr(module, "groups", 1) or 1) if kind == "dense" else 1
+    if groups > 1:
+        # A grouped convolution's weight (out, in/g, *k) (transposed: (in, out/g, *k)) stacks the
+        # g groups' blocks along dim 0: each must be orthogonal on its own, or a depthwise conv
+        # (g = channels) keeps only ~k/channels of its input's variance.
+        blocks = groups
+    per_group = f", per group ({groups})" if groups > 1 else (f", per block ({blocks})" if blocks > 1 else "")
     if scheme == "delta_orthogonal":
-        if kind == "dense" and len(shape) >= 3:
+        conv = kind == "dense" and isinstance(module, nn.modules.conv._ConvNd) and len(shape) >= 3
+        if conv and all(k % 2 for k in shape[2:]):
             k = math.prod(shape[2:])
+            extra = {"blocks": blocks} if blocks > 1 else {}
             return make("delta_orthogonal", "-", fan_in, fan_out, 1.0,
-                        1.0 / math.sqrt(max(shape[0], shape[1]) * k), why + ", gain 1 (Xiao et al. 2018)")
-        scheme, why = "orthogonal", why + " (not a convolution: orthogonal instead)"
+                        _orthogonal_std(shape[0] // blocks, shape[1]) / math.sqrt(k),
+                        why + ", gain 1 (Xiao et al. 2018)" + per_group, **extra)
+        if conv:
+            kernel = "x".join(map(str, shape[2:]))
+            scheme, why = "orthogonal", why + f" (kernel {kernel} has no centre tap: orthogonal instead)"
+        else:
+            scheme, why = "orthogonal", why + " (not a convolution: orthogonal instead)"
     if scheme == "orthogonal":
-        rows = shape[0] // blocks
-        std = 1.0 / math.sqrt(max(rows, math.prod(shape[1:])))
-        return make("orthogonal", "-", fan_in, fan_out, 1.0, std,
-                    why + ", gain 1" + (f", per block ({blocks})" if blocks > 1 else ""), blocks=blocks)
+        std = _orthogonal_std(shape[0] // blocks, math.prod(shape[1:]))
+        return make("orthogonal", "-", fan_in, fan_out, 1.0, std, why + ", gain 1" + per_group, blocks=blocks)
     raise ValueError(f"scheme {scheme!r} cannot be used as a whole-model policy")
 
 
@@ -1065,7 +1236,7 @@ def _torch_entry(make, kind, role, module, local, shape, tags: frozenset[str] = 
     torch_fan_out = shape[0] * math.prod(shape[2:]) if len(shape) >= 2 else None
     if "transformer" in tags and len(shape) >= 2:
         return make("xavier_uniform", "uniform", torch_fan_in, torch_fan_out, 1.0,
-                    math.sqrt(2.0 / (torch_fan_in + torch_fan_out)),
+                    variance_scaling_std(1.0, "fan_avg", torch_fan_in, torch_fan_out),
                     "PyTorch default: nn.Transformer applies xavier_uniform_ to every tensor with 2+ dims")
     if "mha_out_proj" in tags and role == "bias":
         return make("zeros", "-", None, None, None, 0.0,
@@ -1073,7 +1244,7 @@ def _torch_entry(make, kind, role, module, local, shape, tags: frozenset[str] = 
     if kind == "dense":
         if role == "weight":
             return make("kaiming_uniform", "uniform", torch_fan_in, torch_fan_out, math.sqrt(1 / 3),
-                        1 / math.sqrt(3 * torch_fan_in),
+                        variance_scaling_std(1 / 3, "fan_in", torch_fan_in, torch_fan_out),
                         "PyTorch default: kaiming_uniform_(a=sqrt(5)), U(+-1/sqrt(fan_in))")
         fan_in = _torch_bias_fan_in(module)
         bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
@@ -1095,7 +1266,7 @@ def _torch_entry(make, kind, role, module, local, shape, tags: frozenset[str] = 
         scheme = "xavier_normal" if local in ("bias_k", "bias_v") else "xavier_uniform"
         dist = scheme.split("_", 1)[1]
         return make(scheme, dist, torch_fan_in, torch_fan_out, 1.0,
-                    math.sqrt(2.0 / (torch_fan_in + torch_fan_out)),
+                    variance_scaling_std(1.0, "fan_avg", torch_fan_in, torch_fan_out),
                     f"PyTorch default: {scheme}_ on the whole tensor")
     if kind == "norm":
         if role == "scale":

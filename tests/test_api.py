@@ -185,7 +185,7 @@ def test_cli_plan_wrong_input_shape_fails_and_guess_failure_warns_on_stderr(tmp_
     path = write(tmp_path, UNTRACEABLE)
     assert main(["plan", f"{path}:dd", "--input-shape", "2,3,31,31", "--plain"]) == 2
     err = capsys.readouterr().err
-    assert "forward pass of DD failed with the given example_input" in err
+    assert "forward pass of DD fail" in err and "(2, 3, 31, 31)" in err
     assert "--input-shape" in err and err.count("\n") == 1 and "Traceback" not in err
     assert main(["plan", f"{path}:dd", "--input-shape", "2,3,32,32", "--plain"]) == 0
     assert "kaiming_normal" in capsys.readouterr().out
@@ -198,3 +198,13 @@ def test_cli_plan_wrong_input_shape_fails_and_guess_failure_warns_on_stderr(tmp_
     assert run.returncode == 0, run.stderr
     assert "UserWarning" in run.stderr and "could not follow the data flow of DD" in run.stderr
     assert "FALLBACK" in run.stdout and "guessed from declaration order" in run.stdout
+
+
+def test_apply_scheme_rejects_a_non_string_scheme_with_type_error():
+    from initwise.api import apply_scheme
+
+    model = nn.Linear(3, 2)
+    before = model.weight.detach().clone()
+    with pytest.raises(TypeError, match="scheme must be a name"):
+        apply_scheme(model, 3)
+    assert torch.equal(model.weight, before)

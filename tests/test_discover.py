@@ -213,3 +213,85 @@ def test_guess_input_does_not_touch_the_global_rng():
         torch.manual_seed(0)
         guess_input(model)
         assert torch.equal(torch.rand(3), expected), type(model).__name__
+
+
+# ----------------------------------------------------------------------------- residual sums
+class _ResMLP(nn.Module):
+    """h + relu(W h) blocks, then a head."""
+
+    def __init__(self, n: int = 3):
+        super().__init__()
+        self.fcs = nn.ModuleList(nn.Linear(8, 8) for _ in range(n))
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, h):
+        for f in self.fcs:
+            h = h + torch.relu(f(h))
+        return self.head(h)
+
+
+@pytest.mark.parametrize("method", ["fx", "forward"])
+def test_residual_branches_are_found_through_activations(method):
+    d = discover(_ResMLP(), torch.randn(2, 8), method=method)
+    assert set(d.residual) == {"fcs.0", "fcs.1", "fcs.2"}
+    assert labels(d, "fcs.1") == "relu"  # the activation is still what the plan sees
+
+
+@pytest.mark.parametrize("method", ["fx", "forward"])
+def test_sums_of_a_layer_with_itself_or_with_parameters_are_not_residual(method):
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+            self.offset = nn.Parameter(torch.zeros(4))
+
+        def forward(self, x):
+            h = self.a(x)
+            h = h + torch.tanh(h) + self.offset   # both operands derive from a; a parameter
+            return self.b(h) + torch.ones(4)      # a constant made in forward
+
+    d = discover(M(), torch.randn(2, 4), method=method)
+    assert d.residual == {}
+
+
+def test_residual_block_of_the_zoo_ends_at_conv2():
+    zm = ZOO["residual_block"]
+    for method in ("fx", "forward"):
+        d = discover(zm.build(), zm.example_input(), method=method)
+        assert "conv2" in d.residual and "conv1" not in d.residual and "stem" not in d.residual
+
+
+def test_meta_model_that_fx_cannot_trace_gets_a_meta_guessed_input():
+    class ShapeBranch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 2)
+
+        def forward(self, x):
+            if x.shape[0] > 1:  # control flow on a shape: fx cannot trace it, meta tensors can run it
+                x = x * 2
+            return self.fc2(torch.relu(self.fc1(x)))
+
+    with torch.device("meta"):
+        model = ShapeBranch()
+    assert guess_input(model).device.type == "meta"
+    d = discover(model)
+    assert d.method == "forward" and labels(d, "fc1") == "relu"
+
+
+@pytest.mark.parametrize("method", ["fx", "forward"])
+def test_clamp_at_zero_is_relu(method):
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c, self.d, self.e = (nn.Linear(4, 4) for _ in range(5))
+
+        def forward(self, x):
+            x = self.a(x).clamp(min=0)
+            x = torch.clamp(self.b(x), min=0)
+            x = self.c(x).clamp_min(0)
+            x = torch.clamp(self.d(x), 0, 6)
+            return self.e(x).clamp(min=-1)  # not a ReLU: used linearly
+
+    d = discover(M(), torch.randn(2, 4), method=method)
+    assert [labels(d, n) for n in "abcde"] == ["relu", "relu", "relu", "relu6", "none"]

@@ -541,3 +541,104 @@ def test_delta_orthogonal_policy_falls_back_to_orthogonal_for_even_kernels():
     p = plan(conv, policy="delta_orthogonal")
     assert p["weight"].scheme == "orthogonal" and "no centre tap" in p["weight"].reason
     init(conv, policy="delta_orthogonal", seed=0)  # what was planned can be applied
+
+
+# ----------------------------------------------------------------------------- residual nets
+class _ResMLP(nn.Module):
+    def __init__(self, n: int = 4, width: int = 64):
+        super().__init__()
+        self.fcs = nn.ModuleList(nn.Linear(width, width) for _ in range(n))
+        self.head = nn.Linear(width, 2)
+
+    def forward(self, h):
+        for f in self.fcs:
+            h = h + torch.relu(f(h))
+        return self.head(h)
+
+
+def test_standard_plan_flags_residual_branches_without_changing_numbers():
+    model = _ResMLP()
+    p = plan(model)
+    for i in range(4):
+        e = p[f"fcs.{i}.weight"]
+        # same per-branch He scheme as without the sum ...
+        assert e.family == "he" and e.std == pytest.approx(math.sqrt(2 / 64), rel=1e-12)
+        # ... but the reason and the note say the branch variances add up
+        assert "residual sum" in e.reason
+    assert "residual sum" not in p["head.weight"].reason
+    assert "4 residual branches" in p.note and "Fixup" in p.note and "'fcs.0.weight': 'zeros'" in p.note
+    # the suggested rule is accepted and removes the warning for the zeroed branch
+    q = plan(model, rules={"fcs.0.weight": "zeros"})
+    assert q["fcs.0.weight"].scheme == "zeros" and "3 residual branches" in q.note
+
+
+def test_plain_mlp_and_one_scheme_policies_have_no_residual_note():
+    assert "residual" not in plan(SeedMLP()).note
+    assert "residual" not in plan(_ResMLP(), policy="he").note
+
+
+# ----------------------------------------------------------------------------- effective weights
+def test_spectral_norm_plan_reports_the_effective_std_it_measures():
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    model = spectral_norm(nn.Linear(256, 256))
+    p = plan(model)
+    e = p["weight"]
+    # the drawn std is Xavier's, but spectral norm divides by the top singular value (~2 sqrt(n) std)
+    assert e.std == pytest.approx(math.sqrt(2 / 512))
+    eff = e.params["effective_std"]
+    assert eff < 0.85 * e.std and "effective weight of std" in e.reason
+    assert "eff." in p.table(plain=True)
+    init(model, seed=0)
+    assert model.weight.detach().std(unbiased=False).item() == pytest.approx(eff, rel=0.05)
+
+
+def test_orthogonal_parametrization_projection_is_reported_only_when_it_changes_the_std():
+    from torch.nn.utils.parametrizations import orthogonal
+
+    tall = orthogonal(nn.Linear(64, 256))  # Xavier std 0.079, orthogonal columns: 1/16
+    e = plan(tall)["weight"]
+    assert e.params["effective_std"] == pytest.approx(1 / 16, rel=0.01)
+    square = orthogonal(nn.Linear(64, 64))  # Xavier and orthogonal stds agree: nothing to say
+    assert "effective_std" not in plan(square)["weight"].params
+    init(tall, seed=0)
+    w = tall.weight.detach()
+    assert torch.allclose(w.T @ w, torch.eye(64), atol=1e-4)
+
+
+def test_orthogonal_parametrization_buffers_change_only_when_everything_is_written():
+    from torch.nn.utils.parametrizations import orthogonal
+
+    model = nn.Sequential(orthogonal(nn.Linear(16, 16)), nn.Linear(16, 4))
+    p = plan(model)
+    base = model[0].parametrizations.weight[0].base.clone()
+    before = params(model)
+    broken = Plan.from_dict(p.to_dict())
+    broken.entries[-1].shape = (5, 5)  # the last entry no longer fits: nothing may be written
+    with pytest.raises(ValueError, match="shape"):
+        broken.apply(model, seed=0)
+    assert torch.equal(model[0].parametrizations.weight[0].base, base)
+    assert all(torch.equal(v, before[k]) for k, v in params(model).items())
+
+
+def test_legacy_weight_norm_plans_direction_and_sets_magnitude_to_its_norm():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = nn.Sequential(nn.utils.weight_norm(nn.Linear(400, 300)), nn.ReLU(), nn.Linear(300, 2))
+    p = plan(model)
+    v, g = p["0.weight_v"], p["0.weight_g"]
+    assert v.family == "he" and v.std == pytest.approx(math.sqrt(2 / 400)) and v.activation == "relu"
+    assert g.scheme == "weight_norm_g" and g.params["of"] == "0.weight_v"
+    init(model, seed=0)
+    model(torch.randn(1, 400))  # the legacy hook recomputes weight = g v / ||v|| on forward
+    w = model[0].weight.detach()
+    assert torch.allclose(w, model[0].weight_v.detach(), atol=1e-6)
+    assert w.std().item() == pytest.approx(math.sqrt(2 / 400), rel=0.02)
+    # a plan round-trips through JSON and applies to a fresh copy identically
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        fresh = nn.Sequential(nn.utils.weight_norm(nn.Linear(400, 300)), nn.ReLU(), nn.Linear(300, 2))
+    Plan.from_json(p.to_json()).apply(fresh, seed=0)
+    assert same_params(model, fresh)
