@@ -448,12 +448,12 @@ def _dg_shape(text: str) -> tuple[int, ...]:
 def _dg_check_scheme(scheme: str) -> None:
     """A diagnose scheme is torch, auto or a whole-model policy name, checked by the function
     initwise.plan itself uses (so e.g. 'constant', which needs a value, fails here)."""
-    from .plan import _normalize_policy
+    from .plan import normalize_policy
 
     if scheme in ("torch", "auto", "standard"):
         return
     try:
-        _normalize_policy(scheme)
+        normalize_policy(scheme)
     except (KeyError, ValueError, TypeError) as exc:
         raise CLIError(f"unknown --scheme {scheme!r}: use torch, auto or a scheme name for every "
                        f"weight ({_one_line(exc, 200)})") from None

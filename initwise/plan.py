@@ -767,7 +767,7 @@ def build_plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[An
         raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
     if distribution not in _DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {', '.join(_DISTRIBUTIONS)}; got {distribution!r}")
-    policy = _normalize_policy(policy, distribution)
+    policy = normalize_policy(policy, distribution)
     parsed = _parse_rules(rules, model, distribution)
     needs_discovery = (policy == "standard" or any(r.value == "standard" or r.kind == "activation"
                                                    for r in parsed))
@@ -864,7 +864,10 @@ def _uses_activation(policy: str, rule: "_Rule | None", item: _Tensor) -> bool:
         _kind(a.module, a.local) == "dense" and _role("dense", a.local) == "weight" for a in item.aliases)
 
 
-def _normalize_policy(policy: str, distribution: str = "normal") -> str:
+def normalize_policy(policy: str, distribution: str = "normal") -> str:
+    """The canonical form of ``policy`` ("standard", "torch" or a registry scheme name with the
+    distribution applied to a bare family name); ``ValueError``/``TypeError`` for anything else.
+    Lets callers validate a policy before doing any work."""
     if not isinstance(policy, str):
         raise TypeError(f"policy must be a string, got {type(policy).__name__}")
     p = policy.strip().lower()

@@ -145,10 +145,10 @@ def check_scheme(scheme: str) -> str:
     name = scheme.strip().lower()
     if name in SPECIAL_SCHEMES:
         return name
-    from ..plan import _normalize_policy
+    from ..plan import normalize_policy
 
     try:
-        _normalize_policy(name)
+        normalize_policy(name)
     except (KeyError, ValueError) as exc:
         raise ValueError(
             f"unknown scheme {scheme!r}: use {', '.join(SPECIAL_SCHEMES)} or an initializer "
