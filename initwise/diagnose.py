@@ -35,8 +35,10 @@ are the fields of :class:`DiagnosisThresholds` (documented defaults, overridable
 
 Vanishing and exploding are judged on what the initialization does, not on the architecture:
 the std ratios between consecutive layers (in data-flow order) are multiplied together only
-over the steps where the per-sample output size stays the same; a step where it changes
-(pooling, global average pooling, flattening, a strided conv, a change of width) counts as x1.
+over the steps where the number of positions per unit stays the same (``out_numel / units``:
+1 for a Linear on vectors, H x W for a 2-D conv); a step where it changes (pooling, global
+average pooling, flattening, a strided conv) counts as x1. A change of width alone counts: a
+well-scaled layer keeps the per-unit std whatever its width.
 (A global average pool over H x W positions alone makes the head's activations ~sqrt(HW) and
 the convs' gradients ~HW smaller whatever the initialization.) Activations chain from the
 first layer forward, gradients w.r.t. layer outputs from the last layer backward; the limits
@@ -80,8 +82,8 @@ class DiagnosisThresholds:
     Activation std is compared with layer 1's, gradient std with the last layer's, through
     chained ratios: the ratio ``std_i / std_{i-1}`` of each pair of consecutive layers (data-flow
     order; backwards for gradients) is multiplied in only when the two layers have the same
-    per-sample output size (``out_numel``); a step that changes it (pooling, flattening, a stride,
-    a change of width) counts as 1, so that architectural rescaling is not taken for a fault of
+    number of positions per unit (``out_numel / units``: 1 for a Linear on vectors, H x W for a
+    conv); a step that changes it (pooling, flattening, a stride) counts as 1, so that architectural rescaling is not taken for a fault of
     the initialization. With equal sizes throughout this is ``out_std`` of a layer / that of the
     first (``grad_out_std`` / that of the last). The defaults separate the geometric decay of a mismatched scheme (x0.7 per layer for
     Xavier or torch's default on ReLU: 1e-8 after 50 layers) from the slow, polynomial drift of
@@ -989,10 +991,9 @@ def _per_layer(ratio: float, steps: int) -> str:
 
 def _chained(stds: Sequence[float], sizes: Sequence[int | None]) -> tuple[list[float], list[int], list[int]]:
     """The std of each layer relative to the first, chained step by step: ``c[0] = 1`` and
-    ``c[i] = c[i-1] * stds[i] / stds[i-1]`` when the two layers have the same per-sample output
-    size ``sizes``; a step that changes the size (pooling, flattening, a stride, a change of
-    width) counts as x1, since it rescales the std by the architecture, not by the
-    initialization. A std of exactly 0 gives ``c = 0`` (and the chain stays 0 after it).
+    ``c[i] = c[i-1] * stds[i] / stds[i-1]`` when the two layers have the same key ``sizes``
+    (positions per unit); a step that changes it (pooling, flattening, a stride) counts as x1,
+    since it rescales the std by the architecture, not by the initialization. A std of exactly 0 gives ``c = 0`` (and the chain stays 0 after it).
     Returns ``c``, the number of counted steps up to each layer and of skipped steps."""
     chain, counted, skipped = [1.0], [0], [0]
     for i in range(1, len(stds)):
@@ -1012,9 +1013,14 @@ def _chained(stds: Sequence[float], sizes: Sequence[int | None]) -> tuple[list[f
     return chain, counted, skipped
 
 
+def _positions(r: LayerDiagnosis) -> int | None:
+    """Output positions per unit: 1 for a Linear on vectors, H x W for a 2-D conv."""
+    return r.out_numel // r.units if r.out_numel and r.units else None
+
+
 def _skip_note(skipped: int) -> str:
-    return (f"; {skipped} step(s) that change the per-sample output size (pooling, flattening, "
-            "a stride, a change of width) count as x1") if skipped else ""
+    return (f"; {skipped} step(s) that change the positions per unit (pooling, flattening, "
+            "a stride) count as x1") if skipped else ""
 
 
 def _name(r: LayerDiagnosis) -> str:
@@ -1047,7 +1053,7 @@ def _findings(layers: list[LayerDiagnosis], th: DiagnosisThresholds) -> list[Fin
             found.append(Finding("vanishing", f"activations vanish: std is 0 already at "
                                               f"{_name(first)}: no signal passes"))
         else:
-            ratios, steps, skips = _chained([r.out_std for r in acts], [r.out_numel for r in acts])
+            ratios, steps, skips = _chained([r.out_std for r in acts], [_positions(r) for r in acts])
             any_skipped = any_skipped or skips[-1] > 0
             lo = min(range(len(acts)), key=lambda i: ratios[i])
             hi = max(range(len(acts)), key=lambda i: ratios[i])
@@ -1096,7 +1102,7 @@ def _findings(layers: list[LayerDiagnosis], th: DiagnosisThresholds) -> list[Fin
         elif len(grads) > 1:
             back = grads[::-1]
             ratios, steps, skips = _chained([r.grad_out_std for r in back],
-                                            [r.out_numel for r in back])
+                                            [_positions(r) for r in back])
             any_skipped = any_skipped or skips[-1] > 0
             lo = min(range(len(back)), key=lambda i: ratios[i])
             hi = max(range(len(back)), key=lambda i: ratios[i])
@@ -1119,7 +1125,7 @@ def _findings(layers: list[LayerDiagnosis], th: DiagnosisThresholds) -> list[Fin
         if grad_range is not None:
             parts.append(f"gradient std within [{grad_range[0]:.2g}, {grad_range[1]:.2g}] x the "
                          f"last layer's")
-        chained = ("; chained over the steps that keep the per-sample output size"
+        chained = ("; chained over the steps that keep the positions per unit"
                    if any_skipped else "")
         limits = (f"(limits {th.vanish:g} and {th.explode:g}{chained}; no symmetry, saturation "
                   "or dead layers)")

@@ -250,7 +250,7 @@ def test_xavier_plain_relu_cnn_still_vanishes():
     report = diagnose(gap_cnn(12), images(16))
     assert {"vanishing", "gradient_vanishing"} <= report.kinds, report.verdicts
     text = next(f.text for f in report.findings if f.kind == "gradient_vanishing")
-    assert "1 step(s) that change the per-sample output size" in text, text
+    assert "1 step(s) that change the positions per unit" in text, text
     # a max-pool between convs: the chained factor skips it, and the sentence says so
     torch.manual_seed(0)
     model = nn.Sequential(*gap_cnn(12)[:12], nn.MaxPool2d(2), *gap_cnn(12)[12:24])
@@ -806,3 +806,21 @@ def test_cli_target_and_errors(tmp_path, capsys):
     assert "unknown --scheme 'nonsense'" in capsys.readouterr().err
     assert cli.main(["diagnose"]) == 2
     assert "nothing to diagnose" in capsys.readouterr().err
+
+
+def test_width_changes_are_still_judged():
+    """An MLP whose width changes at every layer: Xavier on ReLU still vanishes, He does not."""
+    widths = [64, 96, 48, 128] * 8
+
+    def mlp() -> nn.Sequential:
+        layers: list[nn.Module] = []
+        for a, b in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        return nn.Sequential(*layers)
+
+    for policy, vanishes in (("xavier_normal", True), ("he_normal", False)):
+        torch.manual_seed(0)
+        model = mlp()
+        initwise.init(model, policy=policy, seed=0)
+        report = diagnose(model, torch.randn(128, 64))
+        assert ("vanishing" in report.kinds) == vanishes, report.verdicts
