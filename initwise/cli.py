@@ -589,8 +589,9 @@ def _add_recommend(sub: argparse._SubParsersAction) -> None:
                         "mish, softmax, none, ...")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="activation parameter, e.g. --param negative_slope=0.2 (repeatable)")
-    p.add_argument("--fan-in", type=int, default=256, help="fan-in for the example std (default 256)")
-    p.add_argument("--fan-out", type=int, default=256, help="fan-out for the example std (default 256)")
+    p.add_argument("--fan-in", type=float, default=256, help="fan-in for the example std (default 256; "
+                   "may be fractional, as for a strided ConvTranspose)")
+    p.add_argument("--fan-out", type=float, default=256, help="fan-out for the example std (default 256)")
     p.set_defaults(func=_cmd_recommend)
 
 

@@ -113,8 +113,8 @@ class PlanEntry:
     activation: str
     scheme: str
     distribution: str
-    fan_in: int | None
-    fan_out: int | None
+    fan_in: int | float | None
+    fan_out: int | float | None
     gain: float | None
     std: float | None
     reason: str
@@ -777,7 +777,7 @@ def build_plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[An
     torch_tags = _torch_tags(model)
 
     entries = []
-    residual_ends: list[str] = []
+    residual_ends: list[tuple[str, str]] = []
     for item in _collect(model):
         contexts = []
         for alias in item.aliases:
@@ -810,7 +810,7 @@ def build_plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[An
             _effective_note(best, owner.parametrizations[item.aliases[0].local], item.parametrization)
         branch_end = _residual_branch(discovery, item) if chosen_policy == "standard" else None
         if branch_end is not None and best.scheme != "keep":
-            residual_ends.append(best.name)
+            residual_ends.append((best.name, best.activation))
             best.reason += (f"; its output feeds a residual sum ({branch_end}), where the variances of the "
                             "summed branches add up (see the plan's note)")
         if (discovery is not None and discovery.method == "order" and best.scheme != "keep"
@@ -846,13 +846,19 @@ def _residual_branch(discovery: Discovery | None, item: _Tensor) -> str | None:
     return None
 
 
-def _residual_note(names: list[str]) -> str:
-    """The plan's note on residual branches: their variances add up, with the usual remedy."""
-    shown = ", ".join(f"{n!r}: 'zeros'" for n in names[:3]) + (", ..." if len(names) > 3 else "")
-    branches = f"{len(names)} residual branch" + ("es" if len(names) > 1 else "")
+def _residual_note(ends: list[tuple[str, str]]) -> str:
+    """The plan's note on residual branches (``(weight name, activation after it)`` of the layer
+    ending each): their variances add up; how to start each branch at 0 without killing it."""
+    linear = [name for name, act in ends if act in ("none", "-", "identity")]
+    shown = ", ".join(f"{n!r}: 'zeros'" for n in linear[:3]) + (", ..." if len(linear) > 3 else "")
+    example = f" (here, if no norm layer follows them: rules={{{shown}}})" if linear else ""
+    branches = f"{len(ends)} residual branch" + ("es" if len(ends) > 1 else "")
     return (f"the model has {branches} whose variances add up at each sum, so per-branch init lets the "
-            f"activations grow with depth (He et al. 2016; Fixup, Zhang et al. 2019): to start each branch "
-            f"at 0 pass rules={{{shown}}} (the last layer of each branch), or scale their init down")
+            f"activations grow with depth (He et al. 2016; Fixup, Zhang et al. 2019). To start each branch "
+            f"at 0, zero the last scale on it: the weight of the norm layer that ends it (Goyal et al. 2017, "
+            f"torchvision's zero_init_residual), else its last layer when no activation follows{example}; "
+            f"do not zero a layer that a ReLU follows (relu'(0) = 0: it would never train); or scale the "
+            f"branch's init down")
 
 
 def _uses_activation(policy: str, rule: "_Rule | None", item: _Tensor) -> bool:
@@ -1100,7 +1106,7 @@ def _choice_for(act: Activation, make, distribution, fan_in, fan_out) -> PlanEnt
                f"feeds {label}{where}: He et al. 2015, var gain^2/fan_in with {name}'s gain {g:.4g}")
 
 
-def recommend(activation: str, fan_in: int = 256, fan_out: int = 256, distribution: str = "normal",
+def recommend(activation: str, fan_in: int | float = 256, fan_out: int | float = 256, distribution: str = "normal",
               **params: Any) -> PlanEntry:
     """The standard policy's choice for a weight of fans ``(fan_in, fan_out)`` whose output
     feeds ``activation`` (a name from :data:`initwise.GAIN_NAMES` or ``"none"``; parameters as

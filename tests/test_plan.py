@@ -566,10 +566,36 @@ def test_standard_plan_flags_residual_branches_without_changing_numbers():
         # ... but the reason and the note say the branch variances add up
         assert "residual sum" in e.reason
     assert "residual sum" not in p["head.weight"].reason
-    assert "4 residual branches" in p.note and "Fixup" in p.note and "'fcs.0.weight': 'zeros'" in p.note
-    # the suggested rule is accepted and removes the warning for the zeroed branch
+    assert "4 residual branches" in p.note and "Fixup" in p.note
+    # a ReLU ends these branches: zeroing fcs.i would stop its gradient, so it is not suggested
+    assert "'fcs.0.weight': 'zeros'" not in p.note and "relu'(0) = 0" in p.note
     q = plan(model, rules={"fcs.0.weight": "zeros"})
     assert q["fcs.0.weight"].scheme == "zeros" and "3 residual branches" in q.note
+
+
+class _LinearEndResMLP(nn.Module):
+    """h + fc2(relu(fc1(h))): the branch ends in a linear layer, which may start at 0."""
+
+    def __init__(self, n: int = 3, width: int = 32):
+        super().__init__()
+        self.fc1 = nn.ModuleList(nn.Linear(width, width) for _ in range(n))
+        self.fc2 = nn.ModuleList(nn.Linear(width, width) for _ in range(n))
+
+    def forward(self, h):
+        for a, b in zip(self.fc1, self.fc2):
+            h = h + b(torch.relu(a(h)))
+        return h
+
+
+def test_residual_note_suggests_zeroing_only_linear_branch_ends():
+    p = plan(_LinearEndResMLP())
+    assert "3 residual branches" in p.note
+    assert "'fc2.0.weight': 'zeros'" in p.note and "fc1.0.weight': 'zeros'" not in p.note
+    model = _LinearEndResMLP()
+    init(model, rules={"fc2.*.weight": "zeros"}, seed=0)
+    x = torch.randn(8, 32)
+    model(x).square().mean().backward()
+    assert model.fc2[0].weight.grad.abs().sum() > 0  # the zeroed branch end still learns
 
 
 def test_plain_mlp_and_one_scheme_policies_have_no_residual_note():
