@@ -33,17 +33,24 @@ From these, :class:`Report` derives verdicts in words: symmetry, vanishing or ex
 activations, saturation, dead units, vanishing or exploding gradients, or healthy. The limits
 are the fields of :class:`DiagnosisThresholds` (documented defaults, overridable).
 
-Vanishing and exploding are judged on what the initialization does, not on the architecture:
-the std ratios between consecutive layers (in data-flow order) are multiplied together only
-over the steps where the number of positions per unit stays the same (``out_numel / units``:
-1 for a Linear on vectors, H x W for a 2-D conv); a step where it changes (pooling, global
-average pooling, flattening, a strided conv) counts as x1. A change of width alone counts: a
-well-scaled layer keeps the per-unit std whatever its width.
-(A global average pool over H x W positions alone makes the head's activations ~sqrt(HW) and
-the convs' gradients ~HW smaller whatever the initialization.) Activations chain from the
-first layer forward, gradients w.r.t. layer outputs from the last layer backward; the limits
-apply to these chained ratios. In a network of equal-width layers (an MLP, a CNN at one
-resolution) the chained ratio is simply the std of a layer over that of the first (last).
+Vanishing and exploding are judged on what the initialization does, not on the architecture.
+Each step between consecutive layers (data-flow order) splits as
+``out_i / out_(i-1) = (out_i / in_i) * (in_i / post_(i-1)) * (post_(i-1) / out_(i-1))``: the
+layer's own gain (``in_std``: the spread of its input), what the parameter-free operations
+between the activation and the next layer do, and the activation. The middle factor is left
+out (x1) only when it changes the per-sample size (``in_numel`` of layer i != ``out_numel`` of
+layer i-1: pooling, global average pooling); everything else is counted at every step, so
+strided and transposed convolutions and changes of width are judged. (A global average pool
+over H x W positions alone makes the head's activations ~sqrt(HW) and the convs' gradients ~HW
+smaller whatever the initialization.) Gradients chain backwards the same way, in per-sample
+norms (``grad_out_std x sqrt(out_numel)``; ``grad_in_std`` and ``grad_post_std`` give the
+split around a change of size): a layer scaled by its fan-in keeps the forward std per
+element and the backward norm per sample whatever the change of size, so an upsampling
+decoder's gradients, larger per element in its smaller layers, are not blamed on the init.
+Activations chain from the first layer forward, gradients from the last layer backward; the
+limits apply to these chained ratios. In a network of equal-size layers (an MLP, a CNN at one
+resolution) the chained ratio is simply the std of a layer over that of the first (last). A
+report in which no step could be compared says so (``unjudged``) instead of ``healthy``.
 
 The references: Glorot & Bengio 2010 (activation and gradient histograms per layer,
 saturation of deep tanh/sigmoid nets), He et al. 2015 (ReLU nets halve or keep the signal
@@ -81,11 +88,11 @@ class DiagnosisThresholds:
 
     Activation std is compared with layer 1's, gradient std with the last layer's, through
     chained ratios: the ratio ``std_i / std_{i-1}`` of each pair of consecutive layers (data-flow
-    order; backwards for gradients) is multiplied in only when the two layers have the same
-    number of positions per unit (``out_numel / units``: 1 for a Linear on vectors, H x W for a
-    conv); a step that changes it (pooling, flattening, a stride) counts as 1, so that architectural rescaling is not taken for a fault of
-    the initialization. With equal sizes throughout this is ``out_std`` of a layer / that of the
-    first (``grad_out_std`` / that of the last). The defaults separate the geometric decay of a mismatched scheme (x0.7 per layer for
+    order; backwards for gradients, as per-sample norms) is multiplied in whole, except that
+    what the operations between two layers do is left out when they change the per-sample size
+    (pooling: architectural rescaling, not a fault of the initialization); see the module
+    docstring. With equal sizes throughout this is ``out_std`` of a layer / that of the first
+    (``grad_out_std`` / that of the last). The defaults separate the geometric decay of a mismatched scheme (x0.7 per layer for
     Xavier or torch's default on ReLU: 1e-8 after 50 layers) from the slow, polynomial drift of
     a matched one at finite width (He on ReLU, Xavier on tanh: about x0.1-0.3 after 50 layers,
     as the inputs of a deep net become correlated).
@@ -145,6 +152,10 @@ class LayerDiagnosis:
     #: A step between two layers whose sizes differ (pooling, flattening, a stride, a change of
     #: width) is left out of the chained ratios of the verdicts
     out_numel: int | None = None
+    #: per-sample size of the layer's input (its first floating-point argument); None without one
+    in_numel: int | None = None
+    #: spread across the batch of the layer's input (same definition as ``out_std``)
+    in_std: float = math.nan
     out_mean: float = math.nan
     out_std: float = math.nan
     post_std: float = math.nan
@@ -152,6 +163,11 @@ class LayerDiagnosis:
     saturated: float | None = None
     grad_out_std: float | None = None
     grad_weight_std: float | None = None
+    #: std of the gradient w.r.t. the layer's input, and w.r.t. the output of the activation
+    #: that follows it: measured only around a step where the size changes between two layers
+    #: (``in_numel`` of the next layer != ``out_numel``), the only place the verdicts use them
+    grad_in_std: float | None = None
+    grad_post_std: float | None = None
     duplicates: int = 0
     #: why units are duplicates: "zero initialization", "constant initialization",
     #: "identical weight rows" or "identical outputs over the batch"; None if no duplicates
@@ -174,7 +190,8 @@ class LayerDiagnosis:
 @dataclass(frozen=True)
 class Finding:
     """One verdict: ``kind`` is one of ``symmetry``, ``vanishing``, ``exploding``,
-    ``saturation``, ``dead``, ``gradient_vanishing``, ``gradient_exploding``, ``healthy``;
+    ``saturation``, ``dead``, ``gradient_vanishing``, ``gradient_exploding``, ``unjudged``
+    (no step between layers could be compared), ``healthy``;
     ``text`` is the sentence, with numbers."""
 
     kind: str
@@ -182,7 +199,7 @@ class Finding:
 
 
 KINDS = ("symmetry", "vanishing", "exploding", "saturation", "dead", "gradient_vanishing",
-         "gradient_exploding", "healthy")
+         "gradient_exploding", "unjudged", "healthy")
 
 
 @dataclass
@@ -540,6 +557,27 @@ class _Post:
     y: torch.Tensor
     bounds: tuple[float, float] | None = None  #: a hardtanh's (min_val, max_val)
     version: int = 0  #: ``y._version`` when kept
+    src: torch.Tensor | None = None  #: the activation's output itself (for a gradient hook)
+
+
+@dataclass
+class _Input:
+    """A layer's input (batch, -1), kept until the statistics are computed; or ``alias``, the
+    kept output or activation output of the previous layer that it is (then nothing is kept)."""
+
+    rec: LayerDiagnosis
+    y: torch.Tensor | None
+    alias: _Output | _Post | None = None
+    version: int = 0
+
+
+def _same_values(x: torch.Tensor, item: _Output | _Post) -> bool:
+    """Whether ``x`` holds the values kept in ``item`` now (same memory, size, batch dim, not
+    written since), so that its spread is the one measured there."""
+    y = item.y
+    return (x.data_ptr() == y.data_ptr() and x.numel() == y.numel() and x.shape[0] == y.shape[0]
+            and x.dtype == y.dtype and x._version == item.version and x.is_contiguous()
+            and y.is_contiguous())
 
 
 def _copy(t: torch.Tensor) -> torch.Tensor:
@@ -585,7 +623,10 @@ class _Recorder(TorchFunctionMode):
         self.pending: tuple[LayerDiagnosis, torch.Size] | None = None
         self.outputs: list[_Output] = []
         self.posts: list[_Post] = []
+        self.inputs: list[_Input] = []
         self.grads: dict[int, torch.Tensor] = {}  # rec.index -> grad w.r.t. the layer output
+        self.grads_in: dict[int, torch.Tensor] = {}  # rec.index -> grad w.r.t. the layer input
+        self.grads_post: dict[int, torch.Tensor] = {}  # rec.index -> grad w.r.t. its activation
 
     # -- torch function mode: activation calls
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -610,7 +651,7 @@ class _Recorder(TorchFunctionMode):
         if kind == "hardtanh":
             bounds = (float(kwargs.get("min_val", args[1] if len(args) > 1 else -1.0)),
                       float(kwargs.get("max_val", args[2] if len(args) > 2 else 1.0)))
-        self._keep(_Post(rec, kind, out.detach().reshape(out.shape[0], -1), bounds))
+        self._keep(_Post(rec, kind, out.detach().reshape(out.shape[0], -1), bounds, src=out))
 
     # -- module hooks
     def pre_hook(self, module: nn.Module, args: Any) -> None:
@@ -620,17 +661,19 @@ class _Recorder(TorchFunctionMode):
         if id(module) in self.records:  # called again (shared layer): first call only
             return
         with _quiet():
-            self._record(module, output)
+            self._record(module, args, output)
 
-    def _record(self, module: nn.Module, output: Any) -> None:
+    def _record(self, module: nn.Module, args: Any, output: Any) -> None:
         name = self.names[id(module)]
         t = _first_tensor(output)
         params = self.params[id(module)]
         rec = LayerDiagnosis(index=len(self.order) + 1, name=name, type=type(module).__name__,
                              weight_shape=tuple(_weight(module, params).shape),
                              units=_units(module, params))
+        prev = self.order[-1] if self.order else None
         self.records[id(module)] = rec
         self.order.append(rec)
+        self._record_input(rec, prev, _first_tensor(args))
         if t is None or not t.is_floating_point():
             return
         if t.dim() < 1 or t.shape[0] < 2:
@@ -648,8 +691,30 @@ class _Recorder(TorchFunctionMode):
             t.register_hook(self._grad_hook(rec.index))
         self.pending = (rec, t.shape)
 
+    def _record_input(self, rec: LayerDiagnosis, prev: LayerDiagnosis | None,
+                      x: torch.Tensor | None) -> None:
+        """Keep the layer's input (or note which kept tensor of the previous layer it is); around
+        a change of size from the previous layer, hook the gradients w.r.t. the input and
+        w.r.t. the previous layer's activation output."""
+        if x is None or not x.is_floating_point() or x.dim() < 1 or x.shape[0] < 2:
+            return
+        rec.in_numel = x.numel() // x.shape[0]
+        last = [item for item in (self.posts[-1:] + self.outputs[-1:]) if item.rec is prev]
+        alias = next((item for item in last if _same_values(x, item)), None)
+        if alias is not None:
+            self.inputs.append(_Input(rec, None, alias))
+        else:
+            self._keep(_Input(rec, x.detach().reshape(x.shape[0], -1)))
+        if prev is None or prev.out_numel is None or prev.out_numel == rec.in_numel:
+            return
+        if x.requires_grad:
+            x.register_hook(self._grad_hook(rec.index, self.grads_in))
+        post = next((p for p in self.posts[-1:] if p.rec is prev), None)
+        if post is not None and post.src is not None and post.src.requires_grad:
+            post.src.register_hook(self._grad_hook(prev.index, self.grads_post))
+
     # -- kept tensors
-    def _keep(self, item: _Output | _Post) -> None:
+    def _keep(self, item: _Output | _Post | _Input) -> None:
         """Keep ``item.y`` until the statistics are computed: a reference (copied only if an
         in-place operation is about to change it), or a float copy with ``copy=True``."""
         if self.copy or item.y.dtype != torch.float32:
@@ -657,7 +722,8 @@ class _Recorder(TorchFunctionMode):
         else:
             self.shared.setdefault(_storage_key(item.y), []).append(item)
         item.version = item.y._version
-        (self.outputs if isinstance(item, _Output) else self.posts).append(item)
+        (self.outputs if isinstance(item, _Output) else
+         self.posts if isinstance(item, _Post) else self.inputs).append(item)
 
     def _protect(self, *targets: Any) -> None:
         """Copy the kept tensors that share storage with ``targets`` (about to be written)."""
@@ -673,12 +739,16 @@ class _Recorder(TorchFunctionMode):
     def stale(self) -> bool:
         """Whether a kept tensor was changed in place without being copied first (an in-place
         write this mode did not see): the statistics would be wrong, measure again with copies."""
-        return any(item.y._version != item.version for item in (*self.outputs, *self.posts))
+        return any(item.y._version != item.version
+                   for item in (*self.outputs, *self.posts, *self.inputs) if item.y is not None)
 
-    def _grad_hook(self, index: int) -> Callable[[torch.Tensor], None]:
+    def _grad_hook(self, index: int, into: dict[int, torch.Tensor] | None = None
+                   ) -> Callable[[torch.Tensor], None]:
+        into = self.grads if into is None else into
+
         def hook(grad: torch.Tensor) -> None:
-            if index not in self.grads:
-                self.grads[index] = grad.detach()
+            if index not in into:
+                into[index] = grad.detach()
         return hook
 
     # -- statistics, after the backward pass
@@ -687,8 +757,10 @@ class _Recorder(TorchFunctionMode):
         with _quiet(), torch.no_grad():
             self._measure_outputs()
             self._measure_posts()
+            self._measure_inputs()
             self._measure_grads()
-        self.outputs, self.posts, self.grads = [], [], {}
+        self.outputs, self.posts, self.inputs = [], [], []
+        self.grads, self.grads_in, self.grads_post = {}, {}, {}
 
     def _samples(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """An even subsample of ``n_samples`` values of each row of ``flat`` (layers, n)."""
@@ -750,14 +822,28 @@ class _Recorder(TorchFunctionMode):
                     if saturated is not None:
                         p.rec.saturated = saturated[i]
 
+    def _measure_inputs(self) -> None:
+        for i in self.inputs:
+            if i.alias is not None:
+                i.rec.in_std = (i.alias.rec.post_std if isinstance(i.alias, _Post)
+                                else i.alias.rec.out_std)
+        kept = [i for i in self.inputs if i.y is not None]
+        for group in _grouped(kept, lambda i: (i.y.shape, i.y.device)):
+            for chunk in _chunks(group, group[0].y.shape.numel()):
+                _, spreads = _mean_spreads(_stack([i.y.float() for i in chunk]))
+                for i, s in zip(chunk, spreads.tolist()):
+                    i.rec.in_std = s
+
     def _measure_grads(self) -> None:
-        out_grads = [(self.order[i - 1], g) for i, g in self.grads.items()]
-        for group in _grouped(out_grads, lambda rg: (rg[1].numel(), rg[1].device)):
-            numel = group[0][1].numel()
+        out_grads = [(self.order[i - 1], "grad_out_std", g) for i, g in self.grads.items()]
+        out_grads += [(self.order[i - 1], "grad_in_std", g) for i, g in self.grads_in.items()]
+        out_grads += [(self.order[i - 1], "grad_post_std", g) for i, g in self.grads_post.items()]
+        for group in _grouped(out_grads, lambda rg: (rg[2].numel(), rg[2].device)):
+            numel = group[0][2].numel()
             for chunk in _chunks(group, numel):
-                stds = _stds(_stack([g.float().reshape(-1) for _, g in chunk]))
-                for (rec, _), s in zip(chunk, stds.tolist()):
-                    rec.grad_out_std = s
+                stds = _stds(_stack([g.float().reshape(-1) for _, _, g in chunk]))
+                for (rec, key, _), s in zip(chunk, stds.tolist()):
+                    setattr(rec, key, s)
 
     def measure_weight_grads(self, layer_grads: list[tuple[LayerDiagnosis, list[torch.Tensor]]]) -> None:
         """``grad_weight_std`` of each layer: the std over all elements of its weights' gradients."""
@@ -989,23 +1075,38 @@ def _per_layer(ratio: float, steps: int) -> str:
     return f" (x{ratio ** (1.0 / steps):.2g} per layer)"
 
 
-def _chained(stds: Sequence[float], sizes: Sequence[int | None]) -> tuple[list[float], list[int], list[int]]:
-    """The std of each layer relative to the first, chained step by step: ``c[0] = 1`` and
-    ``c[i] = c[i-1] * stds[i] / stds[i-1]`` when the two layers have the same key ``sizes``
-    (positions per unit); a step that changes it (pooling, flattening, a stride) counts as x1,
-    since it rescales the std by the architecture, not by the initialization. A std of exactly 0 gives ``c = 0`` (and the chain stays 0 after it).
-    Returns ``c``, the number of counted steps up to each layer and of skipped steps."""
+def _chained(stds: Sequence[float], sizes: Sequence[int | None],
+             bridges: Sequence[float | None] | None = None,
+             in_sizes: Sequence[int | None] | None = None) -> tuple[list[float], list[int], list[int]]:
+    """The std of each element relative to the first, chained step by step: ``c[0] = 1`` and
+
+    * ``c[i] = c[i-1] * stds[i] / stds[i-1]`` (the whole step) when what element i receives has
+      the size that element i-1 hands on: ``in_sizes[i] == sizes[i-1]`` (``sizes[i]`` when
+      ``in_sizes`` is not given);
+    * otherwise (a reduction between them, such as pooling) ``c[i] = c[i-1] * bridges[i]``, the
+      step's ratio with what happens between the two elements left out, when it is given and
+      finite; else the step counts as x1 and is not judged.
+
+    A std of exactly 0 gives ``c = 0`` (and the chain stays 0 after it). Returns ``c``, the
+    number of judged steps up to each element, and of steps not compared whole (bridged or x1).
+    """
+    ins = sizes if in_sizes is None else in_sizes
     chain, counted, skipped = [1.0], [0], [0]
     for i in range(1, len(stds)):
         c, n, k = chain[-1], counted[-1], skipped[-1]
-        same = sizes[i] is not None and sizes[i] == sizes[i - 1]
+        same = sizes[i - 1] is not None and ins[i] == sizes[i - 1]
+        bridge = None if same or bridges is None else bridges[i]
+        if bridge is not None and not (math.isfinite(bridge) and bridge >= 0):
+            bridge = None
         if stds[i] == 0:
             c = 0.0
         elif same and stds[i - 1] > 0:
             c = c * stds[i] / stds[i - 1]
-        if same:
+        elif bridge is not None:
+            c = c * bridge
+        if same or bridge is not None or stds[i] == 0:
             n += 1
-        else:
+        if not same:
             k += 1
         chain.append(c)
         counted.append(n)
@@ -1013,14 +1114,39 @@ def _chained(stds: Sequence[float], sizes: Sequence[int | None]) -> tuple[list[f
     return chain, counted, skipped
 
 
-def _positions(r: LayerDiagnosis) -> int | None:
-    """Output positions per unit: 1 for a Linear on vectors, H x W for a 2-D conv."""
-    return r.out_numel // r.units if r.out_numel and r.units else None
+def _ratio(a: float | None, b: float | None) -> float | None:
+    """``a / b``, or None when either is unknown or ``b`` is 0."""
+    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)) or b == 0:
+        return None
+    return a / b
+
+
+def _act_bridge(prev: LayerDiagnosis, r: LayerDiagnosis) -> float | None:
+    """Activation step from ``prev`` to ``r`` without what happens between the two:
+    ``(out_std / in_std of r) * (post_std / out_std of prev)``."""
+    a, b = _ratio(r.out_std, r.in_std), _ratio(prev.post_std, prev.out_std)
+    return None if a is None or b is None else a * b
+
+
+def _norm(std: float | None, numel: int | None) -> float | None:
+    """Gradient std x sqrt(per-sample size): the gradient's norm per sample (up to a constant)."""
+    return None if std is None or numel is None else std * math.sqrt(numel)
+
+
+def _grad_bridge(r: LayerDiagnosis, prev: LayerDiagnosis) -> float | None:
+    """Backward gradient step from ``r`` to ``prev`` (the layer before it) without what happens
+    between the two, in per-sample gradient norms: ``(G_out / G_post of prev) * (G_in / G_out
+    of r)``; ``G_post = G_out`` when no activation follows ``prev``."""
+    post = prev.grad_post_std if prev.grad_post_std is not None else (
+        prev.grad_out_std if prev.activation is None else None)
+    a = _ratio(prev.grad_out_std, post)
+    b = _ratio(_norm(r.grad_in_std, r.in_numel), _norm(r.grad_out_std, r.out_numel))
+    return None if a is None or b is None else a * b
 
 
 def _skip_note(skipped: int) -> str:
-    return (f"; {skipped} step(s) that change the positions per unit (pooling, flattening, "
-            "a stride) count as x1") if skipped else ""
+    return (f"; at {skipped} step(s) where the size changes between layers (pooling, flattening) "
+            "only the layers and activations are compared") if skipped else ""
 
 
 def _name(r: LayerDiagnosis) -> str:
@@ -1046,6 +1172,7 @@ def _findings(layers: list[LayerDiagnosis], th: DiagnosisThresholds) -> list[Fin
     acts = [r for r in layers if math.isfinite(r.out_std)]
     act_range = None
     any_skipped = False
+    judged = 0  # steps compared, activations and gradients
     if acts:
         first = acts[0]
         ref = first.out_std
@@ -1053,11 +1180,15 @@ def _findings(layers: list[LayerDiagnosis], th: DiagnosisThresholds) -> list[Fin
             found.append(Finding("vanishing", f"activations vanish: std is 0 already at "
                                               f"{_name(first)}: no signal passes"))
         else:
-            ratios, steps, skips = _chained([r.out_std for r in acts], [_positions(r) for r in acts])
+            ratios, steps, skips = _chained(
+                [r.out_std for r in acts], [r.out_numel for r in acts],
+                [None] + [_act_bridge(p, r) for p, r in zip(acts, acts[1:])],
+                [r.in_numel for r in acts])
             any_skipped = any_skipped or skips[-1] > 0
+            judged += steps[-1]
             lo = min(range(len(acts)), key=lambda i: ratios[i])
             hi = max(range(len(acts)), key=lambda i: ratios[i])
-            act_range = (ratios[lo], ratios[hi])
+            act_range = (ratios[lo], ratios[hi]) if steps[-1] else None
             for i, kind, verb, limit in ((lo, "vanishing", "vanish", ratios[lo] < th.vanish),
                                          (hi, "exploding", "explode", ratios[hi] > th.explode)):
                 if not limit:
@@ -1101,22 +1232,36 @@ def _findings(layers: list[LayerDiagnosis], th: DiagnosisThresholds) -> list[Fin
                 f"gradients vanish: the gradient at the output of {_name(last)} is 0")))
         elif len(grads) > 1:
             back = grads[::-1]
-            ratios, steps, skips = _chained([r.grad_out_std for r in back],
-                                            [_positions(r) for r in back])
+            # per-sample norms, std x sqrt(size): a layer scaled to keep the forward std per
+            # element (fan_in) keeps the backward norm per sample, whatever the change of size.
+            # Backwards, step i -> i-1 is whole when layer i's input has layer i-1's output size.
+            ratios, steps, skips = _chained(
+                [_norm(r.grad_out_std, r.out_numel) if r.out_numel else r.grad_out_std
+                 for r in back],
+                [r.in_numel for r in back],
+                [None] + [_grad_bridge(r, p) for r, p in zip(back, back[1:])],
+                [r.out_numel for r in back])
             any_skipped = any_skipped or skips[-1] > 0
+            judged += steps[-1]
+            normed = len({r.out_numel for r in back}) > 1
             lo = min(range(len(back)), key=lambda i: ratios[i])
             hi = max(range(len(back)), key=lambda i: ratios[i])
-            grad_range = (ratios[lo], ratios[hi])
+            grad_range = (ratios[lo], ratios[hi]) if steps[-1] else None
             for i, kind, verb, limit in ((lo, "gradient_vanishing", "vanish", ratios[lo] < th.grad_vanish),
                                          (hi, "gradient_exploding", "explode", ratios[hi] > th.grad_explode)):
                 if not limit:
                     continue
                 r = back[i]
+                what = " (gradient norm per sample, chained)" if normed else ""
                 found.append(Finding(kind, (
-                    f"gradients {verb}: x{ratios[i]:.2g} from the last layer to {_name(r)}: std "
+                    f"gradients {verb}: x{ratios[i]:.2g} from the last layer to {_name(r)}{what}: std "
                     f"{ref:.2g} at {_name(last)}, {r.grad_out_std:.2g} at layer {r.index}"
                     f"{_per_layer(ratios[i], steps[i])}{_skip_note(skips[i])}")))
 
+    if not found and judged == 0:
+        found.append(Finding("unjudged", (
+            "not judged: no step between two layers could be compared (a single layer, or no "
+            "input/output sizes known), so vanishing or exploding signals cannot be ruled out")))
     if not found:
         parts = []
         if act_range is not None:
@@ -1125,7 +1270,7 @@ def _findings(layers: list[LayerDiagnosis], th: DiagnosisThresholds) -> list[Fin
         if grad_range is not None:
             parts.append(f"gradient std within [{grad_range[0]:.2g}, {grad_range[1]:.2g}] x the "
                          f"last layer's")
-        chained = ("; chained over the steps that keep the positions per unit"
+        chained = ("; chained, leaving out what changes the size between layers (pooling)"
                    if any_skipped else "")
         limits = (f"(limits {th.vanish:g} and {th.explode:g}{chained}; no symmetry, saturation "
                   "or dead layers)")

@@ -244,24 +244,31 @@ def test_xavier_plain_relu_cnn_still_vanishes():
     report = diagnose(model, images(16))
     assert "vanishing" in report.kinds, report.verdicts
     text = next(f.text for f in report.findings if f.kind == "vanishing")
-    assert "to 0.0" in text and "at layer 12 (" in text, text  # the last conv, not the head
+    # the head's step is judged (its own gain and the ReLU before the pool), the pool is not
+    first, conv, head = report.layers[0], report.layers[11], report.layers[12]
+    chain = ((conv.out_std / first.out_std) * (conv.post_std / conv.out_std)
+             * (head.out_std / head.in_std))
+    assert f"std falls x{chain:.2g} from layer 1 (0) to layer 13 (" in text, text
+    assert head.out_std / first.out_std < chain / 4  # raw: the pooling's 1/sqrt(HW) on top
     # torch's default is worse (x0.4 per layer) and its gradients vanish too, across the pooling
     torch.manual_seed(0)
     report = diagnose(gap_cnn(12), images(16))
     assert {"vanishing", "gradient_vanishing"} <= report.kinds, report.verdicts
     text = next(f.text for f in report.findings if f.kind == "gradient_vanishing")
-    assert "1 step(s) that change the positions per unit" in text, text
-    # a max-pool between convs: the chained factor skips it, and the sentence says so
+    assert "at 1 step(s) where the size changes between layers" in text, text
+    # a max-pool between convs: the chained factor leaves it out, and the sentence says so
     torch.manual_seed(0)
     model = nn.Sequential(*gap_cnn(12)[:12], nn.MaxPool2d(2), *gap_cnn(12)[12:24])
     initwise.init(model, policy="xavier_normal", seed=0)
     report = diagnose(model, images(16))
     first, last = report.layers[0], report.layers[11]
-    chain = (last.out_std / report.layers[6].out_std) * (report.layers[5].out_std / first.out_std)
+    before, after = report.layers[5], report.layers[6]
+    chain = ((last.out_std / after.out_std) * (after.out_std / after.in_std)
+             * (before.post_std / before.out_std) * (before.out_std / first.out_std))
     text = next(f.text for f in report.findings if f.kind == "vanishing")
     assert text.startswith(f"activations vanish: std falls x{chain:.2g} from layer 1 (0) to "
                            f"layer 12 (23), from {first.out_std:.2g} to {last.out_std:.2g} "
-                           f"(x{chain ** (1 / 10):.2g} per layer); 1 step(s)"), text
+                           f"(x{chain ** (1 / 11):.2g} per layer); at 1 step(s)"), text
 
 
 # ----------------------------------------------------------------------------- point 1: measurements
@@ -824,3 +831,124 @@ def test_width_changes_are_still_judged():
         initwise.init(model, policy=policy, seed=0)
         report = diagnose(model, torch.randn(128, 64))
         assert ("vanishing" in report.kinds) == vanishes, report.verdicts
+
+
+# ----------------------------------------------------------------------------- strides, upsampling
+def decoder(channels: int = 16, depth: int = 6) -> nn.Sequential:
+    """``depth`` x ConvTranspose2d(k=4, stride 2, padding 1) + ReLU: the size x4 at every layer."""
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers += [nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+def encoder() -> nn.Sequential:
+    """4 x Conv2d(3x3, stride 2) + ReLU, channels 3-16-32-64-128: the size /2 at every layer."""
+    chans = [3, 16, 32, 64, 128]
+    layers: list[nn.Module] = []
+    for a, b in zip(chans[:-1], chans[1:]):
+        layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+def built(factory, policy: str, x: torch.Tensor) -> nn.Module:
+    torch.manual_seed(0)
+    model = factory()
+    if policy == "auto":
+        initwise.init(model, x, seed=0)
+    elif policy != "torch":
+        initwise.init(model, policy=policy, seed=0)
+    return model
+
+
+def test_transposed_conv_decoder_is_judged():
+    """Every step changes the size (x4): every step is still compared. torch's default
+    (fan_in from the weight's dim 1, no stride) loses ~x0.2 per layer; auto (He with the
+    stride-aware fan-in) keeps the signal, and its gradients, larger per element in the small
+    early layers, keep their per-sample norm."""
+    x = torch.randn(32, 16, 1, 1, generator=torch.Generator().manual_seed(1))
+    report = diagnose(built(decoder, "torch", x), x)
+    assert {"vanishing", "gradient_vanishing"} <= report.kinds, report.verdicts
+    first, last = report.layers[0], report.layers[-1]
+    assert last.in_numel == first.out_numel * 4 ** 4 and last.out_numel == last.in_numel * 4
+    text = next(f.text for f in report.findings if f.kind == "vanishing")
+    assert text.startswith(f"activations vanish: std falls from {first.out_std:.2g} at layer 1 "
+                           f"(0) to {last.out_std:.2g} at layer 6 (10)"), text
+    auto = diagnose(built(decoder, "auto", x), x)
+    assert auto.healthy, auto.verdicts
+    assert auto.layers[0].grad_out_std / auto.layers[-1].grad_out_std > 1e2  # raw, per element
+
+
+def test_tapering_mlp_small_vanishes():
+    widths = [512, 256, 128, 64, 32, 10]
+
+    def mlp() -> nn.Sequential:
+        layers: list[nn.Module] = []
+        for a, b in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        return nn.Sequential(*layers[:-1])
+
+    x = torch.randn(128, 512, generator=torch.Generator().manual_seed(1))
+    report = diagnose(built(mlp, "small", x), x)
+    assert {"vanishing", "gradient_vanishing"} <= report.kinds, report.verdicts
+    text = next(f.text for f in report.findings if f.kind == "gradient_vanishing")
+    assert "(gradient norm per sample, chained)" in text, text
+    # N(0, 0.01): x0.01 * sqrt(fan_in * var(relu(z)) / var(z)) per ReLU layer, forward; the
+    # spread across the batch leaves out relu's mean: var(relu(z)) = (1/2 - 1/(2 pi)) var(z)
+    r = report.layers
+    gain = 0.01 * math.sqrt(256 * (0.5 - 0.5 / math.pi))
+    assert r[1].out_std / r[0].out_std == pytest.approx(gain, rel=0.1)
+    assert diagnose(built(mlp, "auto", x), x).healthy
+
+
+def test_strided_encoder_is_judged():
+    """4 strided convs: Xavier on ReLU loses x0.6-0.7 per layer (x0.28 over the 3 steps, not
+    below the default 1e-2 at this depth), He keeps it: the steps are compared, not taken as x1."""
+    x = torch.randn(32, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    xavier = diagnose(built(encoder, "xavier_normal", x), x)
+    auto = diagnose(built(encoder, "auto", x), x)
+    assert xavier.healthy and auto.healthy, (xavier.verdicts, auto.verdicts)
+    low = xavier.layers[-1].out_std / xavier.layers[0].out_std
+    assert low < 0.35
+    assert xavier.verdicts[0].startswith(f"healthy: activation std within [{low:.2g}, 1] x layer 1's")
+    strict = DiagnosisThresholds(vanish=0.4)
+    assert "vanishing" in diagnose(built(encoder, "xavier_normal", x), x, thresholds=strict).kinds
+    assert diagnose(built(encoder, "auto", x), x, thresholds=strict).healthy
+
+
+def test_input_spread_alias_and_gradients_around_a_pool():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.Tanh(),
+                          nn.Unflatten(1, (1, 16)), nn.AvgPool1d(2), nn.Flatten(),
+                          nn.Linear(8, 4))
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(1))
+    report = diagnose(model, x)
+    a, b, c = report.layers
+    with torch.no_grad():
+        h1 = model[:2](x)
+        h2 = model[:4](x)
+        pooled = model[:7](x)
+    assert a.in_std == pytest.approx(float(x.std(dim=0).mean()), rel=1e-5)
+    assert b.in_std == a.post_std == pytest.approx(float(h1.std(dim=0).mean()), rel=1e-5)
+    assert c.in_std == pytest.approx(float(pooled.std(dim=0).mean()), rel=1e-5)
+    assert b.post_std == pytest.approx(float(h2.std(dim=0).mean()), rel=1e-5)
+    assert (c.in_numel, b.out_numel) == (8, 16)
+    # gradients are hooked only around the change of size
+    assert a.grad_post_std is None and b.grad_post_std is not None and c.grad_in_std is not None
+    xg = x.clone()
+    out_b = model[:3](xg)
+    post_b = model[3](out_b)
+    post_b.retain_grad()
+    inp_c = model[4:7](post_b)
+    inp_c.retain_grad()
+    model[7](inp_c).square().mean().backward()
+    assert b.grad_post_std == pytest.approx(float(post_b.grad.std()), rel=1e-4)
+    assert c.grad_in_std == pytest.approx(float(inp_c.grad.std()), rel=1e-4)
+    model.zero_grad()
+
+
+def test_single_layer_is_not_called_healthy():
+    torch.manual_seed(0)
+    report = diagnose(nn.Linear(8, 4), torch.randn(16, 8))
+    assert report.kinds == {"unjudged"} and not report.healthy, report.verdicts
+    assert report.verdicts[0].startswith("not judged: no step between two layers")
