@@ -561,7 +561,7 @@ def _dg_print(comparison, title: str) -> None:
     for key, report in comparison.items():
         console.print(f"[bold]{escape(key)}[/bold]", highlight=False)
         for line in report.verdicts:
-            style = "green" if line.startswith("healthy") else "red"
+            style = "green" if line.startswith("healthy") else ("yellow" if line.startswith("not judged") else "red")
             console.print(f"  - [{style}]{escape(line)}[/{style}]", highlight=False)
         if report.unused:
             console.print(f"  (not run in the forward pass: {escape(', '.join(report.unused))})",
