@@ -149,8 +149,8 @@ class LayerDiagnosis:
     units: int  #: output features / channels
     activation: str | None = None  #: name of the activation that follows, None if none
     #: per-sample output size (elements of the output / batch size); None without a float output.
-    #: A step between two layers whose sizes differ (pooling, flattening, a stride, a change of
-    #: width) is left out of the chained ratios of the verdicts
+    #: Used by the verdicts to leave out what size-changing operations between two layers
+    #: (pooling, flattening) do to the std; see :class:`DiagnosisThresholds`
     out_numel: int | None = None
     #: per-sample size of the layer's input (its first floating-point argument); None without one
     in_numel: int | None = None
@@ -199,7 +199,7 @@ class Finding:
 
 
 KINDS = ("symmetry", "vanishing", "exploding", "saturation", "dead", "gradient_vanishing",
-         "gradient_exploding", "unjudged", "healthy")
+         "gradient_exploding", "gradient_blocked", "unjudged", "healthy")
 
 
 @dataclass
@@ -450,7 +450,19 @@ def _mean_spreads(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     means = x.mean(dim=1, keepdim=True)
     spreads = (x - means).square_().sum(dim=1).div_(x.shape[1] - 1).sqrt_().mean(dim=1)
+    tiny = _underflowed(spreads)
+    if tiny is not None:  # squares below float32's range: measure those layers again in float64
+        spreads[tiny] = _mean_spreads(x[tiny].double())[1].to(spreads.dtype)
     return means.mean(dim=(1, 2)), spreads
+
+
+def _underflowed(values: torch.Tensor) -> torch.Tensor | None:
+    """Indices of float32 results small enough that squaring may have flushed them towards 0
+    (a signal of 1e-29 squares to 1e-58); None when there are none (the usual case)."""
+    if values.dtype == torch.float64:
+        return None
+    idx = (values < 1e-17).nonzero().flatten()
+    return idx if idx.numel() else None
 
 
 def _stds(x: torch.Tensor) -> torch.Tensor:
@@ -458,7 +470,11 @@ def _stds(x: torch.Tensor) -> torch.Tensor:
     ``Tensor.std``; NaN for rows of one element."""
     if x.shape[1] < 2:
         return torch.full(x.shape[:1], math.nan, dtype=x.dtype, device=x.device)
-    return (x - x.mean(dim=1, keepdim=True)).square_().sum(dim=1).div_(x.shape[1] - 1).sqrt_()
+    stds = (x - x.mean(dim=1, keepdim=True)).square_().sum(dim=1).div_(x.shape[1] - 1).sqrt_()
+    tiny = _underflowed(stds)
+    if tiny is not None:  # as in _mean_spreads: squares below float32's range
+        stds[tiny] = _stds(x[tiny].double()).to(stds.dtype)
+    return stds
 
 
 def _output_columns(y: torch.Tensor, cdim: int, limit: int) -> torch.Tensor:
@@ -1223,6 +1239,15 @@ def _findings(layers: list[LayerDiagnosis], th: DiagnosisThresholds) -> list[Fin
 
     # gradients, relative to the last layer, chained over the steps that keep the output size
     grads = [r for r in layers if r.grad_out_std is not None and math.isfinite(r.grad_out_std)]
+    # A gradient of exactly 0 at a layer while a layer before it still gets one is blocked by a
+    # zero scale after it (a norm with weight 0, as zero_init_residual does), not vanishing on
+    # the way back: such layers are left out of the chain and named.
+    blocked = [r for i, r in enumerate(grads)
+               if r.grad_out_std == 0 and any(q.grad_out_std > 0 for q in grads[:i])]
+    grads = [r for r in grads if r not in blocked]
+    blocked_note = (f"gradients are exactly 0 at {_where([r.index for r in blocked])} while earlier "
+                    "layers get one: a zero scale after them blocks it (intended with zero-initialized "
+                    "residual norms, zero_init_residual; a fault otherwise)") if blocked else ""
     grad_range = None
     if grads:
         last = grads[-1]
@@ -1274,8 +1299,12 @@ def _findings(layers: list[LayerDiagnosis], th: DiagnosisThresholds) -> list[Fin
                    if any_skipped else "")
         limits = (f"(limits {th.vanish:g} and {th.explode:g}{chained}; no symmetry, saturation "
                   "or dead layers)")
+        if blocked_note:
+            parts.append(blocked_note)
         found.append(Finding("healthy", "healthy: " + "; ".join(parts or ["nothing to report"])
                              + " " + limits))
+    elif blocked_note:
+        found.append(Finding("gradient_blocked", blocked_note))
     return found
 
 

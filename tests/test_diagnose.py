@@ -952,3 +952,54 @@ def test_single_layer_is_not_called_healthy():
     report = diagnose(nn.Linear(8, 4), torch.randn(16, 8))
     assert report.kinds == {"unjudged"} and not report.healthy, report.verdicts
     assert report.verdicts[0].startswith("not judged: no step between two layers")
+
+
+class _Block(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.c2, self.b2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return torch.relu(x + self.b2(self.c2(torch.relu(self.b1(self.c1(x))))))
+
+
+def _resnet(c: int = 8, blocks: int = 4) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.ReLU(), *[_Block(c) for _ in range(blocks)],
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10))
+
+
+def test_zero_init_residual_is_not_called_vanishing():
+    """torchvision's zero_init_residual (last norm of each block at 0) blocks the branch's
+    gradient on purpose: named, not taken for vanishing gradients."""
+    torch.manual_seed(0)
+    model = _resnet()
+    initwise.init(model, seed=0)
+    for block in model:
+        if isinstance(block, _Block):
+            nn.init.zeros_(block.b2.weight)
+    report = diagnose(model, torch.randn(16, 3, 8, 8))
+    assert "gradient_vanishing" not in report.kinds, report.verdicts
+    assert report.healthy, report.verdicts
+    assert "exactly 0 at" in report.verdicts[0] and "zero_init_residual" in report.verdicts[0]
+
+
+def test_tiny_signals_are_measured_not_flushed_to_zero():
+    """A 30-layer tanh MLP under N(0, 0.01): the std falls below 1e-29, whose square is below
+    float32's range; the report gives the value, not 0."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for _ in range(30):
+        layers += [nn.Linear(64, 64), nn.Tanh()]
+    model = nn.Sequential(*layers)
+    initwise.init(model, policy="small_normal", seed=0)
+    x = torch.randn(128, 64)
+    report = diagnose(model, x)
+    last = report.layers[-1].out_std
+    assert 0 < last < 1e-25
+    with torch.no_grad():  # reference: the same forward pass, its last output's spread in float64
+        h = x
+        for layer in model[:-1]:
+            h = layer(h)
+    assert last == pytest.approx(float(h.double().std(dim=0).mean()), rel=1e-3)
+    assert "vanishing" in report.kinds
