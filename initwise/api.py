@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from .discover import one_line
 from .plan import Plan, build_plan
 
 __all__ = ["plan", "init", "apply_scheme", "load_target"]
@@ -124,7 +125,7 @@ def load_target(spec: str) -> nn.Module:
     except SyntaxError as exc:
         raise ValueError(f"syntax error in {exc.filename}, line {exc.lineno}: {exc.msg}") from None
     except Exception as exc:  # noqa: BLE001 - any error in user code becomes one line
-        raise ValueError(f"error while importing {where!r}: {type(exc).__name__}: {_one_line(exc)}") from None
+        raise ValueError(f"error while importing {where!r}: {type(exc).__name__}: {one_line(exc, 200)}") from None
 
     obj: Any = module
     for part in attr.split("."):
@@ -139,14 +140,10 @@ def load_target(spec: str) -> nn.Module:
     try:
         result = obj()
     except TypeError as exc:
-        raise ValueError(f"calling {attr}() failed: {_one_line(exc)} (the factory must take no arguments)") from None
+        raise ValueError(f"calling {attr}() failed: {one_line(exc, 200)} (the factory must take no arguments)") from None
     except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"calling {attr}() failed: {type(exc).__name__}: {_one_line(exc)}") from None
+        raise ValueError(f"calling {attr}() failed: {type(exc).__name__}: {one_line(exc, 200)}") from None
     if not isinstance(result, nn.Module):
         raise ValueError(f"{attr}() returned a {type(result).__name__}, not an nn.Module")
     return result
 
-
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."

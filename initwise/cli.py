@@ -12,6 +12,8 @@ import os
 import sys
 from typing import Sequence
 
+from .discover import one_line
+
 
 class CLIError(Exception):
     """An error the user can fix; printed as one line, without a traceback."""
@@ -41,7 +43,7 @@ def _check_input(model, x, text: str) -> None:
     except Exception as exc:  # noqa: BLE001 - any failure of the user's model: one line
         raise CLIError(f"--input-shape {text}: the forward pass of {type(model).__name__} fails "
                        f"with an input of shape {tuple(x.shape)}: {type(exc).__name__}: "
-                       f"{_one_line(exc, 200)}") from exc
+                       f"{one_line(exc, 200)}") from exc
     finally:
         model.train(was_training)
 
@@ -456,7 +458,7 @@ def _dg_check_scheme(scheme: str) -> None:
         normalize_policy(scheme)
     except (KeyError, ValueError, TypeError) as exc:
         raise CLIError(f"unknown --scheme {scheme!r}: use torch, auto or a scheme name for every "
-                       f"weight ({_one_line(exc, 200)})") from None
+                       f"weight ({one_line(exc, 200)})") from None
 
 
 def _dg_check_plot(path: str | None) -> None:
@@ -635,7 +637,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     except ValueError as exc:
         if not params or "bad parameters" not in str(exc):
             raise
-        raise CLIError(f"--param {' '.join(args.param)}: {_one_line(exc, 200)}") from None
+        raise CLIError(f"--param {' '.join(args.param)}: {one_line(exc, 200)}") from None
     name = args.activation.strip().lower()
     lookup = "identity" if name in ("none", "linear") else name
     g_initwise = gain(lookup, **params)
@@ -784,7 +786,7 @@ def _ap_read_plan(path: str):
         return Plan.from_json(path)
     except Exception as exc:  # noqa: BLE001 - bad JSON, wrong keys, unreadable file
         raise CLIError(f"--from-plan {path!r} is not a plan written by 'initwise plan --json': "
-                       f"{type(exc).__name__}: {_one_line(exc, 200)}") from None
+                       f"{type(exc).__name__}: {one_line(exc, 200)}") from None
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
@@ -880,11 +882,6 @@ def _check_outputs(args: argparse.Namespace) -> None:
 _EXTRAS = ("rich", "matplotlib", "sklearn", "mnist1d")
 
 
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -900,12 +897,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = ""
         if isinstance(exc, ModuleNotFoundError) and exc.name in _EXTRAS:
             hint = " (it comes with the extras: pip install 'initwise[full]')"
-        print(f"initwise {args.command}: error: {_one_line(exc)}{hint}", file=sys.stderr)
+        print(f"initwise {args.command}: error: {one_line(exc, 300)}{hint}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - anything else (e.g. a model's RuntimeError): one line too
         if args.debug:
             raise
-        print(f"initwise {args.command}: error: {type(exc).__name__}: {_one_line(exc)} "
+        print(f"initwise {args.command}: error: {type(exc).__name__}: {one_line(exc, 300)} "
               "(run with --debug for the traceback)", file=sys.stderr)
         return 1
 

@@ -1242,9 +1242,13 @@ def _findings(layers: list[LayerDiagnosis], th: DiagnosisThresholds) -> list[Fin
     # A gradient of exactly 0 at a layer while a layer before it still gets one is blocked by a
     # zero scale after it (a norm with weight 0, as zero_init_residual does), not vanishing on
     # the way back: such layers are left out of the chain and named.
-    blocked = [r for i, r in enumerate(grads)
-               if r.grad_out_std == 0 and any(q.grad_out_std > 0 for q in grads[:i])]
-    grads = [r for r in grads if r not in blocked]
+    blocked: list[LayerDiagnosis] = []
+    kept: list[LayerDiagnosis] = []
+    reached = False  # some layer before this one gets a gradient
+    for r in grads:
+        (blocked if r.grad_out_std == 0 and reached else kept).append(r)
+        reached = reached or r.grad_out_std > 0
+    grads = kept
     blocked_note = (f"gradients are exactly 0 at {_where([r.index for r in blocked])} while earlier "
                     "layers get one: a zero scale after them blocks it (intended with zero-initialized "
                     "residual norms, zero_init_residual; a fault otherwise)") if blocked else ""

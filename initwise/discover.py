@@ -50,7 +50,7 @@ from torch.utils._pytree import tree_flatten
 
 from .gains import activation_name
 
-__all__ = ["Activation", "Discovery", "discover", "guess_input", "layers", "is_norm", "NORM_TYPES",
+__all__ = ["Activation", "Discovery", "discover", "one_line", "guess_input", "layers", "is_norm", "NORM_TYPES",
            "ORDER_GUESS"]
 
 #: Prefix of ``Activation.via`` for activations guessed from module declaration order.
@@ -722,8 +722,8 @@ def discover(model: nn.Module, example_input: Any = None, *, method: str = "auto
                              residual=residual)
         except Exception as exc:  # noqa: BLE001 - any trace failure means: try the next method
             if method == "fx":
-                raise ValueError(f"torch.fx cannot trace {model_name}: {_short(exc)}") from exc
-            notes.append(f"fx failed ({_short(exc)})")
+                raise ValueError(f"torch.fx cannot trace {model_name}: {one_line(exc)}") from exc
+            notes.append(f"fx failed ({one_line(exc)})")
     if method in ("auto", "forward"):
         x, guessed = example_input, False
         if x is None:
@@ -739,14 +739,14 @@ def discover(model: nn.Module, example_input: Any = None, *, method: str = "auto
                 if not guessed:
                     raise ValueError(
                         f"the forward pass of {model_name} failed with the given example_input "
-                        f"({_describe(example_input)}): {_short(exc)}; pass an example_input the model "
+                        f"({_describe(example_input)}): {one_line(exc)}; pass an example_input the model "
                         "accepts (CLI: --input-shape, batch first)") from exc
                 if method == "forward":
                     raise ValueError(
                         f"the forward pass of {model_name} failed with a guessed input of shape "
-                        f"{tuple(x.shape)}: {_short(exc)}; pass example_input (CLI: --input-shape)") from exc
+                        f"{tuple(x.shape)}: {one_line(exc)}; pass example_input (CLI: --input-shape)") from exc
                 notes.append(f"the forward pass with a guessed input of shape {tuple(x.shape)} failed "
-                             f"({_short(exc)})")
+                             f"({one_line(exc)})")
         else:
             notes.append("no example input was given and none could be guessed from the first layer")
     if method == "order":
@@ -783,6 +783,8 @@ def _stacklevel() -> int:
     return level
 
 
-def _short(exc: BaseException, limit: int = 160) -> str:
+def one_line(exc: BaseException, limit: int = 160) -> str:
+    """``exc``'s message on one line (white space folded), cut to ``limit`` characters; the
+    exception's type name when it has no message. Used for every one-line error report."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
