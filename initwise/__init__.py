@@ -30,8 +30,10 @@ from .schemes import (
     xavier_uniform_,
     zeros_,
 )
-from .discover import Activation, Discovery, discover
-from .plan import Plan, PlanEntry, recommend
+from .activations import Activation
+from .discover import Discovery, discover
+from .plan import Plan, PlanEntry
+from .policies.table import recommend
 from .api import apply_scheme, init, load_target, plan  # the function `plan` hides the submodule name
 from .diagnose import (
     Comparison,

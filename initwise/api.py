@@ -25,13 +25,15 @@ from typing import Any, Mapping
 from torch import nn
 
 from .discover import one_line
-from .plan import Plan, build_plan
+from .build import build_plan
+from .plan import Plan
 
 __all__ = ["plan", "init", "apply_scheme", "load_target"]
 
 
 def plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[Any, Any] | None = None,
-         policy: str = "standard", distribution: str = "normal") -> Plan:
+         policy: str = "standard", distribution: str = "normal", residual: str = "scaled",
+         include_frozen: bool = False) -> Plan:
     """The initialization plan of ``model``, one :class:`~initwise.plan.PlanEntry` per tensor
     (reads only).
 
@@ -50,11 +52,13 @@ def plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[Any, Any
     declaration order: a ``UserWarning`` is issued and ``plan.note`` and the affected reasons
     say so (pass ``example_input`` to avoid it).
     """
-    return build_plan(model, example_input, rules=rules, policy=policy, distribution=distribution)
+    return build_plan(model, example_input, rules=rules, policy=policy, distribution=distribution,
+                      residual=residual, include_frozen=include_frozen)
 
 
 def init(model: nn.Module, example_input: Any = None, *, rules: Mapping[Any, Any] | None = None,
-         policy: str = "standard", distribution: str = "normal", seed: int | None = None) -> Plan:
+         policy: str = "standard", distribution: str = "normal", residual: str = "scaled",
+         include_frozen: bool = False, seed: int | None = None) -> Plan:
     """Initialize every parameter of ``model`` in place (all or nothing) and return the plan.
 
     Arguments as in :func:`plan`. ``seed`` makes the result reproducible and independent of the
@@ -63,7 +67,8 @@ def init(model: nn.Module, example_input: Any = None, *, rules: Mapping[Any, Any
     and records it in ``plan.seed``. Tied parameters are written once; parametrized weights
     (weight_norm, spectral_norm, ``torch.nn.utils.parametrize``) through their original tensors.
     """
-    p = build_plan(model, example_input, rules=rules, policy=policy, distribution=distribution)
+    p = build_plan(model, example_input, rules=rules, policy=policy, distribution=distribution,
+                   residual=residual, include_frozen=include_frozen)
     return p.apply(model, seed=seed)
 
 

@@ -450,7 +450,7 @@ def _dg_shape(text: str) -> tuple[int, ...]:
 def _dg_check_scheme(scheme: str) -> None:
     """A diagnose scheme is torch, auto or a whole-model policy name, checked by the function
     initwise.plan itself uses (so e.g. 'constant', which needs a value, fails here)."""
-    from .plan import normalize_policy
+    from .policies import normalize_policy
 
     if scheme in ("torch", "auto", "standard"):
         return
@@ -629,7 +629,7 @@ def _ap_params(activation: str, items: list[str]) -> dict:
 
 def _cmd_recommend(args: argparse.Namespace) -> int:
     from .gains import gain
-    from .plan import recommend
+    from .policies.table import recommend
 
     params = _ap_params(args.activation, args.param)
     try:

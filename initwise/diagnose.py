@@ -73,7 +73,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .api import apply_scheme
-from .discover import call_model
+from .inputs import call_model
 
 __all__ = [
     "DiagnosisThresholds", "LayerDiagnosis", "Finding", "Report", "Comparison",
