@@ -83,7 +83,7 @@ def _walk(g: Graph, nid: int) -> list[Activation]:
                 else:
                     found.append(act)
             elif n.kind in _THROUGH or (n.kind == "layer" and n.info.get("norm")) or \
-                    (n.kind == "mul" and sum(g.nodes[i].varies for i in n.inputs) == 1):
+                    (n.kind == "mul" and sum(g.nodes[i].data for i in n.inputs) == 1):
                 stack.append(c)
             elif n.kind in ("layer", "linear", "embedding"):
                 found.append(Activation("none", via=f"layer '{n.module}'" if n.kind == "layer" else f"{n.op}()"))

@@ -30,7 +30,7 @@ from torch.overrides import TorchFunctionMode
 
 from . import ops
 from .activations import Activation, identify, of_call, of_module
-from .inputs import call_model, describe, guesses_for, preserved, resolve_input, tensors_in
+from .inputs import call_model, candidate_inputs, describe, preserved, tensors_in
 
 __all__ = ["Node", "Graph", "record", "is_layer", "is_norm", "layers"]
 
@@ -100,6 +100,12 @@ class Node:
     param: str = ""
     weights: tuple[str, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data(self) -> bool:
+        """Whether the node carries data through the network (the input, or what layers make
+        of it or of their own parameters), as opposed to a constant or a raw parameter."""
+        return self.kind not in ("const", "param")
 
     def phi(self, z: torch.Tensor) -> torch.Tensor:
         """The fused chain of an ``act`` node applied to ``z`` (elementwise)."""
@@ -180,8 +186,8 @@ def _stats(t: torch.Tensor) -> dict[str, float]:
         return {"numel": t.numel()}
     if not t.is_floating_point() and t.dtype != torch.bool and not t.is_complex():
         flat = t.detach().reshape(-1).long()
-        if flat.numel() > 1 and int(flat.min()) >= 0:
-            counts = torch.bincount(flat).double()
+        if 1 < flat.numel() <= 1 << 22:
+            counts = torch.unique(flat, return_counts=True)[1].double()
             n = flat.numel()
             return {"numel": n, "collision": float((counts * (counts - 1)).sum() / (n * (n - 1)))}
         return {"numel": t.numel()}
@@ -196,6 +202,20 @@ def _stats(t: torch.Tensor) -> dict[str, float]:
         x = torch.where(x < -1e4, torch.zeros_like(x), x)
     out["mean"], out["m2"] = float(x.mean()), float(x.square().mean())
     return out
+
+
+def _token_corr(t: torch.Tensor) -> dict[str, float]:
+    """``token_corr``: the moment two different tokens (vectors along the last dimension)
+    share, over ``E[x^2]``, of a tensor's current values (nothing on meta)."""
+    if t.is_meta or not t.is_floating_point() or t.dim() < 2:
+        return {}
+    s = t.detach().double().reshape(-1, t.shape[-1])[:4096]
+    n, d = s.shape
+    m2 = float(s.square().mean())
+    if n < 2 or m2 <= 0:
+        return {}
+    cross = float(s.sum(0).square().sum() - s.square().sum()) / (n * (n - 1) * d)
+    return {"token_corr": min(1.0, max(0.0, cross / m2))}
 
 
 def _sample_corr(t: torch.Tensor) -> dict[str, float]:
@@ -251,7 +271,7 @@ class _Recorder(TorchFunctionMode):
             return nid
         name = self.param_names.get(id(t))
         if name is not None:
-            node = self.add("param", name, (), t, param=name, varies=False)
+            node = self.add("param", name, (), t, param=name, varies=False, info={"rows": _rows(t)})
         else:
             node = self.add("const", "constant", (), t, varies=False, info=_stats(t))
         self.bind(t, node.id)
@@ -290,6 +310,8 @@ class _Recorder(TorchFunctionMode):
             node.info["norm"] = True
         if first is not None and not first.is_meta and type(module).__name__ not in _STATLESS:
             node.info["out"] = _stats(first)
+        if first is not None and isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+            node.info.update(_token_corr(first))
         self.bind(output, node.id)
         self.module_out[name] = node.id
 
@@ -318,14 +340,14 @@ class _Recorder(TorchFunctionMode):
         ids = tuple(self.ref(t) for t in operands)
         unique = tuple(dict.fromkeys(ids))
         nodes = [self.nodes[i] for i in unique]
-        signals = [n for n in nodes if n.varies]
+        signals = [n for n in nodes if n.data]
         params = [n for n in nodes if n.kind == "param"]
         info: dict[str, Any] = {}
         weights = tuple(dict.fromkeys(n.param for n in params))
         if not signals:  # a view of a parameter, or a computation on parameters and constants
             if params and kind in ("shape", "elementwise"):
                 node = self.add("param", f"{name}({params[0].param})", unique, outs[0], param=params[0].param,
-                                varies=False)
+                                varies=False, info={"rows": params[0].info.get("rows", 1)})
             elif params:
                 node = self.add("param", name, unique, outs[0], param=params[0].param, varies=False,
                                 info={"derived": True})
@@ -334,7 +356,7 @@ class _Recorder(TorchFunctionMode):
             self.bind(out, node.id)
             return
         roots = {self.roots.get(n.id, n.id) for n in signals}
-        small_consts = all(n.kind != "param" and (n.varies or n.info.get("numel", 2) <= 1) for n in nodes)
+        small_consts = all(n.kind != "param" and (n.data or n.info.get("numel", 2) <= 1) for n in nodes)
         if kind in ("elementwise", "add", "mul") and len(roots) == 1 and small_consts and \
                 tuple(outs[0].shape) == signals[0].shape:
             kind = "elementwise"
@@ -356,9 +378,9 @@ class _Recorder(TorchFunctionMode):
         elif kind == "attention":
             info.update({k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor)})
             mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
-            info["allowed"] = _allowed(mask, args, kwargs)
+            info.update(_allowed(mask, args, kwargs))
         elif kind == "softmax":
-            info["allowed"] = _support(outs[0])
+            info.update(_support(outs[0]))
         elif kind in ("reduce", "other", "shape", "scatter") and not outs[0].is_meta:
             info["ratio"] = _ratio(operands, signals, outs[0], self)
         node = self.add(kind, name, unique, outs[0], weights=weights, info=info)
@@ -369,6 +391,11 @@ class _Recorder(TorchFunctionMode):
         self.bind(out, node.id)
         if len(outs) > 1:
             node.info["outputs"] = len(outs)
+
+
+def _rows(t: torch.Tensor) -> int:
+    """How many distinct vectors a parameter holds along its last dimension (1 for a bias)."""
+    return max(1, t.numel() // t.shape[-1]) if t.dim() else 1
 
 
 def _positional(args: tuple) -> tuple:
@@ -387,7 +414,7 @@ def _numel(t: torch.Tensor) -> int:
 def _template(obj: Any, rec: _Recorder) -> Any:
     if isinstance(obj, torch.Tensor):
         nid = rec.by_id.get(id(obj))
-        if nid is not None and rec.nodes[nid].varies:
+        if nid is not None and rec.nodes[nid].data:
             return _Ref(nid)
         return obj.detach().clone() if not obj.is_meta and obj.numel() <= 1 else obj
     if isinstance(obj, (tuple, list)):
@@ -397,23 +424,44 @@ def _template(obj: Any, rec: _Recorder) -> Any:
     return obj
 
 
-def _support(p: torch.Tensor) -> float | None:
-    """Mean number of non-zero entries of a probability tensor's rows (``None`` on meta)."""
-    if p.is_meta or p.dim() == 0:
-        return None
-    return float((p.detach() != 0).double().sum(-1).mean())
+def _overlap(allowed: torch.Tensor) -> tuple[float, float]:
+    """``(inv_keys, pair)`` of a boolean (..., queries, keys) mask of allowed keys: the mean over
+    queries of 1 / their number of keys (what a uniform average keeps of independent values'
+    variance) and the mean over pairs of different queries of the weight their averages share
+    (``|K_s & K_t| / (|K_s| |K_t|)``: 1/L for full attention, ~2/L for causal)."""
+    a = allowed.double()
+    counts = a.sum(-1, keepdim=True).clamp(min=1)
+    inv = float((1.0 / counts).mean())
+    lq = a.shape[-2]
+    if lq < 2:
+        return inv, inv
+    n = a / counts
+    s = n.sum(-2)
+    pair = ((s * s).sum(-1) - (1.0 / counts).squeeze(-1).sum(-1)) / (lq * (lq - 1))
+    return inv, float(pair.mean())
 
 
-def _allowed(mask: Any, args: tuple, kwargs: dict) -> float | None:
-    """Mean number of keys each query may attend to in ``scaled_dot_product_attention``."""
+def _support(p: torch.Tensor) -> dict[str, float]:
+    """:func:`_overlap` of the non-zero entries of a probability tensor (nothing on meta)."""
+    if p.is_meta or p.dim() < 2:
+        return {}
+    inv, pair = _overlap(p.detach().reshape(-1, *p.shape[-2:])[:64] != 0)
+    return {"inv_keys": inv, "pair_keys": pair}
+
+
+def _allowed(mask: Any, args: tuple, kwargs: dict) -> dict[str, float]:
+    """:func:`_overlap` of the keys each query may attend to in ``scaled_dot_product_attention``."""
     q, k = args[0], args[1]
     lq, lk = q.shape[-2], k.shape[-2]
     if kwargs.get("is_causal", args[5] if len(args) > 5 else False):
-        return sum(min(i + 1 + lk - lq, lk) for i in range(lq)) / lq
-    if isinstance(mask, torch.Tensor) and not mask.is_meta:
-        ok = mask if mask.dtype == torch.bool else mask > -1e4
-        return float(ok.expand(*ok.shape[:-2], lq, lk).double().sum(-1).mean())
-    return float(lk)
+        ok = torch.ones(lq, lk, dtype=torch.bool).tril(lk - lq)
+    elif isinstance(mask, torch.Tensor) and not mask.is_meta:
+        ok = mask.detach() if mask.dtype == torch.bool else mask.detach() > -1e4
+        ok = ok.expand(*ok.shape[:-2], lq, lk).reshape(-1, lq, lk)[:64]
+    else:
+        return {"inv_keys": 1.0 / lk, "pair_keys": 1.0 / lk}
+    inv, pair = _overlap(ok)
+    return {"inv_keys": inv, "pair_keys": pair}
 
 
 def _ratio(operands: list[torch.Tensor], signals: list[Node], out: torch.Tensor, rec: _Recorder) -> float | None:
@@ -436,16 +484,13 @@ def record(model: nn.Module, example_input: Any = None) -> Graph:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
-    inputs, source = resolve_input(model, example_input)
-    if inputs is None:
-        return _order_graph(model, source)
-    tries = [(inputs, source)]
-    if source.startswith("a guessed"):
-        tries = [(x, f"a guessed input of shape {tuple(x.shape)}") for x in guesses_for(model)]
+    tries = candidate_inputs(model, example_input)
+    if not tries:
+        return _order_graph(model, "no example input was given and none could be guessed from the first layer")
     errors: list[str] = []
-    for (inputs, source), training in [(t, mode) for t in tries for mode in (True, False)]:
+    for (inputs, source, guessed), training in [(t, mode) for t in tries for mode in (True, False)]:
         try:
-            rec = _run(model, inputs, training, source.startswith("a guessed"))
+            rec = _run(model, inputs, training, guessed)
         except ValueError as exc:
             if "changed parameter" in str(exc):
                 raise

@@ -5,13 +5,14 @@ Used by :mod:`initwise.graph` (the recorded forward pass) and by diagnose.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Mapping
 from typing import Any, Iterator
 
 import torch
 from torch import nn
 
-__all__ = ["tensors_in", "call_model", "resolve_input", "preserved", "describe"]
+__all__ = ["tensors_in", "call_model", "resolve_input", "candidate_inputs", "guesses_for", "preserved", "describe"]
 
 
 def tensors_in(obj: Any) -> list[torch.Tensor]:
@@ -37,21 +38,56 @@ def call_model(model: nn.Module, inputs: Any) -> Any:
     return model(inputs)
 
 
-def resolve_input(model: nn.Module, example_input: Any = None) -> tuple[Any, str]:
-    """The input to record with and where it came from: the given one, a transformers model's
-    ``dummy_inputs`` (moved to the model's device), or one guessed from the first layer (batch
-    of 2, drawn from a local generator). ``(None, reason)`` when there is none."""
+def candidate_inputs(model: nn.Module, example_input: Any = None) -> list[tuple[Any, str, bool]]:
+    """Inputs to record with, in the order to try them, as ``(input, where it came from,
+    guessed)``: the given one alone; else a transformers model's ``dummy_inputs``, an input made
+    for its ``main_input_name`` from its config (``pixel_values``, ``input_features``,
+    ``input_values``), then inputs guessed from its first layers (batch of 2, drawn from a local
+    generator, on the model's device). Empty when there is none."""
     if example_input is not None:
-        return example_input, "the example input"
+        return [(example_input, "the example input", False)]
     device = _device(model)
-    dummy = getattr(type(model), "dummy_inputs", None) is not None and _safe_dummy(model)
+    out: list[tuple[Any, str, bool]] = []
+    dummy = _safe_dummy(model) if getattr(type(model), "dummy_inputs", None) is not None else None
     if isinstance(dummy, Mapping) and dummy:
-        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in dummy.items()}, \
-            "the model's dummy_inputs"
-    guesses = guesses_for(model)
-    if not guesses:
+        out.append(({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in dummy.items()},
+                    "the model's dummy_inputs", False))
+    main = _main_input(model)
+    if main is not None:
+        key, x = main
+        out.append(({key: x.to(device)}, f"a guessed {key} of shape {tuple(x.shape)}", True))
+    out.extend((x, f"a guessed input of shape {tuple(x.shape)}", True) for x in guesses_for(model))
+    return out
+
+
+def resolve_input(model: nn.Module, example_input: Any = None) -> tuple[Any, str]:
+    """The first of :func:`candidate_inputs` and where it came from; ``(None, reason)`` when
+    there is none."""
+    found = candidate_inputs(model, example_input)
+    if not found:
         return None, "no example input was given and none could be guessed from the first layer"
-    return guesses[0].to(device), f"a guessed input of shape {tuple(guesses[0].shape)}"
+    return found[0][0], found[0][1]
+
+
+def _main_input(model: nn.Module) -> tuple[str, torch.Tensor] | None:
+    """A batch of 2 for a transformers model's ``main_input_name``, sized from its config."""
+    key = getattr(model, "main_input_name", None)
+    config = getattr(model, "config", None)
+    if key is None or config is None or key == "input_ids":
+        return None
+    g = torch.Generator().manual_seed(0)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    if key == "pixel_values":
+        size = getattr(config, "image_size", 224)
+        size = size if isinstance(size, int) else size[0]
+        return key, torch.randn(2, getattr(config, "num_channels", 3), size, size, generator=g).to(dtype)
+    if key == "input_features":
+        frames = 2 * getattr(config, "max_source_positions", 1500)
+        return key, torch.randn(2, getattr(config, "num_mel_bins", 80), frames, generator=g).to(dtype)
+    if key == "input_values":
+        strides = getattr(config, "conv_stride", (320,))
+        return key, torch.randn(2, int(math.prod(strides)) * 16, generator=g).to(dtype)
+    return None
 
 
 def guesses_for(model: nn.Module, limit: int = 4) -> list[torch.Tensor]:

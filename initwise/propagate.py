@@ -31,7 +31,6 @@ from typing import Callable
 
 from torch import nn
 
-from .fans import fans as _fans
 from .graph import Graph, Node, is_norm
 from .moments import act_moments
 
@@ -68,12 +67,14 @@ def _clip(c: float) -> float:
 @dataclass
 class Context:
     """What the rules read: the graph, the moments found so far (by node id) and the moments
-    ``(mean, m2)`` of every parameter's values (planned or measured), by qualified name."""
+    ``(mean, m2)`` of every parameter's values (planned or measured), by qualified name;
+    ``kept``: the names of parameters that keep the values the graph was recorded with."""
 
     graph: Graph
     moments: dict[int, Moments] = field(default_factory=dict)
     weights: dict[str, tuple[float, float]] = field(default_factory=dict)
     alias: dict[str, str] = field(default_factory=dict)
+    kept: set[str] = field(default_factory=set)
 
     def w(self, name: str) -> tuple[float, float]:
         """``(mean, m2)`` of parameter ``name`` (any of its tied names); ``(0, 0)`` if unknown."""
@@ -96,12 +97,12 @@ def rule(*kinds: str) -> Callable[[Rule], Rule]:
 
 
 def propagate(graph: Graph, weights: dict[str, tuple[float, float]] | None = None,
-              decide: Callable[[Node, Context], None] | None = None) -> Context:
+              decide: Callable[[Node, Context], None] | None = None, kept: set[str] | None = None) -> Context:
     """Moments of every node of ``graph`` in execution order. ``decide(node, ctx)``, when
     given, is called before each node's rule and may set ``ctx.weights`` for the parameters
     the node uses (this is how a policy chooses each weight's std from what reaches it)."""
     alias = {a: names[0] for names in graph.params.values() for a in names}
-    ctx = Context(graph, {}, dict(weights or {}), alias)
+    ctx = Context(graph, {}, dict(weights or {}), alias, set(kept or ()))
     for node in graph.nodes:
         if node.kind == "fused":
             continue
@@ -117,7 +118,7 @@ def propagate(graph: Graph, weights: dict[str, tuple[float, float]] | None = Non
 
 
 def _signal_inputs(node: Node, inputs: list[Moments], ctx: Context) -> list[tuple[Node, Moments]]:
-    return [(ctx.graph.nodes[i], m) for i, m in zip(node.inputs, inputs) if ctx.graph.nodes[i].varies]
+    return [(ctx.graph.nodes[i], m) for i, m in zip(node.inputs, inputs) if ctx.graph.nodes[i].data]
 
 
 # ----------------------------------------------------------------------------- sources
@@ -131,8 +132,10 @@ def _source(node: Node, inputs: list[Moments], ctx: Context) -> Moments:
 
 @rule("param")
 def _param(node: Node, inputs: list[Moments], ctx: Context) -> Moments:
+    """A parameter used as a tensor: two tokens share an entry when they read the same row
+    (every token reads a bias; one of ``rows`` positions of a position embedding)."""
     mean, m2 = ctx.w(node.param)
-    return Moments(mean, m2, 1.0)
+    return Moments(mean, m2, 1.0 / node.info.get("rows", 1))
 
 
 def _passthrough(node: Node, inputs: list[Moments], ctx: Context) -> Moments:
@@ -151,10 +154,22 @@ def _measured(node: Node, inputs: list[Moments], ctx: Context) -> Moments:
     m = sig[0][1]
     if node.kind == "scatter" and len(sig) >= 1:
         return _sum([mm for _, mm in sig])
+    if node.kind == "reduce" and node.op in _MEANS:
+        k = max(1.0, _numel(ctx.graph.nodes[sig[0][0].id].shape) / max(1.0, _numel(node.shape)))
+        q = m.m2 * (m.corr + (1.0 - m.corr) / k)
+        return Moments(m.mean, q, _clip(m.corr * m.m2 / q) if q > 0 else 0.0)
     ratio = node.info.get("ratio")
     if ratio is None or not math.isfinite(ratio) or ratio <= 0:
         return m
     return Moments(m.mean * math.sqrt(ratio), m.m2 * ratio, m.corr)
+
+
+_MEANS = frozenset({"mean", "nanmean", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
+                    "adaptive_avg_pool2d", "adaptive_avg_pool3d"})
+
+
+def _numel(shape: tuple[int, ...]) -> float:
+    return float(math.prod(shape)) if shape else 1.0
 
 
 # ----------------------------------------------------------------------------- layers
@@ -197,17 +212,19 @@ def _layer(node: Node, inputs: list[Moments], ctx: Context) -> Moments:
     prefix = f"{node.module}." if node.module else ""
     if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
         mean, m2 = ctx.w(prefix + "weight")
+        if prefix + "weight" in ctx.kept and "token_corr" in node.info:  # a fixed table (sinusoids)
+            return Moments(mean, m2, node.info["token_corr"])
         ids = ctx.graph.nodes[node.inputs[0]] if node.inputs else None
         same = ids.info.get("collision", 0.0) if ids is not None else 0.0
-        return Moments(mean, m2, _clip(same))
+        return Moments(mean, m2, _clip(max(same, mean * mean / m2 if m2 > 0 else 0.0)))
     if module is not None and is_norm(module):
         names = [n for n, _ in module.named_parameters(recurse=False)]
         scale = ctx.w(prefix + names[0]) if names else (1.0, 1.0)
         shift = ctx.w(prefix + names[1]) if len(names) > 1 else (0.0, 0.0)
         return _norm_out(x, norm_kind(module), scale, shift)
     if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
-        fan_in = _fans(module.weight if not _parametrized(module) else _shape(module), module)[0] \
-            if not isinstance(module, nn.modules.conv._ConvNd) or not _parametrized(module) else _conv_fan(module)
+        src = next((ctx.graph.nodes[i] for i in node.inputs if ctx.graph.nodes[i].data), None)
+        fan_in = effective_fan_in(module, src.shape if src is not None else ())
         _, w_m2 = ctx.w(prefix + "weight")
         bias = ctx.w(prefix + "bias") if getattr(module, "bias", None) is not None else (0.0, 0.0)
         return linear_out(x, fan_in, w_m2, bias, node.info.get("centered", False))
@@ -218,7 +235,7 @@ def _layer(node: Node, inputs: list[Moments], ctx: Context) -> Moments:
         v = linear_out(x, module.kdim if module.in_proj_weight is None else e, w_in)
         logit_var = (e / module.num_heads) * v.m2 * v.m2 / (e / module.num_heads)
         seq = node.shape[0] if node.shape and not module.batch_first else (node.shape[1] if len(node.shape) > 1 else 1)
-        avg = attention_average(v, logit_var, float(seq))
+        avg = attention_average(v, logit_var, 1.0 / max(float(seq), 1.0))
         return linear_out(avg, e, w_out, ctx.w(prefix + "out_proj.bias") if module.out_proj.bias is not None else (0, 0))
     if isinstance(module, nn.PReLU):
         mean, m2 = ctx.w(prefix + "weight")
@@ -231,16 +248,30 @@ def _layer(node: Node, inputs: list[Moments], ctx: Context) -> Moments:
     return x
 
 
-def _parametrized(module: nn.Module) -> bool:
-    return hasattr(module, "parametrizations") and "weight" in getattr(module, "parametrizations", {})
+def effective_fan_in(module: nn.Module, in_shape: tuple[int, ...] = ()) -> float:
+    """How many inputs a ``Linear``/``Conv`` output sums on average: ``in_features``; for a
+    convolution ``in/groups`` times the mean number of kernel taps that fall inside the input
+    (zero padding leaves the border outputs fewer), over ``prod(stride)`` for a transposed one."""
+    if isinstance(module, nn.Linear) or not isinstance(module, nn.modules.conv._ConvNd):
+        return float(getattr(module, "in_features", 1))
+    d = len(module.kernel_size)
+    taps = 1.0
+    spatial = tuple(in_shape[-d:]) if len(in_shape) >= d + 1 else ()
+    for i in range(d):
+        k, s = module.kernel_size[i], module.stride[i]
+        if module.transposed or not spatial or isinstance(module.padding, str):
+            taps *= k / (s if module.transposed else 1)
+            continue
+        taps *= _mean_taps(spatial[i], k, s, module.padding[i], module.dilation[i])
+    return module.in_channels / module.groups * taps
 
 
-def _shape(module: nn.Module) -> tuple[int, ...]:
-    return tuple(module.weight.shape)
-
-
-def _conv_fan(module: nn.Module) -> float:
-    return _fans(tuple(module.weight.shape), module)[0]
+def _mean_taps(length: int, k: int, s: int, p: int, dil: int) -> float:
+    out = (length + 2 * p - dil * (k - 1) - 1) // s + 1
+    if out <= 0:
+        return float(k)
+    total = sum(sum(1 for j in range(k) if 0 <= o * s - p + j * dil < length) for o in range(min(out, 4096)))
+    return total / min(out, 4096)
 
 
 # ----------------------------------------------------------------------------- operations
@@ -332,17 +363,21 @@ def _fnorm(node: Node, inputs: list[Moments], ctx: Context) -> Moments:
 
 @rule("softmax")
 def _softmax(node: Node, inputs: list[Moments], ctx: Context) -> Moments:
-    k = node.info.get("allowed") or (node.shape[-1] if node.shape else 1)
+    inv = node.info.get("inv_keys") or (1.0 / node.shape[-1] if node.shape else 1.0)
     logits = inputs[0]
-    return Moments(1.0 / k, min(1.0, math.exp(min(logits.var, 50.0)) / k) / k, 1.0)
+    return Moments(inv, min(1.0, math.exp(min(logits.var, 50.0)) * inv) * inv, 1.0)
 
 
-def attention_average(v: Moments, logit_var: float, keys: float) -> Moments:
-    """Moments of softmax-weighted averages of values ``v`` over ``keys`` allowed keys whose
-    logits have variance ``logit_var`` (log-normal weights: ``sum p^2 ~ e^{s^2} / keys``)."""
-    a = min(1.0, math.exp(min(logit_var, 50.0)) / max(keys, 1.0))
+def attention_average(v: Moments, logit_var: float, inv_keys: float, pair_keys: float | None = None) -> Moments:
+    """Moments of softmax-weighted averages of values ``v`` over the allowed keys with logits of
+    variance ``logit_var``: ``inv_keys`` is the mean over queries of 1 / their number of keys
+    (log-normal weights: ``E[sum p^2] ~ e^{s^2} / keys``), ``pair_keys`` the weight two
+    queries' averages share (their outputs are correlated by it: causal prefixes overlap)."""
+    a = min(1.0, math.exp(min(logit_var, 50.0)) * inv_keys)
+    pair = inv_keys if pair_keys is None else min(pair_keys, a)
     q = v.m2 * (v.corr + (1.0 - v.corr) * a)
-    return Moments(v.mean, q, _clip(v.corr * v.m2 / q) if q > 0 else 0.0)
+    shared = v.m2 * (v.corr + (1.0 - v.corr) * pair)
+    return Moments(v.mean, q, _clip(shared / q) if q > 0 else 0.0)
 
 
 def logit_variance(q: Moments, k: Moments, dim: float, scale: float) -> float:
@@ -357,8 +392,8 @@ def _attention(node: Node, inputs: list[Moments], ctx: Context) -> Moments:
     scale = node.info.get("scale")
     scale = 1.0 / math.sqrt(dim) if scale is None else float(scale)
     extra = inputs[3].var if len(inputs) > 3 and not ctx.graph.nodes[node.inputs[3]].info.get("mask") else 0.0
-    keys = node.info.get("allowed") or float(ctx.graph.nodes[node.inputs[1]].shape[-2])
-    return attention_average(v, logit_variance(q, k, dim, scale) + extra, keys)
+    inv = node.info.get("inv_keys") or 1.0 / float(ctx.graph.nodes[node.inputs[1]].shape[-2])
+    return attention_average(v, logit_variance(q, k, dim, scale) + extra, inv, node.info.get("pair_keys"))
 
 
 @rule("matmul")
@@ -366,8 +401,9 @@ def _matmul(node: Node, inputs: list[Moments], ctx: Context) -> Moments:
     a_node = ctx.graph.nodes[node.inputs[0]]
     if _is_probs(a_node, ctx) and len(inputs) > 1:
         soft = _probs_source(a_node, ctx)
-        keys = soft.info.get("allowed") or float(soft.shape[-1] if soft.shape else 1)
-        return attention_average(inputs[1], ctx.of(soft.inputs[0]).var if soft.inputs else 0.0, keys)
+        inv = soft.info.get("inv_keys") or 1.0 / float(soft.shape[-1] if soft.shape else 1)
+        return attention_average(inputs[1], ctx.of(soft.inputs[0]).var if soft.inputs else 0.0, inv,
+                                 soft.info.get("pair_keys"))
     contracted = float(a_node.shape[-1]) if a_node.shape else 1.0
     a, b = inputs[0], inputs[-1]
     return Moments(0.0, contracted * a.m2 * b.m2, _clip(a.corr * b.corr))

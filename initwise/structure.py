@@ -34,7 +34,7 @@ def is_identity(n: Node) -> bool:
 
 
 def _signals(g: Graph, n: Node) -> list[int]:
-    return [i for i in n.inputs if g.nodes[i].varies]
+    return [i for i in n.inputs if g.nodes[i].data]
 
 
 def affine_slope(n: Node) -> float | None:
@@ -57,7 +57,7 @@ def _passes(g: Graph, n: Node) -> bool:
     if n.kind in PASS_KINDS or is_identity(n) or affine_slope(n) is not None:
         return True
     if n.kind in ("add", "mul") and len(_signals(g, n)) == 1:
-        others = [g.nodes[i] for i in n.inputs if not g.nodes[i].varies]
+        others = [g.nodes[i] for i in n.inputs if not g.nodes[i].data]
         return all(o.kind == "const" for o in others)
     if (n.kind == "layer" and n.info.get("norm")) or n.kind == "norm":
         return len(_signals(g, n)) == 1
@@ -242,7 +242,7 @@ def _common_source(g: Graph, a: int, b: int) -> int | None:
             if i in seen:
                 continue
             seen.add(i)
-            stack.extend(j for j in g.nodes[i].inputs if g.nodes[j].varies)
+            stack.extend(j for j in g.nodes[i].inputs if g.nodes[j].data)
         return seen
     common = ancestors(a) & ancestors(b)
     return max(common) if common else None

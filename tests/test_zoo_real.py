@@ -116,8 +116,18 @@ def test_planned_fraction(name: str) -> None:
 
 @pytest.mark.parametrize("name", ALL)
 def test_predicted_std_matches_measured(name: str) -> None:
+    """The plan predicts the expected second moment over weight draws: the measured std is the
+    root mean square over 5 seeds (one draw of a 16-64-wide layer fluctuates by ~10-30%; a
+    10-class head reading nearly identical tokens by ~45%)."""
     st = initialized(name)
-    preds = zm.predictions(st.rm, st.plan)
+    runs = [zm.predictions(st.rm, st.plan)]
+    for seed in (1, 2, 3, 4):
+        rm = build(name)
+        runs.append(zm.predictions(rm, initwise.init(rm.model, rm.example_input, seed=seed)))
+    preds = [zm.Prediction(p.entry, p.module, p.predicted,
+                           None if any(r[i].measured is None for r in runs)
+                           else (sum(r[i].measured ** 2 for r in runs) / len(runs)) ** 0.5)
+             for i, p in enumerate(runs[0])]
     assert preds, (f"{name}: no plan entry has a predicted_std "
                    f"(PlanEntry.predicted_std {'missing' if not hasattr(st.plan[0], 'predicted_std') else 'all None'})")
     bad = sorted((p for p in preds if not p.error <= zm.TOL_PREDICTION), key=lambda p: -p.error)

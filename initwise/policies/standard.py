@@ -15,7 +15,7 @@ activation ``phi``       ``s`` with ``s E[phi'(z)^2] = 1`` for ``z ~ N(0, s q_x)
                          Poole et al. 2016, Schoenholz et al. 2017). ReLU: ``s = 2``, He exactly;
                          SELU: ``s = 1 / q_x`` (LeCun); saturating ones (tanh, sigmoid) are kept in
                          their linear regime (``E[z^2] <= 1``, Glorot & Bengio 2010)
-model output (logits)    ``s = 0.1 / q_x``: logits of std ~0.3, initial loss ~ ln(classes)
+model output (logits)    ``s = 0.05 / q_x``: logits of std ~0.22, initial loss ~ ln(classes) + 0.025
 attention query / key    logits ``scale^2 d q_q q_k`` of std 0.5 whatever the model's scaling (T5)
 sum of embeddings        each of the ``k`` summed embeddings gets ``1/k`` of the unit variance
 other (layer, norm...)   ``s = 1 / q_x``: the consumer receives unit second moment
@@ -41,15 +41,15 @@ import torch
 from ..graph import Graph, Node
 from ..moments import act_moments
 from ..plan import PlanEntry
-from ..propagate import Context, Moments, propagate
+from ..propagate import Context, Moments, effective_fan_in, propagate
 from ..structure import Residual, branch_end, consumer, residual_adds, streams, sum_group
 from .common import XAVIER_ACTS, dist_scheme
 
 __all__ = ["refine", "RESIDUAL_MODES", "TARGET_LOGITS", "TARGET_ATTENTION_STD"]
 
 RESIDUAL_MODES = ("scaled", "zero", "none")
-#: Second moment of a model's outputs at initialization (std ~0.32: loss ~ ln C + 0.05).
-TARGET_LOGITS = 0.1
+#: Second moment of a model's outputs at initialization (std ~0.22: loss ~ ln C + 0.025).
+TARGET_LOGITS = 0.05
 #: Std of attention logits at initialization.
 TARGET_ATTENTION_STD = 0.5
 _HE_LIKE_CAP = 1e3
@@ -92,7 +92,8 @@ def refine(entries: list[PlanEntry], owned: list[PlanEntry], graph: Graph, *, re
         stats = _entry_stats(e, (tensors or {}).get(e.name))
         for n in (e.name, *e.shared_with, *e.writes):
             weights[n] = stats
-    ctx = propagate(graph, weights, lambda node, c: _decide(node, c, st))
+    kept = {n for e in entries if e.scheme == "keep" for n in (e.name, *e.shared_with, *e.writes)}
+    ctx = propagate(graph, weights, lambda node, c: _decide(node, c, st), kept)
     _predict(entries, graph, ctx)
     return _notes(st, graph)
 
@@ -165,7 +166,8 @@ def _weight_node(node: Node, ctx: Context, st: _State) -> None:
         wname, fans = (node.weights[0] if node.weights else ""), None
     elif module is not None and type(module).__name__ in _DENSE:
         wname = _weight_of(node, st)
-        fans = (_dense_fan_in(module), None)
+        src = next((g.nodes[i] for i in node.inputs if g.nodes[i].data), None)
+        fans = (effective_fan_in(module, src.shape if src is not None else ()), None)
     else:
         for w in node.weights:  # norms, recurrent layers, attention: the table's choice stands
             e = st.entries.get(w)
@@ -188,14 +190,19 @@ def _weight_node(node: Node, ctx: Context, st: _State) -> None:
         return
     x = _input(node, ctx)
     if fans is None:  # embedding lookup: fan-in 1
-        share = _share(g, node)
-        _embedding(e, share, st)
+        if any(u.kind == "other" and u.node is not None and u.node.kind == "attention" for u in consumer(g, node.id)):
+            _embedding(e, None, st, TARGET_ATTENTION_STD / 2)  # a learned attention bias (T5's relative positions)
+        else:
+            _embedding(e, _share(g, node), st)
     else:
         uses = consumer(g, node.id, st.res)
         s, family, why = _target(uses, x, g, node, e.family)
         fan_in = float(fans[0] or 1.0)
         fan_out = float(fans[1]) if fans[1] is not None else e.fan_out
-        _random(e, family, math.sqrt(s / fan_in), fan_in, fan_out, why, st)
+        nominal = float(e.fan_in) if fans[1] is None and e.fan_in else fan_in
+        if abs(nominal - fan_in) > 1e-6 * nominal:
+            why += f" [{fan_in:.4g} of the {nominal:g} inputs of an output lie inside the zero padding, on average]"
+        _random(e, family, math.sqrt(s / fan_in), nominal, fan_out, why, st)
     st.decided.add(id(e))
     _set_stats(ctx, e)
 
@@ -212,18 +219,8 @@ def _weight_of(node: Node, st: _State) -> str:
     return next((w for w in node.weights if len(st.entries[w].shape) >= 2), "") if node.weights else ""
 
 
-def _dense_fan_in(module: Any) -> float:
-    if hasattr(module, "in_features"):
-        return float(module.in_features)
-    k = math.prod(module.kernel_size)
-    fan = module.in_channels / module.groups * k
-    if getattr(module, "transposed", False):
-        fan = module.in_channels / module.groups * k / math.prod(module.stride)
-    return float(fan)
-
-
 def _input(node: Node, ctx: Context) -> Moments:
-    sig = [ctx.of(i) for i in node.inputs if ctx.graph.nodes[i].varies]
+    sig = [ctx.of(i) for i in node.inputs if ctx.graph.nodes[i].data]
     return sig[0] if sig else Moments()
 
 
@@ -247,12 +244,17 @@ def _top_sum(g: Graph, add_id: int) -> int:
         cur = nxt[0]
 
 
-def _embedding(e: PlanEntry, share: tuple[int, int] | None, st: _State) -> None:
+def _embedding(e: PlanEntry, share: tuple[int, int] | None, st: _State, std: float | None = None) -> None:
     k = share[0] if share else 1
-    std = math.sqrt(1.0 / k)
+    bias = std is not None
+    std = math.sqrt(1.0 / k) if std is None else std
     e.scheme, e.distribution, e.fan_in, e.gain, e.std = "normal", "normal", 1, 1.0, std
     e.params = {**{k2: v for k2, v in e.params.items() if k2 == "padding_idx"}, "std": std}
     tied = e.reason.split(": ", 1)[0] + ": " if e.reason.startswith("shared by") else ""
+    if bias:
+        e.reason = tied + (f"embedding added to attention logits (a learned position bias): N(0, {std:g}^2), half "
+                           f"the logits' std target {TARGET_ATTENTION_STD}")
+        return
     e.reason = tied + ("embedding: each output reads one row (fan_in 1): N(0, 1)" if k == 1 else
                 f"embedding, one of {k} summed embeddings (token/position/type): N(0, 1/{k}), so each keeps an "
                 f"equal share of the sum's unit variance") + (
@@ -489,7 +491,7 @@ def _tied_head(node: Node, ctx: Context, st: _State) -> None:
             return
         if n.kind in ("shape", "act", "mul") and n.inputs:
             path.append(cur)
-            sig = [i for i in n.inputs if g.nodes[i].varies]
+            sig = [i for i in n.inputs if g.nodes[i].data]
             cur = sig[0] if sig else None
             continue
         break
