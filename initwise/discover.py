@@ -134,7 +134,15 @@ def residual_layers(g: Graph) -> dict[str, str]:
     """Layers whose output ends a residual branch -> ``"add()"``."""
     out: dict[str, str] = {}
     for r in residual_adds(g).values():
-        end, _ = branch_end(g, r.branch)
+        end, path = branch_end(g, r.branch)
+        if end is None and path:  # the branch ends in an activation: the layer before it
+            last = g.nodes[path[-1]] if path else g.nodes[r.branch]
+            act = last if last.kind == "act" else g.nodes[r.branch]
+            end = g.nodes[act.inputs[0]] if act.kind == "act" and act.inputs else None
+        elif end is None and g.nodes[r.branch].kind == "act":
+            end = g.nodes[g.nodes[r.branch].inputs[0]]
+        while end is not None and end.kind == "layer" and end.info.get("norm") and end.inputs:
+            end = g.nodes[end.inputs[0]]  # a norm ends the branch: the layer it normalizes
         if end is not None and end.kind in ("layer", "linear"):
             out.setdefault(end.module, f"{g.nodes[r.add].op}()")
     return out

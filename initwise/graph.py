@@ -491,13 +491,11 @@ def record(model: nn.Module, example_input: Any = None) -> Graph:
     for (inputs, source, guessed), training in [(t, mode) for t in tries for mode in (True, False)]:
         try:
             rec = _run(model, inputs, training, guessed)
-        except ValueError as exc:
-            if "changed parameter" in str(exc):
+        except Exception as exc:  # noqa: BLE001 - try eval mode, the next input, then report
+            if isinstance(exc, ValueError) and "changed parameter" in str(exc):
                 raise
-            errors.append(f"{type(exc).__name__}: {exc}")
-            continue
-        except Exception as exc:  # noqa: BLE001 - try eval mode, then report
-            message = " ".join(f"{type(exc).__name__}: {exc}".split())
+            message = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+            message = message if example_input is not None or len(tries) == 1 else f"with {source}: {message}"
             if message not in errors:
                 errors.append(message)
             continue
@@ -511,7 +509,8 @@ def record(model: nn.Module, example_input: Any = None) -> Graph:
         raise ValueError(f"the forward pass of {type(model).__name__} failed with the given example_input "
                          f"({describe(example_input)}): {error}; pass an example_input the model accepts "
                          "(CLI: --input-shape, batch first)")
-    return _order_graph(model, f"the forward pass with {source} failed ({error})")
+    what = tries[0][1] if len(tries) == 1 else ", ".join(t[1] for t in tries)
+    return _order_graph(model, f"the forward pass with {what} failed ({error})")
 
 
 def _run(model: nn.Module, inputs: Any, training: bool, guessed: bool = False) -> _Recorder:

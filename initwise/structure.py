@@ -210,7 +210,7 @@ def residual_adds(g: Graph) -> dict[int, Residual]:
             if common is None:
                 continue
             la, lb = _weighted_len(g, a, common), _weighted_len(g, b, common)
-            if max(la, lb) == 0:  # two pieces of one signal (rotary embeddings): not a branch
+            if la == lb:  # parallel branches of equal depth (or two pieces of one signal): a plain sum
                 continue
             skip, branch, fork = (a, b, True) if la <= lb else (b, a, True)
         post = _feeds_norm(g, n.id)
@@ -279,15 +279,26 @@ def _previous_add(g: Graph, nid: int, residual: dict[int, Residual]) -> int | No
     return None
 
 
+#: Activations that commute with a positive scale (``phi(k x) = k phi(x)``): a branch that ends
+#: in one is scaled through it.
+HOMOGENEOUS = frozenset({"relu", "leaky_relu", "identity"})
+
+
 def branch_end(g: Graph, branch: int) -> tuple[Node | None, list[int]]:
     """The last node that scales a branch, walking back from its output ``branch`` through
-    pass-through nodes, sums of rows (``index_add``) and products with routing weights or
+    pass-through nodes, positively homogeneous activations (relu, leaky relu: the path then
+    holds an ``act`` node), sums of rows (``index_add``) and products with routing weights or
     constants; and the nodes passed (whose scale follows the end's). ``(None, path)`` when the
-    branch ends in something else (an activation, a product of two signals)."""
+    branch ends in something else (another activation, a product of two signals)."""
     path: list[int] = []
     cur = branch
     for _ in range(10_000):
         n = g.nodes[cur]
+        act = n.info.get("activation") if n.kind == "act" else None
+        if act is not None and act.name in HOMOGENEOUS and n.inputs:
+            path.append(cur)
+            cur = n.inputs[0]
+            continue
         if n.weights and n.kind in ("layer", "linear", "mul", "add", "norm"):
             return n, path
         if n.kind == "param":

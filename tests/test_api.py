@@ -24,12 +24,15 @@ except ImportError:
 
 def test_signatures_follow_the_contract():
     sig = inspect.signature(init)
-    assert list(sig.parameters) == ["model", "example_input", "rules", "policy", "distribution", "seed"]
+    assert list(sig.parameters) == ["model", "example_input", "rules", "policy", "distribution", "residual",
+                                    "include_frozen", "seed"]
+    assert sig.parameters["residual"].default == "scaled" and sig.parameters["include_frozen"].default is False
     assert sig.parameters["policy"].default == "standard"
     assert sig.parameters["distribution"].default == "normal"
     assert sig.parameters["seed"].default is None
     assert sig.parameters["rules"].kind is inspect.Parameter.KEYWORD_ONLY
-    assert list(inspect.signature(plan).parameters) == ["model", "example_input", "rules", "policy", "distribution"]
+    assert list(inspect.signature(plan).parameters) == ["model", "example_input", "rules", "policy", "distribution",
+                                                        "residual", "include_frozen"]
 
 
 def test_init_returns_the_plan_it_applied():

@@ -32,6 +32,7 @@ whose weight the embedding already decided reaches the logits target through the
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +69,8 @@ class _State:
     notes: list[str] = field(default_factory=list)
     scaled: list[str] = field(default_factory=list)
     unscaled: list[str] = field(default_factory=list)
+    fixed: dict[int, float] = field(default_factory=dict)   # entry id -> std decided by a tied output layer
+    retry: dict[int, float] = field(default_factory=dict)
 
 
 def refine(entries: list[PlanEntry], owned: list[PlanEntry], graph: Graph, *, residual: str = "scaled",
@@ -82,18 +85,25 @@ def refine(entries: list[PlanEntry], owned: list[PlanEntry], graph: Graph, *, re
     for e in entries:
         for n in (e.name, *e.shared_with, *e.writes):
             by_name[n] = e
-    st = _State(graph, by_name, {id(e) for e in owned}, distribution=distribution, residual=residual)
-    st.res = residual_adds(graph)
-    for s in streams(graph, st.res):
-        for a in s.adds:
-            st.stream_of[a] = s
-    weights = {}
-    for e in entries:
-        stats = _entry_stats(e, (tensors or {}).get(e.name))
-        for n in (e.name, *e.shared_with, *e.writes):
-            weights[n] = stats
-    kept = {n for e in entries if e.scheme == "keep" for n in (e.name, *e.shared_with, *e.writes)}
-    ctx = propagate(graph, weights, lambda node, c: _decide(node, c, st), kept)
+    saved = {id(e): copy.deepcopy(e.__dict__) for e in owned}
+    res = residual_adds(graph)
+    stream_of = {a: s for s in streams(graph, res) for a in s.adds}
+    fixed: dict[int, float] = {}
+    for _ in range(2):  # a second pass when a tied output layer needs its weight smaller
+        st = _State(graph, by_name, {id(e) for e in owned}, distribution=distribution, residual=residual,
+                    res=res, stream_of=stream_of, fixed=fixed)
+        weights = {}
+        for e in entries:
+            stats = _entry_stats(e, (tensors or {}).get(e.name))
+            for n in (e.name, *e.shared_with, *e.writes):
+                weights[n] = stats
+        kept = {n for e in entries if e.scheme == "keep" for n in (e.name, *e.shared_with, *e.writes)}
+        ctx = propagate(graph, weights, lambda node, c: _decide(node, c, st), kept)
+        if not st.retry:
+            break
+        for e in owned:
+            e.__dict__.update(copy.deepcopy(saved[id(e)]))
+        fixed = dict(st.retry)
     _predict(entries, graph, ctx)
     return _notes(st, graph)
 
@@ -189,7 +199,9 @@ def _weight_node(node: Node, ctx: Context, st: _State) -> None:
         _tied_head(node, ctx, st)
         return
     x = _input(node, ctx)
-    if fans is None:  # embedding lookup: fan-in 1
+    if id(e) in st.fixed:  # a tied output layer needs this scale (second pass)
+        _embedding(e, None, st, st.fixed[id(e)], tied_head=True)
+    elif fans is None:  # embedding lookup: fan-in 1
         if any(u.kind == "other" and u.node is not None and u.node.kind == "attention" for u in consumer(g, node.id)):
             _embedding(e, None, st, TARGET_ATTENTION_STD / 2)  # a learned attention bias (T5's relative positions)
         else:
@@ -244,13 +256,19 @@ def _top_sum(g: Graph, add_id: int) -> int:
         cur = nxt[0]
 
 
-def _embedding(e: PlanEntry, share: tuple[int, int] | None, st: _State, std: float | None = None) -> None:
+def _embedding(e: PlanEntry, share: tuple[int, int] | None, st: _State, std: float | None = None,
+               tied_head: bool = False) -> None:
     k = share[0] if share else 1
-    bias = std is not None
+    bias = std is not None and not tied_head
     std = math.sqrt(1.0 / k) if std is None else std
     e.scheme, e.distribution, e.fan_in, e.gain, e.std = "normal", "normal", 1, 1.0, std
     e.params = {**{k2: v for k2, v in e.params.items() if k2 == "padding_idx"}, "std": std}
     tied = e.reason.split(": ", 1)[0] + ": " if e.reason.startswith("shared by") else ""
+    if tied_head:
+        e.reason = tied + (f"N(0, {std:.3g}^2): the tied output layer has no norm scale before it, so this weight "
+                           f"sets the initial logits (E[y^2] = {TARGET_LOGITS}); the layers after the embedding "
+                           "adapt to its smaller scale")
+        return
     if bias:
         e.reason = tied + (f"embedding added to attention logits (a learned position bias): N(0, {std:g}^2), half "
                            f"the logits' std target {TARGET_ATTENTION_STD}")
@@ -298,8 +316,14 @@ def _target(uses: list, x: Moments, g: Graph, node: Node, table_family: str) -> 
     options = [_one_target(u, q, g, table_family) for u in uses]
     s, family, why = min(options, key=lambda o: o[0])
     if len(options) > 1:
-        why = f"output has {len(options)} uses; the most conservative: {why}"
+        names = ", ".join(dict.fromkeys(_use_label(u) for u in uses))
+        why = f"output has {len(options)} uses ({names}); the most conservative: {why}"
     return s, family, why + f" [input E[x^2] = {q:.3g}]"
+
+
+def _use_label(u: Any) -> str:
+    act = u.node.info.get("activation") if u.node is not None and u.kind == "act" else None
+    return act.label() if act is not None else u.kind
 
 
 def _one_target(u: Any, q: float, g: Graph, table_family: str = "xavier") -> tuple[float, str, str]:
@@ -401,15 +425,24 @@ def _branch(add: Node, ctx: Context, st: _State) -> None:
     if e is None or id(e) not in st.owned:
         st.unscaled.append(where if end is None else f"{end.module or end.op} (not planned by the standard policy)")
         return
-    b = ctx.of(r.branch).m2
+    bm, skip = ctx.of(r.branch), ctx.of(r.skip)
+    b = bm.m2
     n = len(stream.adds) if stream is not None else 1
-    v = ctx.of(stream.start).m2 if stream is not None else ctx.of(r.skip).m2
-    if st.residual == "zero":
+    v = ctx.of(stream.start).m2 if stream is not None else skip.m2
+    through_act = any(g.nodes[i].kind == "act" and not _affine_or_identity(g.nodes[i]) for i in path)
+    if st.residual == "zero" and through_act:
+        st.notes.append(f"{e.name!r} ends a residual branch through an activation: zeroing it would stop its "
+                        "gradient (relu'(0) = 0), so it is scaled instead")
+    if st.residual == "zero" and not through_act:
         target, factor = 0.0, 0.0
     else:
+        # the sum's second moment grows by k^2 b + 2 k m_skip m_branch (means add coherently):
+        # choose the scale k of the branch so that it grows by v / n
         target = v / n
-        factor = target / b if b > 0 else 1.0
-    _rescale(e, factor, end, st, target, v, n)
+        cross = skip.mean * bm.mean
+        k = (-cross + math.sqrt(cross * cross + b * target)) / b if b > 0 else 1.0
+        factor = k * k
+    _rescale(e, factor, end, st, target, v, n, zero=st.residual == "zero" and not through_act)
     st.decided.add(id(e))
     _set_stats(ctx, e)
     for i in [end.id, *path]:
@@ -436,8 +469,14 @@ def _end_entry(end: Node, st: _State) -> PlanEntry | None:
     return st.entries.get(params[0]) if params else None
 
 
-def _rescale(e: PlanEntry, factor: float, end: Node, st: _State, target: float, v: float, n: int) -> None:
-    if st.residual == "zero":
+def _affine_or_identity(n: Node) -> bool:
+    act = n.info.get("activation")
+    return act is not None and act.name == "identity"
+
+
+def _rescale(e: PlanEntry, factor: float, end: Node, st: _State, target: float, v: float, n: int,
+             zero: bool = False) -> None:
+    if zero:
         e.scheme, e.distribution, e.std, e.gain, e.params = "zeros", "-", 0.0, None, {}
         e.reason = (f"ends a residual branch: starts at 0, so the block starts as the identity (SkipInit, De & Smith "
                     f"2020; zero_init_residual, Goyal et al. 2017); was: {e.reason}")
@@ -495,8 +534,11 @@ def _tied_head(node: Node, ctx: Context, st: _State) -> None:
             cur = sig[0] if sig else None
             continue
         break
-    st.notes.append(f"tied output layer {wname!r}: initial logits E[y^2] = {logits:.3g} (no norm scale before it "
-                    "to correct)")
+    if id(e) in st.owned and id(e) not in st.fixed and e.std:
+        st.retry[id(e)] = e.std * math.sqrt(TARGET_LOGITS / logits)
+    else:
+        st.notes.append(f"tied output layer {wname!r}: initial logits E[y^2] = {logits:.3g} (no scale before it "
+                        "to correct)")
 
 
 # ----------------------------------------------------------------------------- results
