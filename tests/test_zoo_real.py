@@ -25,6 +25,7 @@ import pytest
 import torch
 
 import initwise
+import initwise.inputs
 
 try:
     from tests import zoo_measure as zm
@@ -285,3 +286,47 @@ def test_harness_coverage_counts_tied_and_parametrized_tensors_once() -> None:
                 break
         else:
             raise AssertionError(f"{name}: the zoo expected a tied or parametrized tensor")
+
+
+class _Logits(torch.overrides.TorchFunctionMode):
+    """Std of the attention logits ``scale * q k^T (+ additive bias)`` of every SDPA call."""
+
+    def __init__(self):
+        super().__init__()
+        self.stds: list[float] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") == "scaled_dot_product_attention":
+            q, k = args[0], args[1]
+            if k.shape[1] != q.shape[1]:  # grouped-query attention
+                k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+            scale = kwargs.get("scale") or q.shape[-1] ** -0.5
+            logits = scale * q @ k.transpose(-1, -2)
+            mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
+            if isinstance(mask, torch.Tensor) and mask.is_floating_point():
+                logits = logits + torch.where(mask > -1e4, mask, torch.zeros_like(mask))
+            self.stds.append(logits.float().std().item())
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["t5", "llama", "bert", "whisper", "vit", "gpt2"])
+def test_attention_logits_have_std_at_most_one(name: str) -> None:
+    """Issue 8 point 7: whatever the model's own scaling (T5 has none: scale=1.0)."""
+    st = initialized(name)
+    mode = _Logits()
+    with torch.no_grad(), mode:
+        initwise.inputs.call_model(st.rm.model, st.rm.example_input)
+    assert mode.stds, f"{name}: no scaled_dot_product_attention call seen"
+    assert max(mode.stds) <= 1.0, f"{name}: attention logits std up to {max(mode.stds):.3g}"
+
+
+def test_frozen_tensors_are_initialized_only_when_asked() -> None:
+    rm = build("whisper")
+    frozen = [n for n, p in rm.model.named_parameters() if not p.requires_grad]
+    assert frozen
+    p = initwise.plan(rm.model, rm.example_input, include_frozen=True)
+    assert all(p[n].scheme != "keep" for n in frozen)
+    q = initwise.plan(rm.model, rm.example_input)
+    assert all(q[n].scheme == "keep" and q[n].reason.startswith("frozen") for n in frozen)
+    assert "frozen tensor(s) kept" in q.note
