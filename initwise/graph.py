@@ -28,8 +28,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from . import ops
-from .activations import Activation, identify, of_call, of_module
+from . import ops, recstats
+from .activations import Activation, of_module
+from .fusion import fuse as _fuse
 from .inputs import call_model, candidate_inputs, describe, preserved, tensors_in
 
 __all__ = ["Node", "Graph", "record", "is_layer", "is_norm", "layers"]
@@ -178,58 +179,6 @@ def _flat(obj: Any) -> Iterator[Any]:
         yield obj
 
 
-def _stats(t: torch.Tensor) -> dict[str, float]:
-    """Mean, second moment and size of a tensor's values; for integer ids, the chance that two
-    elements are equal (``collision``); for a float mask, ``mask`` (it holds large negative
-    entries). Only ``numel`` on the meta device."""
-    if t.is_meta or t.numel() == 0:
-        return {"numel": t.numel()}
-    if not t.is_floating_point() and t.dtype != torch.bool and not t.is_complex():
-        flat = t.detach().reshape(-1).long()
-        if 1 < flat.numel() <= 1 << 22:
-            counts = torch.unique(flat, return_counts=True)[1].double()
-            n = flat.numel()
-            return {"numel": n, "collision": float((counts * (counts - 1)).sum() / (n * (n - 1)))}
-        return {"numel": t.numel()}
-    x = t.detach().double() if t.is_floating_point() or t.dtype == torch.bool else None
-    if x is None:
-        return {"numel": t.numel()}
-    finite = torch.isfinite(x)
-    out = {"numel": t.numel(), "finite": float(finite.double().mean())}
-    x = torch.where(finite, x, torch.zeros_like(x))
-    if t.is_floating_point() and float(t.detach().min()) < -1e4:
-        out["mask"] = True
-        x = torch.where(x < -1e4, torch.zeros_like(x), x)
-    out["mean"], out["m2"] = float(x.mean()), float(x.square().mean())
-    return out
-
-
-def _token_corr(t: torch.Tensor) -> dict[str, float]:
-    """``token_corr``: the moment two different tokens (vectors along the last dimension)
-    share, over ``E[x^2]``, of a tensor's current values (nothing on meta)."""
-    if t.is_meta or not t.is_floating_point() or t.dim() < 2:
-        return {}
-    s = t.detach().double().reshape(-1, t.shape[-1])[:4096]
-    n, d = s.shape
-    m2 = float(s.square().mean())
-    if n < 2 or m2 <= 0:
-        return {}
-    cross = float(s.sum(0).square().sum() - s.square().sum()) / (n * (n - 1) * d)
-    return {"token_corr": min(1.0, max(0.0, cross / m2))}
-
-
-def _sample_corr(t: torch.Tensor) -> dict[str, float]:
-    """``corr``: the moment two different samples (rows of dim 0) share per element, over
-    ``E[x^2]`` (the mean and what is common to every sample count in it)."""
-    if t.is_meta or not t.is_floating_point() or t.dim() < 2 or t.shape[0] < 2:
-        return {}
-    s = t.detach().double().reshape(t.shape[0], -1)
-    b, d = s.shape
-    m2 = float(s.square().mean())
-    cross = float((s.sum(0).square() - s.square().sum(0)).sum()) / (b * (b - 1) * d)
-    return {"corr": min(1.0, max(0.0, cross / m2))} if m2 > 0 else {}
-
-
 class _Recorder(TorchFunctionMode):
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -271,9 +220,9 @@ class _Recorder(TorchFunctionMode):
             return nid
         name = self.param_names.get(id(t))
         if name is not None:
-            node = self.add("param", name, (), t, param=name, varies=False, info={"rows": _rows(t)})
+            node = self.add("param", name, (), t, param=name, varies=False, info={"rows": recstats.rows(t)})
         else:
-            node = self.add("const", "constant", (), t, varies=False, info=_stats(t))
+            node = self.add("const", "constant", (), t, varies=False, info=recstats.stats(t))
         self.bind(t, node.id)
         return node.id
 
@@ -309,9 +258,9 @@ class _Recorder(TorchFunctionMode):
         if is_norm(module):
             node.info["norm"] = True
         if first is not None and not first.is_meta and type(module).__name__ not in _STATLESS:
-            node.info["out"] = _stats(first)
+            node.info["out"] = recstats.stats(first)
         if first is not None and isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
-            node.info.update(_token_corr(first))
+            node.info.update(recstats.token_corr(first))
         self.bind(output, node.id)
         self.module_out[name] = node.id
 
@@ -328,7 +277,7 @@ class _Recorder(TorchFunctionMode):
         known = [t for t in operands if id(t) in self.by_id or id(t) in self.param_names]
         if kind == "factory" or not known:
             if kind == "factory":
-                node = self.add("const", ops.bare(func), (), outs[0], varies=False, info=_stats(outs[0]))
+                node = self.add("const", ops.bare(func), (), outs[0], varies=False, info=recstats.stats(outs[0]))
                 self.bind(out, node.id)
             return out
         self._record(func, kind, args, kwargs, operands, out, outs)
@@ -352,7 +301,7 @@ class _Recorder(TorchFunctionMode):
                 node = self.add("param", name, unique, outs[0], param=params[0].param, varies=False,
                                 info={"derived": True})
             else:
-                node = self.add("const", name, unique, outs[0], varies=False, info=_stats(outs[0]))
+                node = self.add("const", name, unique, outs[0], varies=False, info=recstats.stats(outs[0]))
             self.bind(out, node.id)
             return
         roots = {self.roots.get(n.id, n.id) for n in signals}
@@ -378,9 +327,9 @@ class _Recorder(TorchFunctionMode):
         elif kind == "attention":
             info.update({k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor)})
             mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
-            info.update(_allowed(mask, args, kwargs))
+            info.update(recstats.allowed(mask, args, kwargs))
         elif kind == "softmax":
-            info.update(_support(outs[0]))
+            info.update(recstats.support(outs[0]))
         elif kind in ("reduce", "other", "shape", "scatter") and not outs[0].is_meta:
             info["ratio"] = _ratio(operands, signals, outs[0], self)
         node = self.add(kind, name, unique, outs[0], weights=weights, info=info)
@@ -391,11 +340,6 @@ class _Recorder(TorchFunctionMode):
         self.bind(out, node.id)
         if len(outs) > 1:
             node.info["outputs"] = len(outs)
-
-
-def _rows(t: torch.Tensor) -> int:
-    """How many distinct vectors a parameter holds along its last dimension (1 for a bias)."""
-    return max(1, t.numel() // t.shape[-1]) if t.dim() else 1
 
 
 def _positional(args: tuple) -> tuple:
@@ -422,46 +366,6 @@ def _template(obj: Any, rec: _Recorder) -> Any:
     if isinstance(obj, dict):
         return {k: _template(v, rec) for k, v in obj.items()}
     return obj
-
-
-def _overlap(allowed: torch.Tensor) -> tuple[float, float]:
-    """``(inv_keys, pair)`` of a boolean (..., queries, keys) mask of allowed keys: the mean over
-    queries of 1 / their number of keys (what a uniform average keeps of independent values'
-    variance) and the mean over pairs of different queries of the weight their averages share
-    (``|K_s & K_t| / (|K_s| |K_t|)``: 1/L for full attention, ~2/L for causal)."""
-    a = allowed.double()
-    counts = a.sum(-1, keepdim=True).clamp(min=1)
-    inv = float((1.0 / counts).mean())
-    lq = a.shape[-2]
-    if lq < 2:
-        return inv, inv
-    n = a / counts
-    s = n.sum(-2)
-    pair = ((s * s).sum(-1) - (1.0 / counts).squeeze(-1).sum(-1)) / (lq * (lq - 1))
-    return inv, float(pair.mean())
-
-
-def _support(p: torch.Tensor) -> dict[str, float]:
-    """:func:`_overlap` of the non-zero entries of a probability tensor (nothing on meta)."""
-    if p.is_meta or p.dim() < 2:
-        return {}
-    inv, pair = _overlap(p.detach().reshape(-1, *p.shape[-2:])[:64] != 0)
-    return {"inv_keys": inv, "pair_keys": pair}
-
-
-def _allowed(mask: Any, args: tuple, kwargs: dict) -> dict[str, float]:
-    """:func:`_overlap` of the keys each query may attend to in ``scaled_dot_product_attention``."""
-    q, k = args[0], args[1]
-    lq, lk = q.shape[-2], k.shape[-2]
-    if kwargs.get("is_causal", args[5] if len(args) > 5 else False):
-        ok = torch.ones(lq, lk, dtype=torch.bool).tril(lk - lq)
-    elif isinstance(mask, torch.Tensor) and not mask.is_meta:
-        ok = mask.detach() if mask.dtype == torch.bool else mask.detach() > -1e4
-        ok = ok.expand(*ok.shape[:-2], lq, lk).reshape(-1, lq, lk)[:64]
-    else:
-        return {"inv_keys": 1.0 / lk, "pair_keys": 1.0 / lk}
-    inv, pair = _overlap(ok)
-    return {"inv_keys": inv, "pair_keys": pair}
 
 
 def _ratio(operands: list[torch.Tensor], signals: list[Node], out: torch.Tensor, rec: _Recorder) -> float | None:
@@ -521,8 +425,8 @@ def _run(model: nn.Module, inputs: Any, training: bool, guessed: bool = False) -
             handles.append(module.register_forward_pre_hook(rec.pre_hook, with_kwargs=True))
             handles.append(module.register_forward_hook(rec.post_hook, with_kwargs=True))
         for t in tensors_in(inputs):
-            node = rec.add("input", "input", (), t, varies=True, info=_stats(t))
-            node.info.update(_sample_corr(t))
+            node = rec.add("input", "input", (), t, varies=True, info=recstats.stats(t))
+            node.info.update(recstats.sample_corr(t))
             if guessed and t.is_floating_point():  # drawn from N(0, 1): its exact moments
                 node.info.update(mean=0.0, m2=1.0, corr=0.0)
             rec.bind(t, node.id)
@@ -542,52 +446,6 @@ def _aliases(model: nn.Module) -> dict[str, tuple[str, ...]]:
     for name, p in model.named_parameters(remove_duplicate=False):
         names.setdefault(id(p), []).append(name)
     return {n[0]: tuple(n) for n in names.values()}
-
-
-def _fuse(nodes: list[Node], outputs: tuple[int, ...]) -> list[Node]:
-    """Replace each chain of pointwise nodes on one root by one ``act`` node (its last node's
-    id), keeping the ids of all other nodes; inner nodes of a chain become ``"fused"``."""
-    consumers: list[list[int]] = [[] for _ in nodes]
-    for n in nodes:
-        for i in dict.fromkeys(n.inputs):
-            consumers[i].append(n.id)
-    root = {n.id: n.info["root"] for n in nodes if n.kind == "elementwise"}
-    out_set = set(outputs)
-    exits = [n for n in nodes if n.kind == "elementwise" and (
-        n.id in out_set or not consumers[n.id] or any(root.get(c) != root[n.id] for c in consumers[n.id]))]
-    keep = {n.id for n in exits}
-    chains = {}
-    for e in exits:
-        chain, stack = set(), [e.id]
-        while stack:
-            i = stack.pop()
-            if i in chain or root.get(i) != root[e.id]:
-                continue
-            chain.add(i)
-            stack.extend(nodes[i].inputs)
-        chains[e.id] = [(i, *nodes[i].info["template"]) for i in sorted(chain)]
-    for e in exits:
-        steps = chains[e.id]
-        act = Node(e.id, "act", "+".join(ops.bare(s[1]) for s in steps), (root[e.id],), e.shape, e.varies,
-                   module=e.module, info={"chain": steps})
-        act.info["activation"] = _name(act, steps)
-        nodes[e.id] = act
-    for n in nodes:
-        if n.kind == "elementwise" and n.id not in keep:
-            n.kind, n.inputs = "fused", ()
-    return nodes
-
-
-def _name(act: Node, steps: list) -> Activation:
-    """The activation an ``act`` node computes (see :mod:`initwise.activations`)."""
-    if len(steps) == 1:
-        _, func, args, kwargs = steps[0]
-        known = of_call(func, args, kwargs)
-        if known is not None:
-            return Activation(known.name, known.params, via=known.via, fn=act.phi)
-    name, params = identify(act.phi)
-    via = act.op if len(steps) <= 3 else f"{len(steps)} pointwise ops"
-    return Activation(name, tuple(sorted(params.items())), via=via, fn=act.phi)
 
 
 def _order_graph(model: nn.Module, why: str) -> Graph:
