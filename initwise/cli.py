@@ -536,8 +536,9 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         comparison.plot(args.plot, title=f"initwise diagnose: {title}")
         print(f"wrote {args.plot}")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            fh.write(comparison.to_json())
+        from .atomic import write_text
+
+        write_text(args.json, comparison.to_json())
         print(f"wrote {args.json}")
     return 0
 
@@ -790,9 +791,8 @@ def _ap_read_plan(path: str):
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    import torch
-
     from .api import load_target, plan
+    from .atomic import torch_save
 
     if args.input_shape is not None:
         _input_shape(args.input_shape)
@@ -817,7 +817,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
         _ap_print_plan(p, args.plain)
     if args.json:
         p.to_json(args.json)
-    torch.save(model.state_dict(), args.save)
+    torch_save(model.state_dict(), args.save)
     written = sum(1 for e in p if e.scheme != "keep")
     print(f"initialized {written} of {len(p)} tensors (seed {args.seed}); state_dict written to {args.save}")
     return 0
@@ -871,12 +871,13 @@ def _check_outputs(args: argparse.Namespace) -> None:
             continue
         if os.path.exists(path) and not os.path.isdir(path):
             raise CLIError(f"--{attr} {path!r} exists and is not a folder")
-        try:
-            os.makedirs(path, exist_ok=True)
-        except OSError as exc:
-            raise CLIError(f"--{attr} {path!r}: cannot create the folder ({exc.strerror})") from None
-        if not os.access(path, os.W_OK):
-            raise CLIError(f"--{attr} {path!r} is not writable")
+        # nothing is created here: the report is written to a temporary folder beside it and
+        # moved into place when complete (initwise.atomic.staged_folder)
+        base = os.path.abspath(path)
+        while not os.path.isdir(base):
+            base = os.path.dirname(base)
+        if not os.access(base, os.W_OK):
+            raise CLIError(f"--{attr} {path!r}: folder {base!r} is not writable")
 
 
 _EXTRAS = ("rich", "matplotlib", "sklearn", "mnist1d")

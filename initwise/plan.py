@@ -65,6 +65,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.weight_norm import WeightNorm
 
+from .atomic import write_text
 from .discover import ORDER_GUESS, Activation, Discovery, NORM_TYPES, discover
 from .fans import fans as _fans
 from .fans import param_blocks
@@ -302,11 +303,19 @@ class Plan(Sequence):
                 "entries": [e.to_dict() for e in self.entries]}
 
     def to_json(self, path: str | os.PathLike | None = None, indent: int = 2) -> str:
-        """The plan as JSON text (also written to ``path`` when given)."""
-        text = json.dumps(self.to_dict(), indent=indent)
+        """The plan as strict JSON text (also written to ``path`` when given, atomically: a
+        failed write leaves the previous file intact). ``ValueError`` when a number in the plan
+        is not finite (strict JSON has no NaN or Infinity)."""
+        try:
+            text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        except ValueError:
+            bad = next((e.name for e in self.entries
+                        if any(isinstance(v, float) and not math.isfinite(v)
+                               for v in (e.fan_in, e.fan_out, e.gain, e.std, *e.params.values()))), "?")
+            raise ValueError(f"plan entry {bad!r} holds a non-finite number; a plan with NaN or "
+                             "Infinity cannot be written as JSON") from None
         if path is not None:
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(text + "\n")
+            write_text(path, text + "\n")
         return text
 
     @classmethod
