@@ -284,7 +284,8 @@ class Plan(Sequence):
                 plain = True
         if not plain:
             buf = io.StringIO()
-            console = Console(file=buf, width=width or 200, color_system=None, force_terminal=False)
+            console = Console(file=buf, width=width or 200, color_system=None, force_terminal=False,
+                              force_jupyter=False)  # in a notebook too: into buf, not displayed
             console.print(self)
             return buf.getvalue().rstrip() + "\n"
         rows = [list(self._COLUMNS)] + self.rows()
