@@ -94,22 +94,25 @@ def load_target(spec: str) -> nn.Module:
     made by calling ``factory()`` (or the ``nn.Module`` instance found there).
 
     Raises ``ValueError`` with a one-line message on any problem (bad syntax, missing file or
-    module, error while importing, missing attribute, factory failing or not returning an
-    ``nn.Module``).
+    module, error while importing, missing attribute, factory failing, calling ``sys.exit`` or
+    not returning an ``nn.Module``); the original exception is its ``__cause__``, so a traceback
+    shows the frames of the user's own code. ``KeyboardInterrupt`` is not caught.
     """
     if not isinstance(spec, str) or ":" not in spec:
         raise ValueError(f"TARGET {spec!r} must look like path/to/file.py:factory or package.module:factory")
     where, _, attr = spec.rpartition(":")
     if not where or not attr or not attr.replace(".", "").replace("_", "").isalnum():
         raise ValueError(f"TARGET {spec!r} must look like path/to/file.py:factory or package.module:factory")
+    is_file = where.endswith(".py") or os.sep in where or "/" in where
+    if is_file:
+        if not os.path.isfile(where):
+            raise ValueError(f"TARGET file {where!r} does not exist")
+        name = f"_initwise_target_{abs(hash(os.path.abspath(where)))}"
+        spec_obj = importlib.util.spec_from_file_location(name, where)
+        if spec_obj is None or spec_obj.loader is None:
+            raise ValueError(f"cannot import {where!r} as a Python file")
     try:
-        if where.endswith(".py") or os.sep in where or "/" in where:
-            if not os.path.isfile(where):
-                raise ValueError(f"TARGET file {where!r} does not exist")
-            name = f"_initwise_target_{abs(hash(os.path.abspath(where)))}"
-            spec_obj = importlib.util.spec_from_file_location(name, where)
-            if spec_obj is None or spec_obj.loader is None:
-                raise ValueError(f"cannot import {where!r} as a Python file")
+        if is_file:
             module = importlib.util.module_from_spec(spec_obj)
             sys.modules[name] = module
             directory = os.path.dirname(os.path.abspath(where))
@@ -123,14 +126,15 @@ def load_target(spec: str) -> nn.Module:
                     sys.path.remove(directory)
         else:
             module = importlib.import_module(where)
-    except ValueError:
-        raise
     except ModuleNotFoundError as exc:
-        raise ValueError(f"cannot import {where!r}: {exc}") from None
+        raise ValueError(f"cannot import {where!r}: {exc}") from exc
     except SyntaxError as exc:
-        raise ValueError(f"syntax error in {exc.filename}, line {exc.lineno}: {exc.msg}") from None
+        raise ValueError(f"syntax error in {exc.filename}, line {exc.lineno}: {exc.msg}") from exc
+    except SystemExit as exc:
+        raise ValueError(f"importing {where!r} called sys.exit({exc.code!r}); guard the script part of "
+                         "the file with if __name__ == '__main__':") from exc
     except Exception as exc:  # noqa: BLE001 - any error in user code becomes one line
-        raise ValueError(f"error while importing {where!r}: {type(exc).__name__}: {one_line(exc, 200)}") from None
+        raise ValueError(f"error while importing {where!r}: {type(exc).__name__}: {one_line(exc, 200)}") from exc
 
     obj: Any = module
     for part in attr.split("."):
@@ -145,9 +149,12 @@ def load_target(spec: str) -> nn.Module:
     try:
         result = obj()
     except TypeError as exc:
-        raise ValueError(f"calling {attr}() failed: {one_line(exc, 200)} (the factory must take no arguments)") from None
+        raise ValueError(f"calling {attr}() failed: {one_line(exc, 200)} (the factory must take no arguments)") from exc
+    except SystemExit as exc:
+        raise ValueError(f"calling {attr}() called sys.exit({exc.code!r}); the factory must return the "
+                         "model") from exc
     except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"calling {attr}() failed: {type(exc).__name__}: {one_line(exc, 200)}") from None
+        raise ValueError(f"calling {attr}() failed: {type(exc).__name__}: {one_line(exc, 200)}") from exc
     if not isinstance(result, nn.Module):
         raise ValueError(f"{attr}() returned a {type(result).__name__}, not an nn.Module")
     return result

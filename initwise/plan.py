@@ -65,6 +65,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.weight_norm import WeightNorm
 
+from .atomic import write_text
+from .plancheck import check_entry_dict, check_names, check_plan_dict, check_plan_model
 from .schemes import (
     canonical_name,
     constant_,
@@ -146,17 +148,16 @@ class PlanEntry:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "PlanEntry":
-        """An entry from :meth:`to_dict`'s output; ``ValueError`` when a field is missing."""
-        d = dict(d)
-        try:
-            d["shape"] = tuple(int(x) for x in d["shape"])
-            d["shared_with"] = tuple(d.get("shared_with", ()))
-            d["writes"] = tuple(d.get("writes", ()))
-            d["params"] = dict(d.get("params", {}))
-            return cls(**d)
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"malformed plan entry {d.get('name', '?')!r}: {exc}") from None
+    def from_dict(cls, d: Mapping[str, Any], index: int = 0) -> "PlanEntry":
+        """An entry from :meth:`to_dict`'s output, checked (:func:`initwise.plancheck.check_entry_dict`:
+        fields and types, finite numbers, the scheme's distribution, gain and params, ``std``
+        against the scheme's formula); ``ValueError`` naming the entry and the field."""
+        return cls(**check_entry_dict(d, index))
+
+    def check(self, index: int = 0) -> None:
+        """``ValueError`` when the entry is not consistent (as :meth:`from_dict` checks), e.g.
+        after its ``std`` was edited without its gain or fans."""
+        check_entry_dict(self.to_dict(), index)
 
 
 # ============================================================================= plan
@@ -280,7 +281,8 @@ class Plan(Sequence):
                 plain = True
         if not plain:
             buf = io.StringIO()
-            console = Console(file=buf, width=width or 200, color_system=None, force_terminal=False)
+            console = Console(file=buf, width=width or 200, color_system=None, force_terminal=False,
+                              force_jupyter=False)  # in a notebook too: into buf, not displayed
             console.print(self)
             return buf.getvalue().rstrip() + "\n"
         rows = [list(self._COLUMNS)] + self.rows()
@@ -299,37 +301,56 @@ class Plan(Sequence):
                 "entries": [e.to_dict() for e in self.entries]}
 
     def to_json(self, path: str | os.PathLike | None = None, indent: int = 2) -> str:
-        """The plan as JSON text (also written to ``path`` when given)."""
-        text = json.dumps(self.to_dict(), indent=indent)
+        """The plan as strict JSON text (also written to ``path`` when given, atomically: a
+        failed write leaves the previous file intact). ``ValueError`` when a number in the plan
+        is not finite (strict JSON has no NaN or Infinity)."""
+        try:
+            text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        except ValueError:
+            bad = next((e.name for e in self.entries
+                        if any(isinstance(v, float) and not math.isfinite(v)
+                               for v in (e.fan_in, e.fan_out, e.gain, e.std, *e.params.values()))), "?")
+            raise ValueError(f"plan entry {bad!r} holds a non-finite number; a plan with NaN or "
+                             "Infinity cannot be written as JSON") from None
         if path is not None:
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(text + "\n")
+            write_text(path, text + "\n")
         return text
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Plan":
-        """A plan from :meth:`to_dict`'s output; ``ValueError`` for anything else."""
-        if not isinstance(d, Mapping) or "entries" not in d:
-            raise ValueError("not an initwise plan: expected a JSON object with an 'entries' list")
-        if d.get("initwise_plan", _JSON_VERSION) != _JSON_VERSION:
-            raise ValueError(f"plan format version {d.get('initwise_plan')!r} is not supported "
-                             f"(this initwise reads version {_JSON_VERSION})")
-        return cls([PlanEntry.from_dict(e) for e in d["entries"]], policy=d.get("policy", ""),
-                   distribution=d.get("distribution", "normal"), method=d.get("method", ""),
-                   note=d.get("note", ""), seed=d.get("seed"))
+        """A plan from :meth:`to_dict`'s output, checked as a whole
+        (:func:`initwise.plancheck.check_plan_dict`: the schema, every entry as
+        :meth:`PlanEntry.from_dict` checks it, duplicate names, ``shared_with``, the seed);
+        one ``ValueError`` naming the entry and the field."""
+        checked = check_plan_dict(d)
+        return cls([PlanEntry(**e) for e in checked.pop("entries")], **checked)
 
     @classmethod
     def from_json(cls, text_or_path: str | os.PathLike) -> "Plan":
-        """Read a plan written by :meth:`to_json` (JSON text or a path to a file)."""
+        """Read a plan written by :meth:`to_json` (JSON text or a path to a file), checked as
+        :meth:`from_dict` does. Strict JSON: ``NaN``, ``Infinity`` and numbers beyond float
+        range (``1e400``) are errors."""
         text = os.fspath(text_or_path)
         if not text.lstrip().startswith("{"):
             with open(text, encoding="utf-8") as fh:
                 text = fh.read()
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
         except json.JSONDecodeError as exc:
             raise ValueError(f"plan is not valid JSON: {exc}") from None
         return cls.from_dict(data)
+
+    def validate(self, model: nn.Module | None = None) -> "Plan":
+        """Check the plan and return it: every entry is consistent (:meth:`PlanEntry.check`),
+        no name is planned twice, and, with ``model``, the plan fits it: every entry names a
+        parameter of that shape (tied names one tensor), drawn tensors are floating point and
+        materialized, and every parameter of the model is planned
+        (:func:`initwise.plancheck.check_plan_model`). Reads only; call it before writing."""
+        dicts = [check_entry_dict(e.to_dict(), i) for i, e in enumerate(self.entries)]
+        check_names(dicts)
+        if model is not None:
+            check_plan_model(self.entries, model)
+        return self
 
     # ---------------------------------------------------------------- apply
     def apply(self, model: nn.Module, seed: int | None = None) -> "Plan":
@@ -356,6 +377,19 @@ class Plan(Sequence):
                 target.copy_(value)
         self.seed = seed
         return self
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"plan JSON holds {name}, which is not a number strict JSON allows; a plan's "
+                     "numbers must be finite")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"plan JSON holds the number {text}, beyond float range; a plan's numbers "
+                         "must be finite")
+    return value
 
 
 def _std_cell(e: PlanEntry) -> str:

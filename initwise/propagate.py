@@ -242,10 +242,41 @@ def _layer(node: Node, inputs: list[Moments], ctx: Context) -> Moments:
         a = math.sqrt(m2)
         am = act_moments(lambda z: z.clamp(min=0) + a * z.clamp(max=0), x.mean, x.var, _rho(x))
         return Moments(am.mean, am.m2, _clip(am.cross / am.m2) if am.m2 > 0 else 0.0)
-    out = node.info.get("out")
-    if out and "m2" in out:  # recurrent layers and others: as measured
-        return Moments(out["mean"], out["m2"], 0.0)
+    if isinstance(module, nn.RNNBase):
+        steps = node.shape[1 if module.batch_first else 0] if len(node.shape) == 3 else 1
+        return Moments(0.0, rnn_m2(module, x.m2, steps, prefix, ctx), 0.0)
     return x
+
+
+def rnn_m2(module: nn.RNNBase, q_x: float, steps: int, prefix: str, ctx: Context) -> float:
+    """Mean-field ``E[h^2]`` of a recurrent layer's outputs, averaged over ``steps`` time steps:
+    gate pre-activations get ``n_in E[w_ih^2] q_x + n_h E[w_hh^2] q_h`` (independent weights);
+    LSTM ``c = f c + i g``, ``h = o tanh(c)``; GRU ``h = (1 - u) n + u h``; tanh/relu RNN
+    ``h = phi(z)``; gates independent of each other (Chen et al. 2018's mean-field view)."""
+    import torch
+
+    sig = lambda z: torch.sigmoid(z)  # noqa: E731
+    for layer in range(module.num_layers):
+        n_in = module.input_size if layer == 0 else module.hidden_size * (2 if module.bidirectional else 1)
+        w_ih = ctx.w(f"{prefix}weight_ih_l{layer}")[1]
+        w_hh = ctx.w(f"{prefix}weight_hh_l{layer}")[1]
+        q_h, q_c, total = 0.0, 0.0, 0.0
+        for _ in range(max(1, min(steps, 256))):
+            q_z = n_in * w_ih * q_x + module.hidden_size * w_hh * q_h
+            gate = act_moments(sig, 0.0, q_z).m2
+            if module.mode == "LSTM":
+                g2 = act_moments(torch.tanh, 0.0, q_z).m2
+                q_c = gate * q_c + gate * g2
+                q_h = gate * act_moments(torch.tanh, 0.0, q_c).m2
+            elif module.mode == "GRU":
+                keep = act_moments(lambda z: 1 - torch.sigmoid(z), 0.0, q_z).m2
+                q_h = keep * act_moments(torch.tanh, 0.0, q_z).m2 + gate * q_h
+            else:
+                fn = torch.relu if module.mode == "RNN_RELU" else torch.tanh
+                q_h = act_moments(fn, 0.0, q_z).m2
+            total += q_h
+        q_x = total / max(1, min(steps, 256))
+    return q_x
 
 
 def effective_fan_in(module: nn.Module, in_shape: tuple[int, ...] = ()) -> float:

@@ -29,4 +29,12 @@ def normalize_policy(policy: str, distribution: str = "normal") -> str:
         raise ValueError(f"unknown policy {policy!r}: use 'standard', 'torch' or a scheme name ({exc})") from None
     if name == "constant":
         raise ValueError("policy 'constant' needs a value; use rules with zeros, or policy 'zeros'")
+    if not (name.startswith(("xavier", "kaiming", "lecun")) or name in _WHOLE_MODEL):
+        raise ValueError(f"scheme {name!r} cannot be used as a whole-model policy (it has no rule for biases, "
+                         f"norms and fans); use it in rules={{'name.*': {name!r}}}, or a policy: 'standard', 'torch', "
+                         "xavier/he/lecun (normal, uniform, truncated_normal), orthogonal, delta_orthogonal, zeros, "
+                         "small_normal, small_uniform")
     return with_distribution(p, name, distribution)
+
+
+_WHOLE_MODEL = frozenset({"orthogonal", "delta_orthogonal", "zeros", "small_normal", "small_uniform"})

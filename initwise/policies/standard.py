@@ -403,7 +403,7 @@ def _random(e: PlanEntry, family: str, std: float, fan_in: float, fan_out: float
     if e.reason.startswith("shared by"):
         why = e.reason.split(": ", 1)[0] + ": " + why
     e.scheme, e.distribution = dist_scheme(family, st.distribution), st.distribution
-    e.fan_in, e.fan_out, e.gain, e.std, e.params = _num(fan_in), _num(fan_out), float(f"{gain:.6g}"), std, params
+    e.fan_in, e.fan_out, e.gain, e.std, e.params = _num(fan_in), _num(fan_out), float(gain), std, params
     e.reason = why
 
 
@@ -490,7 +490,7 @@ def _rescale(e: PlanEntry, factor: float, end: Node, st: _State, target: float, 
     elif e.std is not None and e.std > 0:
         e.std *= k
         if e.gain is not None:
-            e.gain = float(f"{e.gain * k:.6g}")
+            e.gain = e.gain * k
         if "std" in e.params:
             e.params["std"] = e.std
     e.reason += why
