@@ -43,8 +43,7 @@ def _mlp_size(depth: int, width: int, batch: int, what: str) -> None:
 
 def _check_input(model, x, text: str) -> None:
     """Run one forward pass of ``model`` on ``x`` without gradients, so that an --input-shape
-    the model does not accept is reported as one line (even when torch.fx traces the model
-    and never runs it)."""
+    the model does not accept is reported as one line."""
     import torch
 
     was_training = model.training
@@ -747,9 +746,9 @@ def _ap_add_plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="TARGET",
                    help="path/to/file.py:factory or package.module:factory returning an nn.Module")
     p.add_argument("--input-shape", metavar="SHAPE",
-                   help="example input shape, comma-separated, e.g. 1,3,32,32: checked with one "
-                        "forward pass, and used to follow the data flow when torch.fx cannot "
-                        "trace the model")
+                   help="example input shape, comma-separated, e.g. 1,3,32,32: the forward pass is "
+                        "recorded with it (default: the model's dummy_inputs, else an input guessed "
+                        "from its first layers)")
     p.add_argument("--input-dtype", choices=("float", "long"), default="float",
                    help="dtype of the example input: float (randn) or long (token ids 0) (default float)")
     p.add_argument("--policy", default=None,
@@ -757,6 +756,11 @@ def _ap_add_plan_args(p: argparse.ArgumentParser) -> None:
                         "scheme name for every weight, e.g. he_normal (default standard)")
     p.add_argument("--distribution", default=None, choices=("normal", "uniform", "truncated_normal"),
                    help="distribution of the standard policy's choices (default normal)")
+    p.add_argument("--residual", default=None, choices=("scaled", "zero", "none"),
+                   help="residual branches of the standard policy: scaled so each stream at most doubles "
+                        "in variance, zero (each block starts as the identity) or none (default scaled)")
+    p.add_argument("--include-frozen", action="store_true",
+                   help="also initialize tensors with requires_grad=False (kept by default)")
     p.add_argument("--rule", action="append", default=[], metavar="KEY=SCHEME",
                    help="override: 'GLOB=SCHEME', 'type:LSTM=SCHEME' or 'activation:NAME=SCHEME'; "
                         "SCHEME may be keep (repeatable)")
@@ -797,8 +801,8 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "plan",
         help="show the initialization plan of a model: scheme and reason for every parameter",
-        description="Load TARGET, find the activation that consumes each layer's output (torch.fx, "
-        "else a recorded forward pass with --input-shape, else module order) and print the plan: "
+        description="Load TARGET, record its forward pass (with --input-shape, else its dummy_inputs or "
+        "a guessed input, else module order), propagate the signal through it and print the plan: "
         "scheme, fans, gain, std and the reason for every parameter. Nothing is written.",
     )
     _ap_add_plan_args(p)
@@ -819,7 +823,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     rules = _ap_rules(args.rule)
     model = load_target(args.target)
     p = plan(model, _ap_example(args, model), rules=rules, policy=args.policy or "standard",
-             distribution=args.distribution or "normal")
+             distribution=args.distribution or "normal", residual=args.residual or "scaled",
+             include_frozen=args.include_frozen)
     _ap_print_plan(p, args.plain)
     if args.json:
         p.to_json(args.json)
@@ -868,7 +873,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
     if args.from_plan:
         given = [opt for opt, used in (("--policy", args.policy is not None),
                                        ("--rule", bool(args.rule)),
-                                       ("--distribution", args.distribution is not None)) if used]
+                                       ("--distribution", args.distribution is not None),
+                                       ("--residual", args.residual is not None),
+                                       ("--include-frozen", args.include_frozen)) if used]
         if given:
             raise CLIError(f"--from-plan fixes the plan; drop {', '.join(given)} (or drop "
                            "--from-plan to build a new plan)")
@@ -885,7 +892,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
     example = _ap_example(args, model)
     if not args.from_plan:
         p = plan(model, example, rules=rules, policy=args.policy or "standard",
-                 distribution=args.distribution or "normal")
+                 distribution=args.distribution or "normal", residual=args.residual or "scaled",
+                 include_frozen=args.include_frozen)
     else:
         try:
             p.validate(model)
