@@ -167,16 +167,22 @@ def _write(entry: PlanEntry, local: torch.Tensor, box: tuple[slice, ...] | None,
         elif s == "orthogonal":
             rows, cols = shape[0], math.prod(shape[1:])
             q = streams.orthogonal(seed, entry.name, rows, cols, _blocks(entry, rows), float(entry.gain))
-            local.copy_(q.view(shape)[box])
+            local.copy_(_narrow(q, local).view(shape)[box])
         elif s == "delta_orthogonal":
             out_ch, in_ch = shape[:2]
             q = streams.orthogonal(seed, entry.name, out_ch, in_ch, _blocks(entry, out_ch), float(entry.gain))
             full = torch.zeros(shape, dtype=torch.float64)
             full[(slice(None), slice(None), *(k // 2 for k in shape[2:]))] = q
-            local.copy_(full[box])
+            local.copy_(_narrow(full, local)[box])
         for r in _padding_rows(entry):
             if box[0].start <= r < box[0].stop:
                 local[r - box[0].start].zero_()
+
+
+def _narrow(q: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+    """A float64 matrix as ``local`` gets it: exact for float64, else through float32, so that
+    every dtype gets the float32 tensor's values rounded."""
+    return q if local.dtype == torch.float64 else q.float()
 
 
 def draw(entry: PlanEntry, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
@@ -377,6 +383,11 @@ def _jobs(plan: Plan, model: nn.Module, seed: int) -> tuple[list[_Job], list[Pla
             raise ValueError(f"plan entry {missing[0]!r} names no parameter of {type(model).__name__}; "
                              "was the plan made for another model?")
         target = tensors[entry.name]
+        untied = [n for n in entry.shared_with if tensors[n] is not target]
+        if untied:
+            raise ValueError(f"plan entry {entry.name!r} is tied to {untied[0]!r}, but in this model they are "
+                             "different tensors (model.to('meta') and to_empty() untie parameters): tie them again "
+                             "(e.g. model.tie_weights()) or plan this model")
         if _is_lazy(target):
             if entry.scheme != "keep":
                 raise ValueError(f"parameter {entry.name!r} is lazy (not materialized): run a forward pass first")
