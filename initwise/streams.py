@@ -42,6 +42,7 @@ differ from earlier initwise versions.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import math
@@ -165,27 +166,20 @@ def draw(seed: int, name: str, numel: int, start: int = 0, stop: int | None = No
     new 1-D float32 CPU tensor (only the blocks overlapping the range are drawn)."""
     _check(distribution, std)
     start, stop = _range(numel, start, stop)
-    key = stream_key(seed, name)
-    out = torch.empty(stop - start, dtype=torch.float32)
-    buf = None
-    for j, a, b in _blocks(numel, start, stop):
-        lo, hi = max(a, start), min(b, stop)
-        if (lo, hi) == (a, b):
-            _draw_block(out[a - start:b - start], block_generator(key, j), distribution, std)
-            continue
-        if buf is None or buf.numel() != b - a:
-            buf = torch.empty(b - a, dtype=torch.float32)
-        _draw_block(buf, block_generator(key, j), distribution, std)
-        out[lo - start:hi - start] = buf[lo - a:hi - a]
-    return out
+    return fill_(torch.empty(stop - start, dtype=torch.float32), seed, name, numel, start,
+                 distribution=distribution, std=std)
 
 
 def fill_(flat: torch.Tensor, seed: int, name: str, numel: int | None = None, start: int = 0, *,
           distribution: str = "normal", std: float = 1.0) -> torch.Tensor:
     """Write elements ``[start, start + len(flat))`` of parameter ``name``'s stream (``numel``
     elements in all, default ``len(flat)``) into the 1-D tensor ``flat``, in place, in its dtype
-    and on its device. Whole blocks go straight into a contiguous float32 CPU ``flat``; others
-    pass through one block-sized float32 buffer, so the extra memory is one block."""
+    and on its device.
+
+    Whole blocks go straight into a contiguous float32 CPU ``flat``; others pass through a
+    block-sized float32 buffer, so the extra memory is one block per thread. The blocks are
+    shared out to ``torch.get_num_threads()`` Python threads (each block is drawn serially by one
+    of them, so the bits do not depend on how many there are)."""
     if not isinstance(flat, torch.Tensor) or flat.dim() != 1 or not flat.is_floating_point():
         raise TypeError("fill_ expects a 1-D floating-point tensor (use tensor.view(-1))")
     _check(distribution, std)
@@ -193,17 +187,27 @@ def fill_(flat: torch.Tensor, seed: int, name: str, numel: int | None = None, st
     start, stop = _range(numel, start, start + flat.numel())
     key = stream_key(seed, name)
     direct = flat.dtype == torch.float32 and flat.device.type == "cpu" and flat.is_contiguous()
-    buf = None
-    with torch.no_grad():
-        for j, a, b in _blocks(numel, start, stop):
-            lo, hi = max(a, start), min(b, stop)
-            if direct and (lo, hi) == (a, b):
-                _draw_block(flat[a - start:b - start], block_generator(key, j), distribution, std)
-                continue
-            if buf is None or buf.numel() != b - a:
-                buf = torch.empty(b - a, dtype=torch.float32)
-            _draw_block(buf, block_generator(key, j), distribution, std)
-            flat[lo - start:hi - start].copy_(buf[lo - a:hi - a])
+
+    def run(blocks: list[tuple[int, int, int]]) -> None:
+        buf = None
+        with torch.no_grad():  # grad mode is per thread
+            for j, a, b in blocks:
+                lo, hi = max(a, start), min(b, stop)
+                if direct and (lo, hi) == (a, b):
+                    _draw_block(flat[a - start:b - start], block_generator(key, j), distribution, std)
+                    continue
+                if buf is None or buf.numel() != b - a:
+                    buf = torch.empty(b - a, dtype=torch.float32)
+                _draw_block(buf, block_generator(key, j), distribution, std)
+                flat[lo - start:hi - start].copy_(buf[lo - a:hi - a])
+
+    blocks = list(_blocks(numel, start, stop))
+    workers = min(torch.get_num_threads(), len(blocks))
+    if workers <= 1:
+        run(blocks)
+    else:
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            list(pool.map(run, [blocks[w::workers] for w in range(workers)]))
     return flat
 
 
