@@ -22,6 +22,7 @@ import os
 import sys
 from typing import Any, Mapping
 
+import torch
 from torch import nn
 
 from .discover import one_line
@@ -58,7 +59,8 @@ def plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[Any, Any
 
 def init(model: nn.Module, example_input: Any = None, *, rules: Mapping[Any, Any] | None = None,
          policy: str = "standard", distribution: str = "normal", residual: str = "scaled",
-         include_frozen: bool = False, seed: int | None = None) -> Plan:
+         include_frozen: bool = False, seed: int | None = None,
+         device: str | torch.device | None = None) -> Plan:
     """Initialize every parameter of ``model`` in place (all or nothing) and return the plan.
 
     Arguments as in :func:`plan`. ``seed`` makes the result reproducible and independent of the
@@ -66,10 +68,16 @@ def init(model: nn.Module, example_input: Any = None, *, rules: Mapping[Any, Any
     ``seed`` and its qualified name. ``seed=None`` draws the seed from torch's global generator
     and records it in ``plan.seed``. Tied parameters are written once; parametrized weights
     (weight_norm, spectral_norm, ``torch.nn.utils.parametrize``) through their original tensors.
+
+    A model built on the meta device (``with torch.device("meta"): ...``) needs ``device=``
+    (``"cpu"``, ``"cuda"``): each tensor is then created once there, in its dtype, and drawn
+    there, with the same values as ``init`` of the model built normally (see
+    :mod:`initwise.write`). Sharded models (DTensor, FSDP2 ``fully_shard``) get the same full
+    tensors as a single process.
     """
     p = build_plan(model, example_input, rules=rules, policy=policy, distribution=distribution,
                    residual=residual, include_frozen=include_frozen)
-    return p.apply(model, seed=seed)
+    return p.apply(model, seed=seed, device=device)
 
 
 def apply_scheme(model: nn.Module, scheme: str, *, seed: int | None = None,

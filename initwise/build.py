@@ -22,7 +22,8 @@ from .activations import Activation
 from .discover import ORDER_GUESS, Discovery, activations_of, warn_order
 from .fans import fans as _fans
 from .graph import Graph, is_norm, record
-from .plan import Plan, PlanEntry, _effective_note, _effective_shape, _is_lazy, _originals
+from .plan import Plan, PlanEntry
+from .write import _effective_note, _effective_shape, _is_lazy, _originals
 from .policies import normalize_policy
 from .policies.common import DISTRIBUTIONS, FAN_FREE, fan_free
 from .policies.pytorch import torch_entry, torch_tags

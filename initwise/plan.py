@@ -49,9 +49,6 @@ Parameters of layer types initwise does not know are kept and listed as ``keep``
 """
 from __future__ import annotations
 
-import copy
-import fnmatch
-import hashlib
 import io
 import json
 import math
@@ -62,22 +59,11 @@ from typing import Any, Iterator, Mapping
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
-from torch.nn.utils.weight_norm import WeightNorm
 
 from .atomic import write_text
 from .plancheck import check_entry_dict, check_names, check_plan_dict, check_plan_model
-from .schemes import (
-    canonical_name,
-    constant_,
-    delta_orthogonal_,
-    orthogonal_,
-    small_normal_,
-    small_uniform_,
-    variance_scaling_,
-    variance_scaling_std,
-    zeros_,
-)
+from .streams import param_generator, stream_seed
+from .write import apply_plan
 
 __all__ = ["Plan", "PlanEntry", "param_generator", "stream_seed"]
 
@@ -353,30 +339,22 @@ class Plan(Sequence):
         return self
 
     # ---------------------------------------------------------------- apply
-    def apply(self, model: nn.Module, seed: int | None = None) -> "Plan":
+    def apply(self, model: nn.Module, seed: int | None = None,
+              device: str | torch.device | None = None) -> "Plan":
         """Write every parameter of ``model`` as planned and return the plan (with ``seed``
-        set to the seed used).
+        set to the seed used); see :func:`initwise.write.apply_plan`.
 
-        Each tensor's random stream is a ``torch.Generator`` seeded from ``seed`` and the
-        parameter's qualified name (:func:`stream_seed`), so the result does not depend on the
-        order of the layers. ``seed=None`` draws a seed from torch's global generator (so
-        ``torch.manual_seed`` makes it reproducible) and records it in ``plan.seed``.
+        Element ``i`` of parameter ``name`` is a function of ``(seed, name, i)`` only
+        (:mod:`initwise.streams`), so the result does not depend on the order of the layers, the
+        layout of shards, the number of processes or threads, the dtype or the device.
+        ``seed=None`` draws a seed from torch's global generator (so ``torch.manual_seed``
+        makes it reproducible) and records it in ``plan.seed``. ``device`` is where the tensors
+        of a model built on the meta device are created and drawn, once each.
 
-        All or nothing: every new value is computed and checked first (names, shapes, dtypes),
-        then all are copied under ``torch.no_grad()``; on any error the model is unchanged.
+        All or nothing: everything is checked first (names, shapes, dtypes, inference tensors,
+        views sharing memory, devices, meta tensors), then written tensor by tensor.
         """
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"apply() expects an nn.Module, got {type(model).__name__}")
-        if seed is None:
-            seed = int(torch.randint(0, 2**62, (1,)).item())
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
-        writes = _compute_writes(self, model, seed)
-        with torch.no_grad():
-            for target, value in writes:
-                target.copy_(value)
-        self.seed = seed
-        return self
+        return apply_plan(self, model, seed=seed, device=device)
 
 
 def _reject_constant(name: str) -> float:
@@ -399,246 +377,5 @@ def _std_cell(e: PlanEntry) -> str:
         return "-"
     eff = e.params.get("effective_std")
     return f"{e.std:.4g}" + (f" (eff. {eff:.3g})" if eff is not None else "")
-
-
-# ============================================================================= seeds
-def stream_seed(seed: int, name: str) -> int:
-    """The 63-bit seed of parameter ``name``'s random stream: SHA-256 of ``f"{seed}:{name}"``."""
-    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def param_generator(seed: int, name: str) -> torch.Generator:
-    """A CPU ``torch.Generator`` for parameter ``name`` (see :func:`stream_seed`)."""
-    g = torch.Generator()
-    g.manual_seed(stream_seed(seed, name))
-    return g
-
-
-# ============================================================================= drawing
-def draw(entry: PlanEntry, generator: torch.Generator | None, dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
-    """A new CPU tensor for ``entry`` (``None`` when the entry keeps its values)."""
-    s, p = entry.scheme, entry.params
-    if s == "keep":
-        return None
-    t = torch.empty(entry.shape, dtype=dtype)
-    fans = (entry.fan_in, entry.fan_out) if entry.fan_in is not None else None
-    g = 1.0 if entry.gain is None else float(entry.gain)
-    family = entry.family
-    if family in ("xavier", "he", "lecun"):
-        mode = p.get("mode", "fan_avg" if family == "xavier" else "fan_in")
-        variance_scaling_(t, g * g, mode, entry.distribution, generator, fans)
-    elif s == "orthogonal":
-        orthogonal_(t, gain=g, blocks=int(p.get("blocks", 1)), generator=generator)
-    elif s == "delta_orthogonal":
-        delta_orthogonal_(t, gain=g, generator=generator, blocks=int(p.get("blocks", 1)))
-    elif s == "zeros":
-        zeros_(t)
-    elif s == "constant":
-        constant_(t, float(p["value"]))
-    elif s in ("normal", "small_normal"):
-        small_normal_(t, std=float(p.get("std", 0.01)), generator=generator)
-    elif s in ("uniform", "small_uniform"):
-        small_uniform_(t, bound=float(p.get("bound", 0.01)), generator=generator)
-    else:
-        raise ValueError(f"plan entry {entry.name!r}: unknown scheme {s!r}")
-    pad = p.get("padding_idx")
-    if pad is not None:
-        t[int(pad) if isinstance(pad, (int, float)) else [int(i) for i in pad]] = 0
-    return t
-
-
-def _compute_writes(plan: Plan, model: nn.Module, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    tensors = dict(model.named_parameters(remove_duplicate=False))
-    virtual = _parametrized(model)
-    covered: set[str] = set()
-    writes: list[tuple[torch.Tensor, torch.Tensor]] = []
-    drawn: dict[str, torch.Tensor] = {}
-    deferred: list[PlanEntry] = []
-    for entry in plan.entries:
-        names = (entry.name, *entry.shared_with)
-        covered.update(names)
-        covered.update(entry.writes)
-        if entry.writes or entry.name in virtual:
-            if entry.name not in virtual:
-                raise ValueError(f"plan entry {entry.name!r} is a parametrized weight, but the model has no "
-                                 "parametrization there; was the plan made for another model?")
-            owner, pname, prefix = virtual[entry.name]
-            _check_shape(entry, tuple(_effective_shape(owner, pname)))
-            plist = owner.parametrizations[pname]
-            originals = _originals(plist)
-            covered.update(f"{prefix}parametrizations.{pname}.{o}" for o, _ in originals)
-            if entry.scheme == "keep":
-                continue
-            if any(t.is_meta for _, t in originals):
-                continue
-            new_writes, _ = _parametrized_writes(entry, plist, seed)
-            writes.extend(new_writes)
-            continue
-        if entry.scheme == "weight_norm_g":
-            deferred.append(entry)
-            continue
-        missing = [n for n in names if n not in tensors]
-        if missing:
-            raise ValueError(f"plan entry {missing[0]!r} names no parameter of {type(model).__name__}; "
-                             "was the plan made for another model?")
-        target = tensors[entry.name]
-        if _is_lazy(target):
-            if entry.scheme != "keep":
-                raise ValueError(f"parameter {entry.name!r} is lazy (not materialized): run a forward pass first")
-            continue
-        _check_shape(entry, tuple(target.shape))
-        if entry.scheme == "keep" or target.is_meta:
-            continue
-        if not target.is_floating_point():
-            raise ValueError(f"parameter {entry.name!r} has dtype {target.dtype}; only floating-point "
-                             "parameters can be initialized: add a rule {'%s': 'keep'}" % entry.name)
-        value = draw(entry, param_generator(seed, entry.name), _work_dtype(target))
-        drawn[entry.name] = value
-        writes.append((target, value))
-    for entry in deferred:  # legacy weight_norm magnitudes follow the directions just drawn
-        writes.extend(_weight_norm_g_write(entry, tensors, drawn))
-    extra = [n for n in tensors if n not in covered]
-    if extra:
-        raise ValueError(f"parameter {extra[0]!r} of {type(model).__name__} is not in the plan "
-                         f"({len(extra)} missing); was the plan made for another model? Build it with "
-                         "initwise.plan(model)")
-    return writes
-
-
-def _weight_norm_g_write(entry: PlanEntry, tensors: Mapping[str, torch.Tensor],
-                         drawn: Mapping[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``weight_g = ||weight_v||`` per slice (``torch.norm_except_dim``), from the new
-    ``weight_v`` (or its current value when it is kept), so that ``g v / ||v|| = v``."""
-    for n in (entry.name, *entry.shared_with):
-        if n not in tensors:
-            raise ValueError(f"plan entry {n!r} names no parameter of the model; was the plan made for another model?")
-    target, of = tensors[entry.name], entry.params.get("of")
-    if of not in tensors:
-        raise ValueError(f"plan entry {entry.name!r}: its direction {of!r} is not a parameter of the model")
-    _check_shape(entry, tuple(target.shape))
-    if target.is_meta or tensors[of].is_meta:
-        return []
-    v = drawn[of] if of in drawn else tensors[of].detach().to(_work_dtype(target))
-    g = torch.norm_except_dim(v, 2, int(entry.params.get("dim", 0)))
-    if tuple(g.shape) != tuple(target.shape):
-        raise ValueError(f"{entry.name}: ||{of}|| has shape {list(g.shape)}, the magnitude {list(target.shape)}")
-    return [(target, g)]
-
-
-def _work_dtype(t: torch.Tensor) -> torch.dtype:
-    return torch.float64 if t.dtype == torch.float64 else torch.float32
-
-
-def _check_shape(entry: PlanEntry, shape: tuple[int, ...]) -> None:
-    if tuple(entry.shape) != tuple(shape):
-        raise ValueError(f"plan entry {entry.name!r} has shape {list(entry.shape)} but the model's tensor has "
-                         f"shape {list(shape)}; was the plan made for another model?")
-
-
-def _is_lazy(t: torch.Tensor) -> bool:
-    return isinstance(t, nn.parameter.UninitializedParameter)
-
-
-# ============================================================================= parametrizations
-def _parametrized(model: nn.Module) -> dict[str, tuple[nn.Module, str, str]]:
-    """Qualified effective name ("fc.weight") -> (owner module, tensor name, owner prefix)."""
-    out = {}
-    for mname, module in model.named_modules(remove_duplicate=False):
-        if parametrize.is_parametrized(module):
-            prefix = f"{mname}." if mname else ""
-            for pname in module.parametrizations.keys():
-                out[prefix + pname] = (module, pname, prefix)
-    return out
-
-
-def _originals(plist: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    if getattr(plist, "is_tensor", True) and hasattr(plist, "original"):
-        return [("original", plist.original)]
-    out, i = [], 0
-    while hasattr(plist, f"original{i}"):
-        out.append((f"original{i}", getattr(plist, f"original{i}")))
-        i += 1
-    return out
-
-
-def _parametrized_writes(entry: PlanEntry, plist: nn.Module,
-                         seed: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-    """The writes that give parametrized tensor ``entry`` the values drawn with ``seed``, and
-    the effective tensor the model will then compute.
-
-    Works on a copy of the parametrization list: ``right_inverse`` may update buffers (the
-    orthogonal parametrization's ``base``), which are written with the originals, so the model
-    is untouched until the plan writes everything. The effective tensor is the copy's forward
-    with the new originals (spectral norm rescales, the orthogonal parametrization projects)."""
-    originals = _originals(plist)
-    value = draw(entry, param_generator(seed, entry.name), _work_dtype(originals[0][1]))
-    dry = copy.deepcopy(plist)
-    new = _right_inverse(dry, value, entry.name)
-    writes = []
-    for (oname, target), v in zip(originals, new):
-        if tuple(v.shape) != tuple(target.shape):
-            raise ValueError(f"{entry.name}: right_inverse gave shape {list(v.shape)} for "
-                             f"{oname} of shape {list(target.shape)}")
-        writes.append((target, v))
-    dry_buffers = dict(dry.named_buffers())
-    for bname, buffer in plist.named_buffers():
-        changed = dry_buffers.get(bname)
-        if changed is not None and changed.shape == buffer.shape and not torch.equal(changed, buffer):
-            writes.append((buffer, changed.detach().clone()))
-    with torch.no_grad():
-        for (oname, _), v in zip(originals, new):
-            getattr(dry, oname).copy_(v)
-        effective = dry()
-    if tuple(effective.shape) != tuple(entry.shape):
-        raise ValueError(f"{entry.name}: after right_inverse the parametrization gives shape "
-                         f"{list(effective.shape)}, not {list(entry.shape)}; add a rule {{'{entry.name}': 'keep'}}")
-    return writes, effective.detach()
-
-
-def _effective_note(entry: PlanEntry, plist: nn.Module, kinds: str) -> None:
-    """When the parametrization changes the drawn values' std by more than 10% (spectral norm
-    divides by the top singular value, the orthogonal one projects), say so in ``entry`` with
-    the measured std (dry run with seed 0; ``params["effective_std"]``)."""
-    if entry.scheme == "keep" or entry.std is None or any(t.is_meta for _, t in _originals(plist)):
-        return
-    try:
-        _, effective = _parametrized_writes(entry, plist, 0)
-    except Exception:  # noqa: BLE001 - applying the plan reports the error
-        return
-    if not torch.isfinite(effective).all():
-        entry.reason += (f"; WARNING: {kinds} turns these values into a non-finite effective weight "
-                         "(e.g. weight norm of a zero tensor): choose another scheme for it")
-        return
-    eff = effective.double().std(unbiased=False).item()
-    if entry.std > 0 and abs(eff / entry.std - 1) > 0.10:
-        entry.params["effective_std"] = float(f"{eff:.6g}")
-        entry.reason += (f"; but {kinds} turns the drawn weight (std {entry.std:.3g}) into an effective weight "
-                         f"of std {eff:.3g} (measured)")
-
-
-def _right_inverse(plist: nn.Module, value: torch.Tensor, name: str) -> list[torch.Tensor]:
-    with torch.no_grad():
-        for module in reversed(list(plist)):
-            if not hasattr(module, "right_inverse"):
-                raise ValueError(f"{name}: parametrization {type(module).__name__} has no right_inverse, so "
-                                 f"initwise cannot set it; add a rule {{'{name}': 'keep'}}")
-            value = module.right_inverse(value)
-    values = [value] if isinstance(value, torch.Tensor) else list(value)
-    return [v.detach().clone() for v in values]
-
-
-def _effective_shape(module: nn.Module, pname: str) -> torch.Size:
-    """Shape of a parametrized tensor, computed with the parametrizations in eval mode so that
-    nothing (e.g. spectral norm's power iteration) updates."""
-    plist = module.parametrizations[pname]
-    flags = [(m, m.training) for m in plist.modules()]
-    try:
-        plist.eval()
-        with torch.no_grad():
-            return getattr(module, pname).shape
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 

@@ -13,7 +13,8 @@ import math
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..plan import PlanEntry, _effective_shape
+from ..plan import PlanEntry
+from ..write import _effective_shape
 from ..schemes import variance_scaling_std
 
 __all__ = ["torch_tags", "torch_entry"]
