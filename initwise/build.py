@@ -62,7 +62,7 @@ def _collect(model: nn.Module) -> list[_Tensor]:
         for local, p in module._parameters.items():
             if p is None:
                 continue
-            key = id(p)
+            key = _memory_key(p)
             if key not in groups:
                 groups[key] = _Tensor([], () if _is_lazy(p) else tuple(p.shape), p)
                 order.append(key)
@@ -84,6 +84,17 @@ def _collect(model: nn.Module) -> list[_Tensor]:
         g.aliases.sort(key=lambda a: a.name)
         out.append(g)
     return out
+
+
+def _memory_key(p: torch.Tensor) -> Any:
+    """Parameters that are the same view of the same memory (two ``nn.Parameter`` objects over
+    one tensor) are one tensor to plan: tied. Anything else is told apart by identity."""
+    if p.is_meta or _is_lazy(p) or type(p) not in (nn.Parameter, torch.Tensor) or p.numel() == 0:
+        return id(p)
+    try:
+        return ("memory", p.untyped_storage().data_ptr(), p.storage_offset(), tuple(p.shape), p.stride(), p.dtype)
+    except (RuntimeError, NotImplementedError):
+        return id(p)
 
 
 def build_plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[Any, Any] | None = None,
@@ -206,7 +217,7 @@ def _kept_notes(entries: list[PlanEntry], tensors: dict[str, torch.Tensor], owne
     for e in entries:
         t = tensors.get(e.name)
         if id(e) not in owned_ids or e.scheme == "keep" or t is None or t.is_meta or t.numel() < 2 \
-                or not t.is_floating_point():
+                or not t.is_floating_point() or type(t) not in (nn.Parameter, torch.Tensor):
             continue
         flat = t.detach().reshape(-1)
         if bool((flat == flat[0]).all()):

@@ -20,7 +20,7 @@ model on the meta device is recorded with meta tensors (shapes, no values).
 """
 from __future__ import annotations
 
-import math
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -31,6 +31,7 @@ from torch.overrides import TorchFunctionMode
 from . import ops, recstats
 from .activations import Activation, of_module
 from .fusion import fuse as _fuse
+from .twins import meta_twins, needs_twins, to_meta
 from .inputs import call_model, candidate_inputs, describe, preserved, tensors_in
 
 __all__ = ["Node", "Graph", "record", "is_layer", "is_norm", "layers"]
@@ -38,7 +39,6 @@ __all__ = ["Node", "Graph", "record", "is_layer", "is_norm", "layers"]
 _NORM_TYPES: tuple[type, ...] = tuple(t for t in (
     nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, getattr(nn, "RMSNorm", None),
 ) if t is not None)
-_STATLESS = ("Linear", "Conv1d", "Conv2d", "Conv3d", "Embedding")
 _LAYER_TYPES: tuple[type, ...] = (
     nn.Linear, nn.modules.conv._ConvNd, nn.Embedding, nn.EmbeddingBag, nn.RNNBase, nn.RNNCellBase,
     nn.MultiheadAttention, nn.PReLU, nn.Bilinear,
@@ -257,8 +257,6 @@ class _Recorder(TorchFunctionMode):
                         weights=weights, info=info)
         if is_norm(module):
             node.info["norm"] = True
-        if first is not None and not first.is_meta and type(module).__name__ not in _STATLESS:
-            node.info["out"] = recstats.stats(first)
         if first is not None and isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
             node.info.update(recstats.token_corr(first))
         self.bind(output, node.id)
@@ -300,6 +298,10 @@ class _Recorder(TorchFunctionMode):
             elif params:
                 node = self.add("param", name, unique, outs[0], param=params[0].param, varies=False,
                                 info={"derived": True})
+            elif name in ("cos", "sin") or any(n.info.get("trig") for n in nodes):
+                # rotary tables: E[cos^2] = E[sin^2] = 1/2 over the phases, whatever the device
+                node = self.add("const", name, unique, outs[0], varies=False,
+                                info={"numel": outs[0].numel(), "trig": True, "mean": 0.0, "m2": 0.5})
             else:
                 node = self.add("const", name, unique, outs[0], varies=False, info=recstats.stats(outs[0]))
             self.bind(out, node.id)
@@ -330,8 +332,11 @@ class _Recorder(TorchFunctionMode):
             info.update(recstats.allowed(mask, args, kwargs))
         elif kind == "softmax":
             info.update(recstats.support(outs[0]))
-        elif kind in ("reduce", "other", "shape", "scatter") and not outs[0].is_meta:
-            info["ratio"] = _ratio(operands, signals, outs[0], self)
+        elif kind in ("reduce", "other", "scatter", "mul"):
+            first = next((t for t in operands if self.by_id.get(id(t)) == signals[0].id), None)
+            ratio = recstats.ratio(first, outs[0])
+            if ratio is not None:
+                info["ratio"] = ratio
         node = self.add(kind, name, unique, outs[0], weights=weights, info=info)
         if kind == "elementwise":
             node.info["root"] = self.roots[node.id] = self.roots.get(signals[0].id, signals[0].id)
@@ -366,15 +371,6 @@ def _template(obj: Any, rec: _Recorder) -> Any:
     if isinstance(obj, dict):
         return {k: _template(v, rec) for k, v in obj.items()}
     return obj
-
-
-def _ratio(operands: list[torch.Tensor], signals: list[Node], out: torch.Tensor, rec: _Recorder) -> float | None:
-    """Measured ``E[out^2] / E[in^2]`` of a parameter-free operation, on the recorded values."""
-    first = next((t for t in operands if rec.by_id.get(id(t)) == signals[0].id), None)
-    if first is None or first.is_meta or not first.is_floating_point() or not out.is_floating_point():
-        return None
-    a, b = float(first.detach().double().square().mean()), float(out.detach().double().square().mean())
-    return b / a if a > 0 and math.isfinite(a) and math.isfinite(b) else None
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -418,26 +414,35 @@ def record(model: nn.Module, example_input: Any = None) -> Graph:
 
 
 def _run(model: nn.Module, inputs: Any, training: bool, guessed: bool = False) -> _Recorder:
-    rec = _Recorder(model)
-    handles = []
-    try:
-        for module in model.modules():
-            handles.append(module.register_forward_pre_hook(rec.pre_hook, with_kwargs=True))
-            handles.append(module.register_forward_hook(rec.post_hook, with_kwargs=True))
-        for t in tensors_in(inputs):
-            node = rec.add("input", "input", (), t, varies=True, info=recstats.stats(t))
-            node.info.update(recstats.sample_corr(t))
-            if guessed and t.is_floating_point():  # drawn from N(0, 1): its exact moments
-                node.info.update(mean=0.0, m2=1.0, corr=0.0)
-            rec.bind(t, node.id)
-        with preserved(model), torch.no_grad():
-            model.train(training)
-            with rec:
-                out = call_model(model, inputs)
-        rec.outputs = tuple(dict.fromkeys(rec.by_id[id(t)] for t in tensors_in(out) if id(t) in rec.by_id))
-    finally:
-        for h in handles:
-            h.remove()
+    """One recorded forward pass; a model holding meta tensors or DTensors runs on meta twins
+    (:mod:`initwise.twins`), its input's statistics read before the input moves to meta."""
+    twin = needs_twins(model)
+    infos = []
+    for t in tensors_in(inputs):
+        info = {**recstats.stats(t), **recstats.sample_corr(t)}
+        if guessed and t.is_floating_point():  # drawn from N(0, 1): its exact moments
+            info.update(mean=0.0, m2=1.0, corr=0.0)
+        infos.append(info)
+    if twin:
+        inputs = to_meta(inputs)
+    with meta_twins(model) if twin else contextlib.nullcontext():
+        rec = _Recorder(model)
+        handles = []
+        try:
+            for module in model.modules():
+                handles.append(module.register_forward_pre_hook(rec.pre_hook, with_kwargs=True))
+                handles.append(module.register_forward_hook(rec.post_hook, with_kwargs=True))
+            for t, info in zip(tensors_in(inputs), infos):
+                node = rec.add("input", "input", (), t, varies=True, info=info)
+                rec.bind(t, node.id)
+            with preserved(model), torch.no_grad():
+                model.train(training)
+                with rec:
+                    out = call_model(model, inputs)
+            rec.outputs = tuple(dict.fromkeys(rec.by_id[id(t)] for t in tensors_in(out) if id(t) in rec.by_id))
+        finally:
+            for h in handles:
+                h.remove()
     return rec
 
 

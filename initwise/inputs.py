@@ -115,8 +115,12 @@ def _safe_dummy(model: nn.Module) -> Any:
 
 
 def _device(model: nn.Module) -> torch.device:
+    """Where example inputs go: the device of the model's first parameter (the CPU for a meta
+    model: its input is moved to meta after its statistics were read)."""
     first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
+    if first is None or first.is_meta:
+        return torch.device("cpu")
+    return first.device
 
 
 def _guess_one(module: nn.Module) -> torch.Tensor | None:
@@ -144,7 +148,7 @@ def preserved(model: nn.Module) -> Iterator[None]:
     the CPU and CUDA random generators; ``ValueError`` if the block changed a parameter."""
     buffers = [(b, b.detach().clone()) for b in model.buffers() if not b.is_meta]
     flags = [(m, m.training) for m in model.modules()]
-    versions = [(n, p, p._version) for n, p in model.named_parameters()]
+    versions = [(n, p, p._version) for n, p in model.named_parameters() if not p.is_inference()]
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
     with torch.random.fork_rng(devices=cuda):
         try:

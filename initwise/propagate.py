@@ -20,8 +20,9 @@ mean-field limit, Poole et al. 2016):
 * attention: softmax-weighted averages of values over ``k`` allowed keys, with logits of
   variance ``s^2``: ``q_out = q_v (c_v + (1 - c_v) A)``, ``A = min(1, e^{s^2} / k)``;
 * concatenation: size-weighted averages; reshapes, indexing, dropout: unchanged;
-* anything else without parameters: the second-moment ratio measured on the recorded forward
-  pass (rotary embeddings, pooling), or unchanged when there are no values (meta tensors).
+* anything else without parameters (max pooling, top-k routing, quotients): the second-moment
+  ratio measured on the recorded pass (scale-free), unchanged on the meta device. Rotary tables
+  get ``E[cos^2] = 1/2`` on every device.
 """
 from __future__ import annotations
 

@@ -6,11 +6,12 @@ two queries' averages overlap. Nothing is computed on meta tensors.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
-__all__ = ["stats", "token_corr", "sample_corr", "support", "allowed", "rows", "overlap"]
+__all__ = ["ratio", "stats", "token_corr", "sample_corr", "support", "allowed", "rows", "overlap"]
 
 
 def stats(t: torch.Tensor) -> dict[str, float]:
@@ -108,3 +109,13 @@ def allowed(mask: Any, args: tuple, kwargs: dict) -> dict[str, float]:
         return {"inv_keys": 1.0 / lk, "pair_keys": 1.0 / lk}
     inv, pair = overlap(ok)
     return {"inv_keys": inv, "pair_keys": pair}
+
+
+def ratio(first: torch.Tensor | None, out: torch.Tensor) -> float | None:
+    """``E[out^2] / E[in^2]`` of a parameter-free operation (max pooling, top-k, routing) on
+    the recorded values: a scale-free figure (``None`` on meta)."""
+    if first is None or first.is_meta or out.is_meta or not first.is_floating_point() \
+            or not out.is_floating_point() or first.numel() == 0 or out.numel() == 0:
+        return None
+    a, b = float(first.detach().double().square().mean()), float(out.detach().double().square().mean())
+    return b / a if a > 0 and math.isfinite(a) and math.isfinite(b) else None

@@ -218,6 +218,14 @@ def _originals(plist: nn.Module) -> list[tuple[str, torch.Tensor]]:
     return out
 
 
+def _same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Two parameter objects over exactly the same memory (planned as one tied tensor)."""
+    if a.is_meta or b.is_meta or type(a) is not type(b):
+        return False
+    return (a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+            and a.dtype == b.dtype)
+
+
 def _work_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
@@ -383,7 +391,7 @@ def _jobs(plan: Plan, model: nn.Module, seed: int) -> tuple[list[_Job], list[Pla
             raise ValueError(f"plan entry {missing[0]!r} names no parameter of {type(model).__name__}; "
                              "was the plan made for another model?")
         target = tensors[entry.name]
-        untied = [n for n in entry.shared_with if tensors[n] is not target]
+        untied = [n for n in entry.shared_with if tensors[n] is not target and not _same_view(tensors[n], target)]
         if untied:
             raise ValueError(f"plan entry {entry.name!r} is tied to {untied[0]!r}, but in this model they are "
                              "different tensors (model.to('meta') and to_empty() untie parameters): tie them again "

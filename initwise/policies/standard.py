@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..graph import Graph, Node
 from ..moments import act_moments
@@ -110,7 +111,8 @@ def refine(entries: list[PlanEntry], owned: list[PlanEntry], graph: Graph, *, re
 
 def _entry_stats(e: PlanEntry, t: torch.Tensor | None) -> tuple[float, float]:
     if e.scheme == "keep" or e.scheme == "weight_norm_g":
-        if t is not None and not t.is_meta and t.numel() and t.is_floating_point():
+        if t is not None and type(t) in (nn.Parameter, torch.Tensor) and not t.is_meta and t.numel() \
+                and t.is_floating_point():
             x = t.detach().double()
             return float(x.mean()), float(x.square().mean())
         return 0.0, (e.std or 0.0) ** 2
