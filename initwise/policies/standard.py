@@ -15,7 +15,7 @@ activation ``phi``       ``s`` with ``s E[phi'(z)^2] = 1`` for ``z ~ N(0, s q_x)
                          Poole et al. 2016, Schoenholz et al. 2017). ReLU: ``s = 2``, He exactly;
                          SELU: ``s = 1 / q_x`` (LeCun); saturating ones (tanh, sigmoid) are kept in
                          their linear regime (``E[z^2] <= 1``, Glorot & Bengio 2010)
-model output (logits)    ``s = 0.05 / q_x``: logits of std ~0.22, initial loss ~ ln(classes) + 0.025
+model output (logits)    ``s = 0.02 / q_x``: logits of std 0.14, initial loss ~ ln(classes) + 0.01
 attention query / key    logits ``scale^2 d q_q q_k`` of std 0.5 whatever the model's scaling (T5)
 sum of embeddings        each of the ``k`` summed embeddings gets ``1/k`` of the unit variance
 other (layer, norm...)   ``s = 1 / q_x``: the consumer receives unit second moment
@@ -50,8 +50,8 @@ from .common import XAVIER_ACTS, dist_scheme
 __all__ = ["refine", "RESIDUAL_MODES", "TARGET_LOGITS", "TARGET_ATTENTION_STD"]
 
 RESIDUAL_MODES = ("scaled", "zero", "none")
-#: Second moment of a model's outputs at initialization (std ~0.22: loss ~ ln C + 0.025).
-TARGET_LOGITS = 0.05
+#: Second moment of a model's outputs at initialization (std 0.14: loss ~ ln C + 0.01).
+TARGET_LOGITS = 0.02
 #: Std of attention logits at initialization.
 TARGET_ATTENTION_STD = 0.5
 _HE_LIKE_CAP = 1e3
@@ -355,6 +355,12 @@ def _one_target(u: Any, q: float, g: Graph, table_family: str = "xavier") -> tup
     if kind == "residual":
         family = {"he": "kaiming", "lecun": "lecun"}.get(table_family, "xavier")
         return 1.0 / q, family, "ends a residual branch"
+    if kind == "sum" and u.node is not None:
+        group = sum_group(g, _top_sum(g, u.node.id))
+        if group:
+            k = len(group)
+            return 1.0 / (k * q), "xavier", (f"one of {k} summed embeddings (patches + position): E[y^2] = 1/{k}, an "
+                                             "equal share of the sum's unit variance")
     return 1.0 / q, "xavier", "no activation follows: its consumer receives E[y^2] = 1"
 
 
