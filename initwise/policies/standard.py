@@ -338,12 +338,15 @@ def _one_target(u: Any, q: float, g: Graph, table_family: str = "xavier") -> tup
             return TARGET_LOGITS / q, "xavier", f"feeds {label} at the model output: logits of E[z^2] = {TARGET_LOGITS}"
         if name == "selu":
             return 1.0 / q, "lecun", "feeds selu: LeCun, E[z^2] = 1 keeps SELU self-normalizing (Klambauer et al. 2017)"
-        s, slope2 = _edge_of_chaos(u.node.phi if u.node.info.get("chain") else act.fn, q, name in XAVIER_ACTS)
-        family = "xavier" if name in XAVIER_ACTS else "kaiming"
-        rule = ("in its linear regime (E[z^2] <= 1, Glorot & Bengio 2010) with" if name in XAVIER_ACTS else "with")
-        return s / q, family, (f"feeds {label}: {'Xavier' if family == 'xavier' else 'He'} family {rule} "
-                               f"s E[phi'(z)^2] = {s * slope2:.3g} at E[z^2] = {s:.3g} (chi_1 = 1: the gradient "
-                               "keeps its scale, Schoenholz et al. 2017)")
+        phi = u.node.phi if u.node.info.get("chain") else act.fn
+        if name in XAVIER_ACTS:
+            t, slope2 = _saturating(phi, q)
+            return t, "xavier", (f"feeds {label}: Xavier family, n E[w^2] = {t:.3g} so that n E[w^2] E[phi'(z)^2] "
+                                 f"= 1 at its pre-activation E[z^2] = {t * q:.3g} (chi_1 = 1, the edge of chaos: "
+                                 "near-linear, as Glorot & Bengio 2010 derive it; Schoenholz et al. 2017)")
+        s, slope2 = _edge_of_chaos(phi, q, False)
+        return s / q, "kaiming", (f"feeds {label}: He family with s E[phi'(z)^2] = {s * slope2:.3g} at E[z^2] = "
+                                  f"{s:.3g} (chi_1 = 1: the gradient keeps its scale, Schoenholz et al. 2017)")
     if kind == "output":
         return TARGET_LOGITS / q, "xavier", f"model output: logits of E[y^2] = {TARGET_LOGITS} (initial loss ~ ln C)"
     if kind in ("query", "key"):
@@ -362,6 +365,24 @@ def _one_target(u: Any, q: float, g: Graph, table_family: str = "xavier") -> tup
             return 1.0 / (k * q), "xavier", (f"one of {k} summed embeddings (patches + position): E[y^2] = 1/{k}, an "
                                              "equal share of the sum's unit variance")
     return 1.0 / q, "xavier", "no activation follows: its consumer receives E[y^2] = 1"
+
+
+def _saturating(phi: Any, q: float) -> tuple[float, float]:
+    """``(t, E[phi'^2])`` with ``t E[phi'(z)^2] = 1`` for ``z ~ N(0, t q)``: ``t = n E[w^2]``
+    for a saturating activation (tanh: ``t -> 1`` as ``q -> 0``), whose pre-activation is left to
+    settle where the gradient keeps its scale; at most the pre-activation ``E[z^2] = 1``
+    (sigmoid, whose slope is at most 1/4, would otherwise be driven into saturation)."""
+    t, slope2 = 1.0, 1.0
+    for _ in range(40):
+        slope2 = act_moments(phi, 0.0, t * q, 0.0).slope2
+        if slope2 <= 0:
+            break
+        new = min(max(1.0 / slope2, 1e-3), 1.0 / q)
+        if abs(new - t) < 1e-6 * t:
+            t = new
+            break
+        t = 0.5 * (t + new)
+    return t, slope2
 
 
 def _edge_of_chaos(phi: Any, q: float, linear_regime: bool) -> tuple[float, float]:
