@@ -211,7 +211,8 @@ def _weight_node(node: Node, ctx: Context, st: _State) -> None:
         nominal = float(e.fan_in) if fans[1] is None and e.fan_in else fan_in
         if abs(nominal - fan_in) > 1e-6 * nominal:
             why += f" [{fan_in:.4g} of the {nominal:g} inputs of an output lie inside the zero padding, on average]"
-        _random(e, family, math.sqrt(s / fan_in), nominal, fan_out, why, st)
+        _random(e, family, math.sqrt(s / fan_in), nominal, fan_out, why, st,
+                hidden=bool(uses) and all(u.kind == "act" for u in uses))
     st.decided.add(id(e))
     _set_stats(ctx, e)
 
@@ -296,8 +297,12 @@ def _param_node(node: Node, ctx: Context, st: _State) -> None:
     _set_stats(ctx, e)
 
 
+#: Square hidden weights up to this size are drawn orthogonal (a QR of 512 x 512 takes ~20 ms).
+ORTHOGONAL_MAX = 512
+
+
 def _random(e: PlanEntry, family: str, std: float, fan_in: float, fan_out: float | None, why: str,
-            st: _State) -> None:
+            st: _State, hidden: bool = False) -> None:
     fan_out = fan_out or fan_in
     if family == "xavier":
         gain = std / math.sqrt(2.0 / (fan_in + fan_out))
@@ -311,6 +316,13 @@ def _random(e: PlanEntry, family: str, std: float, fan_in: float, fan_out: float
     e.scheme, e.distribution = dist_scheme(family, st.distribution), st.distribution
     e.fan_in, e.fan_out, e.gain, e.std, e.params = _num(fan_in), _num(fan_out), float(gain), std, params
     e.reason = why
+    rows, cols = (e.shape[0], math.prod(e.shape[1:])) if len(e.shape) >= 2 else (0, 0)
+    if hidden and st.distribution == "normal" and rows == cols and 2 <= rows <= ORTHOGONAL_MAX \
+            and "padding_idx" not in params and params.get("blocks", 1) == 1:
+        e.scheme, e.distribution = f"{family}_orthogonal", "orthogonal"
+        e.reason = (why + f"; drawn as a scaled orthogonal matrix of that std (all singular values "
+                    f"{std * math.sqrt(rows):.3g}): a square hidden layer then keeps every input's norm exactly at "
+                    "finite width (Saxe et al. 2014), where a Gaussian one fluctuates")
 
 
 def _num(v: float) -> int | float:
