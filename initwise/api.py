@@ -22,16 +22,19 @@ import os
 import sys
 from typing import Any, Mapping
 
+import torch
 from torch import nn
 
 from .discover import one_line
-from .plan import Plan, build_plan
+from .build import build_plan
+from .plan import Plan
 
 __all__ = ["plan", "init", "apply_scheme", "load_target"]
 
 
 def plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[Any, Any] | None = None,
-         policy: str = "standard", distribution: str = "normal") -> Plan:
+         policy: str = "standard", distribution: str = "normal", residual: str = "scaled",
+         include_frozen: bool = False) -> Plan:
     """The initialization plan of ``model``, one :class:`~initwise.plan.PlanEntry` per tensor
     (reads only).
 
@@ -50,11 +53,14 @@ def plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[Any, Any
     declaration order: a ``UserWarning`` is issued and ``plan.note`` and the affected reasons
     say so (pass ``example_input`` to avoid it).
     """
-    return build_plan(model, example_input, rules=rules, policy=policy, distribution=distribution)
+    return build_plan(model, example_input, rules=rules, policy=policy, distribution=distribution,
+                      residual=residual, include_frozen=include_frozen)
 
 
 def init(model: nn.Module, example_input: Any = None, *, rules: Mapping[Any, Any] | None = None,
-         policy: str = "standard", distribution: str = "normal", seed: int | None = None) -> Plan:
+         policy: str = "standard", distribution: str = "normal", residual: str = "scaled",
+         include_frozen: bool = False, seed: int | None = None,
+         device: str | torch.device | None = None) -> Plan:
     """Initialize every parameter of ``model`` in place (all or nothing) and return the plan.
 
     Arguments as in :func:`plan`. ``seed`` makes the result reproducible and independent of the
@@ -62,9 +68,16 @@ def init(model: nn.Module, example_input: Any = None, *, rules: Mapping[Any, Any
     ``seed`` and its qualified name. ``seed=None`` draws the seed from torch's global generator
     and records it in ``plan.seed``. Tied parameters are written once; parametrized weights
     (weight_norm, spectral_norm, ``torch.nn.utils.parametrize``) through their original tensors.
+
+    A model built on the meta device (``with torch.device("meta"): ...``) needs ``device=``
+    (``"cpu"``, ``"cuda"``): each tensor is then created once there, in its dtype, and drawn
+    there, with the same values as ``init`` of the model built normally (see
+    :mod:`initwise.write`). Sharded models (DTensor, FSDP2 ``fully_shard``) get the same full
+    tensors as a single process.
     """
-    p = build_plan(model, example_input, rules=rules, policy=policy, distribution=distribution)
-    return p.apply(model, seed=seed)
+    p = build_plan(model, example_input, rules=rules, policy=policy, distribution=distribution,
+                   residual=residual, include_frozen=include_frozen)
+    return p.apply(model, seed=seed, device=device)
 
 
 def apply_scheme(model: nn.Module, scheme: str, *, seed: int | None = None,
@@ -89,22 +102,25 @@ def load_target(spec: str) -> nn.Module:
     made by calling ``factory()`` (or the ``nn.Module`` instance found there).
 
     Raises ``ValueError`` with a one-line message on any problem (bad syntax, missing file or
-    module, error while importing, missing attribute, factory failing or not returning an
-    ``nn.Module``).
+    module, error while importing, missing attribute, factory failing, calling ``sys.exit`` or
+    not returning an ``nn.Module``); the original exception is its ``__cause__``, so a traceback
+    shows the frames of the user's own code. ``KeyboardInterrupt`` is not caught.
     """
     if not isinstance(spec, str) or ":" not in spec:
         raise ValueError(f"TARGET {spec!r} must look like path/to/file.py:factory or package.module:factory")
     where, _, attr = spec.rpartition(":")
     if not where or not attr or not attr.replace(".", "").replace("_", "").isalnum():
         raise ValueError(f"TARGET {spec!r} must look like path/to/file.py:factory or package.module:factory")
+    is_file = where.endswith(".py") or os.sep in where or "/" in where
+    if is_file:
+        if not os.path.isfile(where):
+            raise ValueError(f"TARGET file {where!r} does not exist")
+        name = f"_initwise_target_{abs(hash(os.path.abspath(where)))}"
+        spec_obj = importlib.util.spec_from_file_location(name, where)
+        if spec_obj is None or spec_obj.loader is None:
+            raise ValueError(f"cannot import {where!r} as a Python file")
     try:
-        if where.endswith(".py") or os.sep in where or "/" in where:
-            if not os.path.isfile(where):
-                raise ValueError(f"TARGET file {where!r} does not exist")
-            name = f"_initwise_target_{abs(hash(os.path.abspath(where)))}"
-            spec_obj = importlib.util.spec_from_file_location(name, where)
-            if spec_obj is None or spec_obj.loader is None:
-                raise ValueError(f"cannot import {where!r} as a Python file")
+        if is_file:
             module = importlib.util.module_from_spec(spec_obj)
             sys.modules[name] = module
             directory = os.path.dirname(os.path.abspath(where))
@@ -118,14 +134,15 @@ def load_target(spec: str) -> nn.Module:
                     sys.path.remove(directory)
         else:
             module = importlib.import_module(where)
-    except ValueError:
-        raise
     except ModuleNotFoundError as exc:
-        raise ValueError(f"cannot import {where!r}: {exc}") from None
+        raise ValueError(f"cannot import {where!r}: {exc}") from exc
     except SyntaxError as exc:
-        raise ValueError(f"syntax error in {exc.filename}, line {exc.lineno}: {exc.msg}") from None
+        raise ValueError(f"syntax error in {exc.filename}, line {exc.lineno}: {exc.msg}") from exc
+    except SystemExit as exc:
+        raise ValueError(f"importing {where!r} called sys.exit({exc.code!r}); guard the script part of "
+                         "the file with if __name__ == '__main__':") from exc
     except Exception as exc:  # noqa: BLE001 - any error in user code becomes one line
-        raise ValueError(f"error while importing {where!r}: {type(exc).__name__}: {one_line(exc, 200)}") from None
+        raise ValueError(f"error while importing {where!r}: {type(exc).__name__}: {one_line(exc, 200)}") from exc
 
     obj: Any = module
     for part in attr.split("."):
@@ -140,9 +157,12 @@ def load_target(spec: str) -> nn.Module:
     try:
         result = obj()
     except TypeError as exc:
-        raise ValueError(f"calling {attr}() failed: {one_line(exc, 200)} (the factory must take no arguments)") from None
+        raise ValueError(f"calling {attr}() failed: {one_line(exc, 200)} (the factory must take no arguments)") from exc
+    except SystemExit as exc:
+        raise ValueError(f"calling {attr}() called sys.exit({exc.code!r}); the factory must return the "
+                         "model") from exc
     except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"calling {attr}() failed: {type(exc).__name__}: {one_line(exc, 200)}") from None
+        raise ValueError(f"calling {attr}() failed: {type(exc).__name__}: {one_line(exc, 200)}") from exc
     if not isinstance(result, nn.Module):
         raise ValueError(f"{attr}() returned a {type(result).__name__}, not an nn.Module")
     return result

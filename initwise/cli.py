@@ -3,7 +3,10 @@
 Each subcommand is a pair of functions: ``_add_<name>(subparsers)`` declares its arguments and
 ``_cmd_<name>(args)`` runs it and returns an exit code. Errors the user can fix (bad names, bad
 shapes, a TARGET that does not load) are printed as one line on stderr, with exit code 2,
-unless ``--debug`` is given, which shows the full traceback.
+unless ``--debug`` is given, which shows the full traceback (the user's own frames included).
+Every option is checked before any work (:mod:`initwise.cliopts`: numbers in range, options
+that do not apply, outputs that would overwrite an input); Ctrl-C exits 130 with one line, and
+files are written atomically, so an interrupted command leaves no partial output.
 """
 from __future__ import annotations
 
@@ -12,27 +15,35 @@ import os
 import sys
 from typing import Sequence
 
+from .cliopts import (MAX_SEED, CLIError, check_paths, check_size, float_range, given_options, int_range,
+                      parse_shape, reject, target_file)
 from .discover import one_line
 
-
-class CLIError(Exception):
-    """An error the user can fix; printed as one line, without a traceback."""
+# ranges of the numeric options (checked by argparse, before anything runs)
+_DEPTH = int_range(1, 1000)
+_WIDTH = int_range(1, 8192)
+_SEEDS = int_range(1, 100)
+_STEPS = int_range(1, 10**6)
+_THREADS = int_range(1, 1024)
+_SEED = int_range(0, MAX_SEED)
+_BATCH = int_range(2, 65536)
 
 
 # ---------------------------------------------------------------------------- shared helpers
 def _input_shape(text: str) -> tuple[int, ...]:
-    """Parse ``--input-shape``: comma-separated positive integers, e.g. ``1,3,32,32``."""
-    parts = [t.strip() for t in str(text).split(",")]
-    if not text or not text.strip() or not all(t.isdigit() and int(t) > 0 for t in parts):
-        raise CLIError(f"--input-shape must be comma-separated positive integers such as "
-                       f"1,3,32,32, got {text!r}")
-    return tuple(int(t) for t in parts)
+    """Parse ``--input-shape``: comma-separated positive integers, e.g. ``1,3,32,32`` (ASCII
+    digits, each at most 2^31 - 1, 2^28 elements in all)."""
+    return parse_shape(text)
+
+
+def _mlp_size(depth: int, width: int, batch: int, what: str) -> None:
+    """A built-in MLP's weights and one batch of activations per layer must fit the limit."""
+    check_size(depth * width * (width + 1) + 3 * depth * batch * width, what, "an MLP of")
 
 
 def _check_input(model, x, text: str) -> None:
     """Run one forward pass of ``model`` on ``x`` without gradients, so that an --input-shape
-    the model does not accept is reported as one line (even when torch.fx traces the model
-    and never runs it)."""
+    the model does not accept is reported as one line."""
     import torch
 
     was_training = model.training
@@ -61,24 +72,32 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="initwise-demo", metavar="DIR",
                    help="report folder to write (default ./initwise-demo)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per scheme (default 3)")
-    p.add_argument("--steps", type=int, default=500, help="training steps per run (default 500)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--seeds", type=_SEEDS, default=3, help="seeds per scheme, 1 to 100 (default 3)")
+    p.add_argument("--steps", type=_STEPS, default=500, help="training steps per run (default 500)")
+    p.add_argument("--threads", type=_THREADS, default=1,
                    help="torch CPU threads (default 1: small matmuls gain nothing from more)")
     p.add_argument("--profile", action="store_true",
                    help="only print the depth profile (no training)")
     p.add_argument("--no-profile", action="store_true", help="skip the depth profile")
-    p.add_argument("--depth", type=int, default=50,
-                   help="depth-profile MLP: number of Linear layers (default 50)")
-    p.add_argument("--width", type=int, default=256,
-                   help="depth-profile MLP: units per layer (default 256)")
-    p.add_argument("--batch", type=int, default=512,
-                   help="depth-profile batch size (default 512)")
-    p.add_argument("--seed", type=int, default=0, help="depth-profile random seed (default 0)")
+    p.add_argument("--depth", type=_DEPTH, default=50,
+                   help="depth-profile MLP: number of Linear layers, 1 to 1000 (default 50)")
+    p.add_argument("--width", type=_WIDTH, default=256,
+                   help="depth-profile MLP: units per layer, 1 to 8192 (default 256)")
+    p.add_argument("--batch", type=_BATCH, default=512,
+                   help="depth-profile batch size, 2 to 65536 (default 512)")
+    p.add_argument("--seed", type=_SEED, default=0, help="depth-profile random seed (default 0)")
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.profile and args.no_profile:
+        raise CLIError("--profile and --no-profile exclude each other")
+    if args.no_profile:
+        reject(args, ("depth", "width", "batch", "seed"), "with --no-profile (they set the depth profile)")
+    if args.profile:
+        reject(args, ("out", "seeds", "steps"), "with --profile (it trains nothing)")
+    _mlp_size(args.depth, args.width, args.batch, f"--depth {args.depth} --width {args.width} --batch {args.batch}")
+    _ev_threads(args.threads)
     if not args.no_profile:
         from .depthprofile import DEMO_SCHEMES, depth_profile, format_profile
 
@@ -126,11 +145,11 @@ def _ev_csv(text: str, what: str) -> list[str]:
     return items
 
 
-def _ev_ints(text: str, what: str) -> list[int]:
+def _ev_ints(text: str, what: str, lo: int = 1, hi: int = 1000) -> list[int]:
     try:
-        return [int(t) for t in _ev_csv(text, what)]
-    except ValueError:
-        raise CLIError(f"{what} must be comma-separated integers, got {text!r}") from None
+        return [_DEPTH(t) if (lo, hi) == (1, 1000) else int_range(lo, hi)(t) for t in _ev_csv(text, what)]
+    except argparse.ArgumentTypeError as exc:
+        raise CLIError(f"{what} must be comma-separated integers from {lo} to {hi}, got {text!r} ({exc})") from None
 
 
 class _ev_progress:
@@ -223,35 +242,47 @@ def _ev_add_training_args(p: argparse.ArgumentParser, *, schemes: str, seeds: in
     p.add_argument("--arch", default="mlp", choices=list(_EV_ARCH_DEFAULTS),
                    help="model: plain MLP, plain CNN (image data), or a recurrent net over the "
                    "inputs as a sequence (default mlp)")
-    p.add_argument("--width", type=int, default=None,
-                   help="units per hidden layer / CNN channels / recurrent hidden size "
+    p.add_argument("--width", type=_WIDTH, default=None,
+                   help="units per hidden layer / CNN channels / recurrent hidden size, 1 to 8192 "
                    "(default 128 / 16 / 64)")
     p.add_argument("--activation", default=None,
                    help="activation: relu, leaky_relu, tanh, sigmoid, selu, elu, gelu, silu, "
-                   "identity (rnn: tanh or relu; ignored by lstm/gru) (default relu, rnn tanh)")
+                   "identity (rnn: tanh or relu; not for lstm/gru) (default relu, rnn tanh)")
     p.add_argument("--schemes", default=schemes,
                    help="comma-separated schemes: torch (as built), auto (initwise.init), large "
                    "(N(0,1)), orthogonal_hh (as built, only the recurrent weight_hh made "
                    "orthogonal; rnn/lstm/gru only) or any initializer name: zeros, small, xavier, "
                    f"he, lecun, orthogonal, ... (default {schemes})")
-    p.add_argument("--seeds", type=int, default=seeds,
-                   help=f"number of seeds 0..N-1 per scheme (default {seeds})")
-    p.add_argument("--steps", type=int, default=500, help="training steps per run (default 500)")
-    p.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64)")
+    p.add_argument("--seeds", type=_SEEDS, default=seeds,
+                   help=f"number of seeds 0..N-1 per scheme, 1 to 100 (default {seeds})")
+    p.add_argument("--steps", type=_STEPS, default=500, help="training steps per run (default 500)")
+    p.add_argument("--batch-size", type=int_range(1, 65536), default=64, help="mini-batch size (default 64)")
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"],
                    help="optimizer (default sgd)")
-    p.add_argument("--lr", type=float, default=0.001, help="learning rate (default 0.001)")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    p.add_argument("--clip", type=float, default=None,
+    p.add_argument("--lr", type=float_range(0, 1e6, lo_open=True), default=0.001,
+                   help="learning rate, > 0 (default 0.001)")
+    p.add_argument("--momentum", type=float_range(0, 1, hi_open=True), default=0.9,
+                   help="SGD momentum, in [0, 1) (default 0.9)")
+    p.add_argument("--clip", type=float_range(0, 1e30, lo_open=True), default=None,
                    help="clip the gradient norm to this value (default: no clipping)")
-    p.add_argument("--eval-every", type=int, default=25,
+    p.add_argument("--eval-every", type=_STEPS, default=25,
                    help="measure test accuracy every N steps (default 25)")
     p.add_argument("--seq-mode", default="pixel", choices=["pixel", "row"],
                    help="recurrent archs: one pixel per step (64 steps on digits) or one row "
                    "per step (8 steps) (default pixel)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--threads", type=_THREADS, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="write results.json, results.csv, the plot and summary.md to DIR")
+
+
+def _ev_reject(args: argparse.Namespace) -> None:
+    """Training options that do not apply to the chosen arch or optimizer are errors."""
+    if args.arch not in ("rnn", "lstm", "gru"):
+        reject(args, ("seq_mode",), f"to --arch {args.arch} (only to rnn, lstm and gru)")
+    if args.arch in ("lstm", "gru"):
+        reject(args, ("activation",), f"to --arch {args.arch} (its gates fix the activations)")
+    if args.optimizer != "sgd":
+        reject(args, ("momentum",), f"to --optimizer {args.optimizer} (only to sgd)")
 
 
 def _ev_activation(args: argparse.Namespace) -> str:
@@ -277,8 +308,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "order, optimizer, learning rate and budget per seed; print test accuracy (mean ± std "
         "over seeds), final loss, steps to 90% of the best accuracy and diverged runs.",
     )
-    p.add_argument("--depth", type=int, default=None,
-                   help="weight layers including the classifier (default 30 for mlp, 10 for "
+    p.add_argument("--depth", type=_DEPTH, default=None,
+                   help="weight layers including the classifier, 1 to 1000 (default 30 for mlp, 10 for "
                    "cnn, 2 (one recurrent layer) for rnn/lstm/gru)")
     _ev_add_training_args(p, schemes="torch,zeros,small,xavier,he,lecun,orthogonal,auto",
                           seeds=3)
@@ -288,10 +319,13 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .experiments.compare import compare, total_steps
 
-    _ev_threads(args.threads)
+    _ev_reject(args)
     depth0, width0 = _EV_ARCH_DEFAULTS[args.arch]
     depth = args.depth if args.depth is not None else depth0
     width = args.width if args.width is not None else width0
+    if args.arch == "mlp":
+        _mlp_size(depth, width, args.batch_size, f"--depth {depth} --width {width}")
+    _ev_threads(args.threads)
     schemes = _ev_check(args, [depth], width, _ev_csv(args.schemes, "--schemes"))
     config = _ev_config(args)
     with _ev_progress(total_steps(len(schemes), args.seeds, args.steps)) as progress:
@@ -322,9 +356,12 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .experiments.compare import sweep, total_steps
 
-    _ev_threads(args.threads)
+    _ev_reject(args)
     depths = _ev_ints(args.depths, "--depths")
     width = args.width if args.width is not None else _EV_ARCH_DEFAULTS[args.arch][1]
+    if args.arch == "mlp":
+        _mlp_size(max(depths), width, args.batch_size, f"--depths {args.depths} --width {width}")
+    _ev_threads(args.threads)
     schemes = _ev_check(args, depths, width, _ev_csv(args.schemes, "--schemes"))
     total = total_steps(len(schemes), args.seeds, args.steps, len(depths))
     with _ev_progress(total) as progress:
@@ -355,10 +392,10 @@ def _add_claim(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", nargs="?", default=None,
                    help=f"claim to run: {', '.join(CLAIMS)}, or all")
     p.add_argument("--list", action="store_true", help="list the claims and exit")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per scheme (default 3)")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--seeds", type=_SEEDS, default=3, help="seeds per scheme, 1 to 100 (default 3)")
+    p.add_argument("--steps", type=_STEPS, default=None,
                    help="training steps per run (default: the claim's budget, 500 or 1000)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--threads", type=_THREADS, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="write the report files (one subfolder per claim) to DIR")
     p.set_defaults(func=_cmd_claim)
@@ -369,6 +406,8 @@ def _cmd_claim(args: argparse.Namespace) -> int:
     from .experiments.compare import total_steps
 
     if args.list or not args.name:
+        reject(args, ("name",), "with --list")
+        reject(args, ("seeds", "steps", "threads", "out"), "to listing the claims (give a claim name)")
         for name, fn in CLAIMS.items():
             summary = " ".join((fn.__doc__ or "").split("\n\n")[0].split())
             print(f"{name:<22} {summary}")
@@ -415,24 +454,28 @@ def _add_diagnose(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-shape", metavar="SHAPE",
                    help="shape of the random input batch, batch first, e.g. 128,3,32,32 "
                    "(required with TARGET)")
-    p.add_argument("--mlp", type=int, metavar="DEPTH",
-                   help="diagnose a built-in plain MLP with DEPTH Linear layers instead of a TARGET")
-    p.add_argument("--width", type=int, default=256,
-                   help="--mlp: units per layer, also the input size (default 256)")
+    p.add_argument("--input-dtype", choices=("float", "long"), default="float",
+                   help="TARGET: dtype of the input batch: float (N(0, 1)) or long (token ids drawn "
+                   "uniformly below the smallest nn.Embedding's num_embeddings) (default float)")
+    p.add_argument("--mlp", type=_DEPTH, metavar="DEPTH",
+                   help="diagnose a built-in plain MLP with DEPTH Linear layers (1 to 1000) instead "
+                   "of a TARGET")
+    p.add_argument("--width", type=_WIDTH, default=256,
+                   help="--mlp: units per layer, also the input size, 1 to 8192 (default 256)")
     p.add_argument("--activation", default="relu",
                    help="--mlp: activation after every hidden layer: relu, leaky_relu, tanh, "
                    "sigmoid, selu, elu, gelu, silu, identity (default relu)")
-    p.add_argument("--batch", type=int, default=256, help="--mlp: batch size (default 256)")
+    p.add_argument("--batch", type=_BATCH, default=256, help="--mlp: batch size, 2 to 65536 (default 256)")
     p.add_argument("--scheme", action="append", metavar="NAME",
                    help="initialization to diagnose: torch (the model as built or loaded), auto "
                    "(initwise.init) or any scheme name (xavier_normal, he, lecun, orthogonal, "
                    "zeros, small, ...); repeat or comma-separate to compare (default torch)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the weights and the batch (default 0)")
+    p.add_argument("--seed", type=_SEED, default=0, help="seed for the weights and the batch (default 0)")
     p.add_argument("--plot", metavar="PNG",
                    help="write a plot (png, pdf, svg, ... by the file's extension): activation "
                    "and gradient std per layer, activation histograms")
     p.add_argument("--json", metavar="PATH", help="write the reports as JSON ({scheme: report})")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=_THREADS, default=1,
                    help="torch CPU threads (default 1: small layers gain nothing from more)")
     p.set_defaults(func=_cmd_diagnose)
 
@@ -447,10 +490,27 @@ def _dg_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _dg_input(model, shape: tuple[int, ...], args: argparse.Namespace):
+    """The batch: N(0, 1) floats, or (--input-dtype long) token ids drawn uniformly from the
+    vocabulary of the model's smallest embedding (all-equal ids would make every sample alike
+    and the spreads across the batch 0)."""
+    import torch
+    from torch import nn
+
+    g = torch.Generator().manual_seed(args.seed)
+    if args.input_dtype == "float":
+        return torch.randn(shape, generator=g)
+    sizes = [m.num_embeddings for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
+    if not sizes:
+        raise CLIError(f"--input-dtype long: {type(model).__name__} has no nn.Embedding to tell the "
+                       "vocabulary size; token ids need one")
+    return torch.randint(0, min(sizes), shape, generator=g)
+
+
 def _dg_check_scheme(scheme: str) -> None:
     """A diagnose scheme is torch, auto or a whole-model policy name, checked by the function
     initwise.plan itself uses (so e.g. 'constant', which needs a value, fails here)."""
-    from .plan import normalize_policy
+    from .policies import normalize_policy
 
     if scheme in ("torch", "auto", "standard"):
         return
@@ -492,9 +552,8 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     if args.mlp is not None and args.target:
         raise CLIError("give either a TARGET or --mlp DEPTH, not both")
     if args.mlp is not None:
-        if args.mlp < 1 or args.width < 1 or args.batch < 2:
-            raise CLIError(f"--mlp needs DEPTH >= 1, --width >= 1 and --batch >= 2; got "
-                           f"{args.mlp}, {args.width}, {args.batch}")
+        reject(args, ("input_shape", "input_dtype"), "to --mlp (its input is --batch x --width)")
+        _mlp_size(args.mlp, args.width, args.batch, f"--mlp {args.mlp} --width {args.width} --batch {args.batch}")
         from .experiments.models import make_activation, mlp
 
         make_activation(args.activation)  # unknown names fail here, before any work
@@ -506,12 +565,13 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         shape: tuple[int, ...] = (args.batch, width)
         title = f"{depth}-layer {act} MLP, width {width}, batch {args.batch}"
     elif args.target:
+        reject(args, ("width", "activation", "batch"), "to a TARGET (they set the built-in --mlp)")
         if not args.input_shape:
             raise CLIError("TARGET needs --input-shape, batch first, e.g. --input-shape 128,3,32,32")
         shape = _dg_shape(args.input_shape)
         loaded = load_target(args.target)
-        _check_input(loaded, torch.randn(shape, generator=torch.Generator().manual_seed(args.seed)),
-                     args.input_shape)
+        x = _dg_input(loaded, shape, args)
+        _check_input(loaded, x, args.input_shape)
 
         def factory() -> torch.nn.Module:
             return copy.deepcopy(loaded)
@@ -521,7 +581,8 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         raise CLIError("nothing to diagnose: give a TARGET with --input-shape, or --mlp DEPTH")
 
     _ev_threads(args.threads)
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed))
+    if args.mlp is not None:
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed))
     reports = {}
     with _ev_progress(len(schemes)) as progress:
         for scheme in schemes:
@@ -536,8 +597,9 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         comparison.plot(args.plot, title=f"initwise diagnose: {title}")
         print(f"wrote {args.plot}")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            fh.write(comparison.to_json())
+        from .atomic import write_text
+
+        write_text(args.json, comparison.to_json())
         print(f"wrote {args.json}")
     return 0
 
@@ -591,9 +653,10 @@ def _add_recommend(sub: argparse._SubParsersAction) -> None:
                         "mish, softmax, none, ...")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="activation parameter, e.g. --param negative_slope=0.2 (repeatable)")
-    p.add_argument("--fan-in", type=float, default=256, help="fan-in for the example std (default 256; "
+    p.add_argument("--fan-in", type=float_range(1, 1e12), default=256, help="fan-in for the example std, 1 to 1e12 (default 256; "
                    "may be fractional, as for a strided ConvTranspose)")
-    p.add_argument("--fan-out", type=float, default=256, help="fan-out for the example std (default 256)")
+    p.add_argument("--fan-out", type=float_range(1, 1e12), default=256,
+                   help="fan-out for the example std, 1 to 1e12 (default 256)")
     p.set_defaults(func=_cmd_recommend)
 
 
@@ -621,15 +684,15 @@ def _ap_params(activation: str, items: list[str]) -> dict:
             out[key] = value
             continue
         try:
-            out[key] = float(value)
-        except ValueError:
-            raise CLIError(f"--param {item!r}: {key} must be a number, got {value!r}") from None
+            out[key] = float_range(-1e30, 1e30)(value)
+        except argparse.ArgumentTypeError as exc:
+            raise CLIError(f"--param {item!r}: {key} {exc}") from None
     return out
 
 
 def _cmd_recommend(args: argparse.Namespace) -> int:
     from .gains import gain
-    from .plan import recommend
+    from .policies.table import recommend
 
     params = _ap_params(args.activation, args.param)
     try:
@@ -683,9 +746,9 @@ def _ap_add_plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="TARGET",
                    help="path/to/file.py:factory or package.module:factory returning an nn.Module")
     p.add_argument("--input-shape", metavar="SHAPE",
-                   help="example input shape, comma-separated, e.g. 1,3,32,32: checked with one "
-                        "forward pass, and used to follow the data flow when torch.fx cannot "
-                        "trace the model")
+                   help="example input shape, comma-separated, e.g. 1,3,32,32: the forward pass is "
+                        "recorded with it (default: the model's dummy_inputs, else an input guessed "
+                        "from its first layers)")
     p.add_argument("--input-dtype", choices=("float", "long"), default="float",
                    help="dtype of the example input: float (randn) or long (token ids 0) (default float)")
     p.add_argument("--policy", default=None,
@@ -693,6 +756,11 @@ def _ap_add_plan_args(p: argparse.ArgumentParser) -> None:
                         "scheme name for every weight, e.g. he_normal (default standard)")
     p.add_argument("--distribution", default=None, choices=("normal", "uniform", "truncated_normal"),
                    help="distribution of the standard policy's choices (default normal)")
+    p.add_argument("--residual", default=None, choices=("scaled", "zero", "none"),
+                   help="residual branches of the standard policy: scaled so each stream at most doubles "
+                        "in variance, zero (each block starts as the identity) or none (default scaled)")
+    p.add_argument("--include-frozen", action="store_true",
+                   help="also initialize tensors with requires_grad=False (kept by default)")
     p.add_argument("--rule", action="append", default=[], metavar="KEY=SCHEME",
                    help="override: 'GLOB=SCHEME', 'type:LSTM=SCHEME' or 'activation:NAME=SCHEME'; "
                         "SCHEME may be keep (repeatable)")
@@ -733,23 +801,30 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "plan",
         help="show the initialization plan of a model: scheme and reason for every parameter",
-        description="Load TARGET, find the activation that consumes each layer's output (torch.fx, "
-        "else a recorded forward pass with --input-shape, else module order) and print the plan: "
+        description="Load TARGET, record its forward pass (with --input-shape, else its dummy_inputs or "
+        "a guessed input, else module order), propagate the signal through it and print the plan: "
         "scheme, fans, gain, std and the reason for every parameter. Nothing is written.",
     )
     _ap_add_plan_args(p)
     p.set_defaults(func=_cmd_plan)
 
 
+def _ap_reject(args: argparse.Namespace) -> None:
+    if args.input_shape is None:
+        reject(args, ("input_dtype",), "without --input-shape")
+    else:
+        _input_shape(args.input_shape)
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     from .api import load_target, plan
 
-    if args.input_shape is not None:
-        _input_shape(args.input_shape)
+    _ap_reject(args)
     rules = _ap_rules(args.rule)
     model = load_target(args.target)
     p = plan(model, _ap_example(args, model), rules=rules, policy=args.policy or "standard",
-             distribution=args.distribution or "normal")
+             distribution=args.distribution or "normal", residual=args.residual or "scaled",
+             include_frozen=args.include_frozen)
     _ap_print_plan(p, args.plain)
     if args.json:
         p.to_json(args.json)
@@ -766,7 +841,8 @@ def _add_init(sub: argparse._SubParsersAction) -> None:
     )
     _ap_add_plan_args(p)
     p.add_argument("--save", metavar="PATH", required=True, help="where to write the state_dict (.pt)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights (default 0)")
+    p.add_argument("--seed", type=_SEED, default=None,
+                   help="seed of the weights (default: the seed --from-plan's plan records, else 0)")
     p.add_argument("--from-plan", metavar="JSON",
                    help="apply this saved plan (plan --json) instead of building one; it fixes "
                         "every scheme, so --policy, --rule and --distribution cannot be combined "
@@ -790,36 +866,47 @@ def _ap_read_plan(path: str):
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    import torch
-
     from .api import load_target, plan
+    from .atomic import torch_save
 
-    if args.input_shape is not None:
-        _input_shape(args.input_shape)
+    _ap_reject(args)
     if args.from_plan:
         given = [opt for opt, used in (("--policy", args.policy is not None),
                                        ("--rule", bool(args.rule)),
-                                       ("--distribution", args.distribution is not None)) if used]
+                                       ("--distribution", args.distribution is not None),
+                                       ("--residual", args.residual is not None),
+                                       ("--include-frozen", args.include_frozen)) if used]
         if given:
             raise CLIError(f"--from-plan fixes the plan; drop {', '.join(given)} (or drop "
                            "--from-plan to build a new plan)")
         p = _ap_read_plan(args.from_plan)
+        if p.seed is not None and args.seed is not None and args.seed != p.seed:
+            raise CLIError(f"--seed {args.seed}: the plan {args.from_plan!r} records seed {p.seed}; drop "
+                           "--seed to apply it with its own seed, or set \"seed\" in the file")
+        seed = args.seed if args.seed is not None else (p.seed if p.seed is not None else 0)
         rules = None
     else:
         rules = _ap_rules(args.rule)
+        seed = 0 if args.seed is None else args.seed
     model = load_target(args.target)
     example = _ap_example(args, model)
     if not args.from_plan:
         p = plan(model, example, rules=rules, policy=args.policy or "standard",
-                 distribution=args.distribution or "normal")
-    p.apply(model, seed=args.seed)
+                 distribution=args.distribution or "normal", residual=args.residual or "scaled",
+                 include_frozen=args.include_frozen)
+    else:
+        try:
+            p.validate(model)
+        except ValueError as exc:
+            raise CLIError(f"--from-plan {args.from_plan!r} does not fit {args.target}: {one_line(exc, 300)}") from None
+    p.apply(model, seed=seed)
     if not args.quiet:
         _ap_print_plan(p, args.plain)
     if args.json:
         p.to_json(args.json)
-    torch.save(model.state_dict(), args.save)
+    torch_save(model.state_dict(), args.save)
     written = sum(1 for e in p if e.scheme != "keep")
-    print(f"initialized {written} of {len(p)} tensors (seed {args.seed}); state_dict written to {args.save}")
+    print(f"initialized {written} of {len(p)} tensors (seed {seed}); state_dict written to {args.save}")
     return 0
 
 
@@ -832,11 +919,37 @@ _ADDERS = [_add_recommend, _add_plan, _add_init, _add_diagnose, _add_demo, _add_
            _add_claim]
 
 
+def _version() -> str:
+    import platform
+
+    import torch
+
+    from . import __version__
+
+    return f"initwise {__version__} (torch {torch.__version__}, Python {platform.python_version()})"
+
+
+class _UsageError(Exception):
+    """An argparse error (unknown option, a number out of range), raised instead of exiting so
+    that main() prints it as one line like every other error."""
+
+    def __init__(self, prog: str, message: str):
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # noqa: D102 - argparse hook
+        raise _UsageError(self.prog, message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="initwise",
         description="The right initial weights for every layer of a PyTorch network.",
     )
+    parser.add_argument("--version", action="version", version=_version(),
+                        help="print the versions of initwise, torch and Python and exit")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _ADDERS:
@@ -849,48 +962,59 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Output options checked before any work starts: files must go into an existing folder, and a
-# report folder must be (or become) a writable folder.
+# Output options checked before any work starts: files must go into an existing folder and
+# never replace an input (the TARGET's file, --from-plan) or another output; a report folder
+# must be creatable (it is written whole, at the end).
 _OUTPUT_FILES = ("save", "json", "plot")
 _OUTPUT_DIRS = ("out",)
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
-    for attr in _OUTPUT_FILES:
-        path = getattr(args, attr, None)
-        if not isinstance(path, str):
-            continue
-        folder = os.path.dirname(os.path.abspath(path))
-        if os.path.isdir(path):
-            raise CLIError(f"--{attr} {path!r} is a folder; give a file name")
-        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-            raise CLIError(f"--{attr} {path!r}: folder {folder!r} does not exist or is not writable")
-    for attr in _OUTPUT_DIRS:
-        path = getattr(args, attr, None)
-        if not isinstance(path, str):
-            continue
-        if os.path.exists(path) and not os.path.isdir(path):
-            raise CLIError(f"--{attr} {path!r} exists and is not a folder")
-        try:
-            os.makedirs(path, exist_ok=True)
-        except OSError as exc:
-            raise CLIError(f"--{attr} {path!r}: cannot create the folder ({exc.strerror})") from None
-        if not os.access(path, os.W_OK):
-            raise CLIError(f"--{attr} {path!r} is not writable")
+    inputs = {}
+    source = target_file(getattr(args, "target", None))
+    if source:
+        inputs[f"the TARGET's file ({source})"] = source
+    if isinstance(getattr(args, "from_plan", None), str):
+        inputs["the --from-plan input"] = args.from_plan
+    check_paths(args, _OUTPUT_FILES, _OUTPUT_DIRS, inputs)
 
 
 _EXTRAS = ("rich", "matplotlib", "sklearn", "mnist1d")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
+    """Run the command line ``argv`` (default ``sys.argv[1:]``) and return the exit status:
+    0, 1 (a failure, e.g. of the user's model, or a claim not reproduced), 2 (an error in the
+    arguments or a TARGET that does not load) or 130 (interrupted with Ctrl-C)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = "initwise"
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        command = f"initwise {args.command}"
+        args.given = given_options(build_parser, argv)
+        return _run(args)
+    except _UsageError as exc:
+        print(f"{exc.prog}: error: {exc} (see '{exc.prog} --help')", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted (Ctrl-C); no file was written or changed", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         _check_outputs(args)
         return int(args.func(args) or 0)
+    except SystemExit as exc:  # raised by the user's code (argparse exits before this point)
+        if args.debug:
+            raise
+        print(f"initwise {args.command}: error: the model's code called sys.exit({exc.code!r}) "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return 1
     except (CLIError, ValueError, TypeError, OSError, ImportError) as exc:
         if args.debug:
             raise

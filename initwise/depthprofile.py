@@ -14,7 +14,6 @@ standard-normal inputs; after each layer we record two numbers:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch

@@ -73,7 +73,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .api import apply_scheme
-from .discover import call_model
+from .atomic import savefig
+from .inputs import call_model
 
 __all__ = [
     "DiagnosisThresholds", "LayerDiagnosis", "Finding", "Report", "Comparison",
@@ -1516,7 +1517,7 @@ def plot_reports(reports: Report | Sequence[Report] | Mapping[str, Report], path
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
     fig.suptitle(title or "initwise diagnose: signal and gradient flow at initialization",
                  fontsize=11)
-    fig.savefig(path, dpi=110)
+    savefig(fig, path, dpi=110)
     return path
 
 

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import number
+
 __all__ = ["gain", "second_moment", "activation_name", "activation_params", "GAIN_NAMES"]
 
 # Pieces of [-12, 12] for composite Gauss-Legendre quadrature: breakpoints at the kinks of the
@@ -102,7 +104,8 @@ def _elementwise(phi: Callable[..., Any], z: torch.Tensor, out: torch.Tensor) ->
     half = z.numel() // 2
     again = torch.cat([_evaluate(phi, z[:half].flip(0), check=False).flip(0),
                        _evaluate(phi, z[half:].flip(0), check=False).flip(0)])
-    return bool(torch.allclose(again, out, rtol=1e-5, atol=1e-6 * (1 + float(out.abs().max()))))
+    scale = float(out.abs().nan_to_num(0.0, posinf=0.0).max())
+    return bool(torch.allclose(again, out, rtol=1e-5, atol=1e-6 * (1 + scale), equal_nan=True))
 
 
 def _evaluate(phi: Callable[..., Any], z: torch.Tensor, check: bool = True) -> torch.Tensor:
@@ -247,12 +250,13 @@ def gain(activation: str | Callable[..., Any] | nn.Module, convention: str = "in
                 raise TypeError(
                     f"activation must be a name, a callable or an nn.Module, got {type(activation).__name__}"
                 )
-            return 1.0 / math.sqrt(second_moment(activation))
+            return _from_moment(second_moment(activation), repr(activation))
         activation, module_params = known
         params = {**module_params, **params}
 
     name = _canonical(activation)
     phi = _ACTIVATIONS[name]
+    _check_params(name, params)
     try:
         phi(torch.zeros(1, dtype=torch.float64), **params)
     except TypeError:
@@ -277,4 +281,40 @@ def gain(activation: str | Callable[..., Any] | nn.Module, convention: str = "in
         return math.sqrt(2.0 / (1.0 + a * a))
     if name == "selu":
         return 1.0
-    return 1.0 / math.sqrt(second_moment(lambda z: phi(z, **params)))
+    label = f"{name}" + (f" with {params}" if params else "")
+    return _from_moment(second_moment(lambda z: phi(z, **params)), label)
+
+
+def _check_params(name: str, params: dict[str, Any]) -> None:
+    """Each parameter of the named activation must be one it takes (else ``TypeError``) with a
+    value of its kind: a finite number (not a bool, a list or a string) where the default is a
+    number, a string where it is one (else ``ValueError``, as ``calculate_gain`` raises)."""
+    defaults = activation_params(name)
+    unknown = sorted(k for k in params if k not in defaults)
+    if unknown:
+        known = ", ".join(defaults) or "none"
+        raise TypeError(f"unexpected parameters {unknown} for activation {name!r} (its parameters: {known})")
+    for key, value in params.items():
+        if isinstance(defaults[key], str):
+            if not isinstance(value, str):
+                raise ValueError(f"gain({name!r}): {key} must be a string such as "
+                                 f"{defaults[key]!r}, got {type(value).__name__} {value!r}")
+        else:
+            number(value, key, f"gain({name!r})")
+
+
+def _from_moment(m2: float, label: str) -> float:
+    """``1 / sqrt(m2)``; ``ValueError`` when the second moment is 0 (the activation is 0 for
+    almost every input) or not finite."""
+    if not math.isfinite(m2):
+        raise ValueError(f"activation {label} has E[phi(z)^2] = {m2} for z ~ N(0, 1): not finite, so it "
+                         "has no gain (does it return inf or NaN for some inputs?)")
+    if m2 <= 0:
+        raise ValueError(f"activation {label} is 0 for almost every input z ~ N(0, 1) (E[phi(z)^2] = 0), so "
+                         "no gain can keep the signal's scale; check its parameters (e.g. a threshold "
+                         "beyond the inputs' range)")
+    gain = 1.0 / math.sqrt(m2)
+    if not math.isfinite(gain):
+        raise ValueError(f"activation {label} has E[phi(z)^2] = {m2:.3g} for z ~ N(0, 1): its gain {gain} is "
+                         "not finite")
+    return gain

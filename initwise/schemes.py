@@ -23,9 +23,19 @@ Each comes in three distributions with the SAME variance ``std^2``:
   initializers are these truncated normals; initwise's ``*_normal`` are plain normals with the
   same variance.)
 
-All functions accept ``generator=`` (a ``torch.Generator`` on the tensor's device) and keep the
+``mode="fan_geo_avg"`` uses ``n = sqrt(fan_in * fan_out)`` (JAX's ``variance_scaling``).
+
+All random functions accept ``generator=`` (a ``torch.Generator`` on the tensor's device) or
+``seed=`` (an int: ``generator=torch.Generator(tensor.device).manual_seed(seed)``) and keep the
 tensor's dtype (float32/float64 tensors are filled directly; float16/bfloat16 ones get float32
-samples, rounded on copy).
+samples, rounded on copy). Every number is checked first: a gain, scale, fan or std that is not
+a finite positive number (a bool, a list, NaN, inf), or that gives weights the dtype cannot
+hold (overflow to inf, underflow to 0), is a ``ValueError`` naming the argument.
+
+torch.nn.init's remaining functions (``uniform_``, ``normal_``, ``trunc_normal_``, ``ones_``,
+``eye_``, ``dirac_``, ``sparse_``) are in :mod:`initwise.fills`, re-exported here and in the
+registry; they fill the tensor directly, as torch does, and give torch's values for the same
+generator state.
 They run under ``torch.no_grad()``, so leaf parameters with ``requires_grad`` are filled without
 an autograd record. Meta tensors are left as they are (nothing to fill); a tensor with no
 elements is left as it is with a warning; integer tensors raise ``ValueError``.
@@ -39,7 +49,9 @@ from typing import Callable
 
 import torch
 
+from .checks import check_std_fits, fans_pair, generator_for, integer, number
 from .fans import fans as _fans
+from .fills import dirac_, eye_, normal_, ones_, sparse_, trunc_normal_, uniform_
 from .gains import gain as _gain
 
 __all__ = [
@@ -49,13 +61,14 @@ __all__ = [
     "he_normal_", "he_uniform_", "he_truncated_normal_",
     "lecun_normal_", "lecun_uniform_", "lecun_truncated_normal_",
     "orthogonal_", "delta_orthogonal_", "zeros_", "constant_", "small_normal_", "small_uniform_",
+    "ones_", "eye_", "dirac_", "uniform_", "normal_", "trunc_normal_", "sparse_",
     "get_initializer", "canonical_name", "SCHEME_NAMES",
 ]
 
 #: Standard deviation of a standard normal truncated to [-2, 2].
 TRUNCATED_NORMAL_STD = 0.87962566103423978
 _TRUNCATION = 2.0
-_MODES = ("fan_in", "fan_out", "fan_avg")
+_MODES = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
 _DISTRIBUTIONS = ("normal", "uniform", "truncated_normal")
 
 Fans = tuple[int, int]
@@ -80,9 +93,17 @@ def _should_fill(tensor: torch.Tensor, what: str) -> bool:
 
 
 def _check_gain(gain: float, what: str) -> float:
-    if not (isinstance(gain, (int, float)) and gain > 0 and math.isfinite(gain)):
-        raise ValueError(f"{what}: gain must be a positive number, got {gain!r}")
-    return float(gain)
+    g = number(gain, "gain", what, positive=True)
+    if not (math.isfinite(g * g) and g * g > 0):
+        raise ValueError(f"{what}: gain {gain!r} is out of range (its square is {g * g!r}); "
+                         "use a gain between 1e-150 and 1e150")
+    return g
+
+
+def _check_choice(value: object, name: str, choices: tuple[str, ...], what: str) -> str:
+    if value not in choices:
+        raise ValueError(f"{what}: {name} must be one of {', '.join(choices)}; got {value!r}")
+    return value  # type: ignore[return-value]
 
 
 def _fill_(tensor: torch.Tensor, std: float, distribution: str, generator: torch.Generator | None) -> torch.Tensor:
@@ -107,14 +128,21 @@ def _fill_(tensor: torch.Tensor, std: float, distribution: str, generator: torch
         return tensor if direct else tensor.copy_(out)
 
 
-def variance_scaling_std(scale: float, mode: str, fan_in: int, fan_out: int) -> float:
-    """``sqrt(scale / n)`` with ``n = fan_in``, ``fan_out`` or ``(fan_in + fan_out) / 2``."""
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {', '.join(_MODES)}; got {mode!r}")
-    n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
-    if n <= 0:
-        raise ValueError(f"{mode} is {n}: cannot scale the variance of a weight with no inputs/outputs")
-    return math.sqrt(scale / n)
+def variance_scaling_std(scale: float, mode: str, fan_in: int | float, fan_out: int | float) -> float:
+    """``sqrt(scale / n)`` with ``n = fan_in``, ``fan_out``, ``(fan_in + fan_out) / 2``
+    (``"fan_avg"``) or ``sqrt(fan_in * fan_out)`` (``"fan_geo_avg"``). ``ValueError`` unless
+    ``scale`` and both fans are finite positive numbers and the result is finite and > 0."""
+    what = "variance_scaling_std"
+    scale = number(scale, "scale", what, positive=True)
+    _check_choice(mode, "mode", _MODES, what)
+    fan_in, fan_out = fans_pair((fan_in, fan_out), what)
+    n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2,
+         "fan_geo_avg": math.sqrt(fan_in) * math.sqrt(fan_out)}[mode]
+    std = math.sqrt(scale / n)
+    if not (math.isfinite(std) and std > 0):
+        raise ValueError(f"{what}: scale {scale!r} over {mode} {n!r} gives std {std!r}, not a finite "
+                         "positive number")
+    return std
 
 
 def variance_scaling_(
@@ -124,80 +152,113 @@ def variance_scaling_(
     distribution: str = "normal",
     generator: torch.Generator | None = None,
     fans: Fans | None = None,
+    *,
+    seed: int | None = None,
 ) -> torch.Tensor:
     """Fill ``tensor`` with zero-mean samples of variance ``scale / n`` (in place).
 
-    ``n`` is ``fan_in`` (``mode="fan_in"``), ``fan_out`` or ``(fan_in + fan_out) / 2``
-    (``"fan_avg"``), computed from the shape ``(out, in, *kernel)`` unless ``fans=(fan_in,
-    fan_out)`` is given (use :func:`initwise.fans` with the layer for grouped/transposed
-    convolutions, embeddings and fused gate weights). ``distribution`` is ``"normal"``,
-    ``"uniform"`` (bound ``sqrt(3) * std``) or ``"truncated_normal"`` (cut at ``+-2`` and
-    rescaled so its variance is the target). Same as Keras / JAX ``variance_scaling``.
+    ``n`` is ``fan_in`` (``mode="fan_in"``), ``fan_out``, ``(fan_in + fan_out) / 2``
+    (``"fan_avg"``) or ``sqrt(fan_in * fan_out)`` (``"fan_geo_avg"``), computed from the shape
+    ``(out, in, *kernel)`` unless ``fans=(fan_in, fan_out)`` is given (use
+    :func:`initwise.fans` with the layer for grouped/transposed convolutions, embeddings and
+    fused gate weights). ``distribution`` is ``"normal"``, ``"uniform"`` (bound
+    ``sqrt(3) * std``) or ``"truncated_normal"`` (cut at ``+-2`` and rescaled so its variance is
+    the target). Same as Keras / JAX ``variance_scaling``.
     """
-    if distribution not in _DISTRIBUTIONS:
-        raise ValueError(f"distribution must be one of {', '.join(_DISTRIBUTIONS)}; got {distribution!r}")
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {', '.join(_MODES)}; got {mode!r}")
-    if not scale > 0:
-        raise ValueError(f"scale must be a positive number, got {scale!r}")
-    if not _should_fill(tensor, "variance_scaling_"):
+    number(scale, "scale", "variance_scaling_", positive=True)
+    return _scaled(tensor, scale, mode, distribution, generator, fans, seed, "variance_scaling_",
+                   f"scale {scale!r}")
+
+
+def _scaled(tensor: torch.Tensor, scale: float, mode: str, distribution: str,
+            generator: torch.Generator | None, fans: Fans | None, seed: int | None, what: str,
+            source: str) -> torch.Tensor:
+    """variance_scaling_ for ``what`` (the public function's name, for the messages);
+    ``source`` names the argument that set ``scale`` (a gain, or the scale itself)."""
+    _check_choice(distribution, "distribution", _DISTRIBUTIONS, what)
+    _check_choice(mode, "mode", _MODES, what)
+    if fans is not None:
+        fans = fans_pair(fans, what)
+    if not math.isfinite(scale) or not scale > 0:
+        raise ValueError(f"{what}: {source} gives the variance scale {scale!r}, not a finite positive number")
+    if not _should_fill(tensor, what):
         return tensor
+    generator = generator_for(tensor, generator, seed, what)
     fan_in, fan_out = fans if fans is not None else _fans(tensor)
-    std = variance_scaling_std(scale, mode, fan_in, fan_out)
+    try:
+        std = variance_scaling_std(scale, mode, fan_in, fan_out)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {source} with fans ({fan_in}, {fan_out}): {exc}") from None
+    check_std_fits(std, tensor, what, f"{source} with {mode} of fans ({fan_in}, {fan_out})")
     return _fill_(tensor, std, distribution, generator)
 
 
 # ------------------------------------------------------------------------------- Xavier / Glorot
 def xavier_normal_(tensor: torch.Tensor, gain: float = 1.0, generator: torch.Generator | None = None,
-                   fans: Fans | None = None) -> torch.Tensor:
+                   fans: Fans | None = None, *, seed: int | None = None) -> torch.Tensor:
     """Glorot & Bengio (2010): ``N(0, std^2)``, ``std = gain * sqrt(2 / (fan_in + fan_out))``."""
     gain = _check_gain(gain, "xavier_normal_")
-    return variance_scaling_(tensor, gain * gain, "fan_avg", "normal", generator, fans)
+    return _scaled(tensor, gain * gain, "fan_avg", "normal", generator, fans, seed, "xavier_normal_",
+                   f"gain {gain!r}")
 
 
 def xavier_uniform_(tensor: torch.Tensor, gain: float = 1.0, generator: torch.Generator | None = None,
-                    fans: Fans | None = None) -> torch.Tensor:
+                    fans: Fans | None = None, *, seed: int | None = None) -> torch.Tensor:
     """Glorot & Bengio (2010) eq. 16: ``U(-b, b)``, ``b = gain * sqrt(6 / (fan_in + fan_out))``."""
     gain = _check_gain(gain, "xavier_uniform_")
-    return variance_scaling_(tensor, gain * gain, "fan_avg", "uniform", generator, fans)
+    return _scaled(tensor, gain * gain, "fan_avg", "uniform", generator, fans, seed, "xavier_uniform_",
+                   f"gain {gain!r}")
 
 
 def xavier_truncated_normal_(tensor: torch.Tensor, gain: float = 1.0, generator: torch.Generator | None = None,
-                             fans: Fans | None = None) -> torch.Tensor:
+                             fans: Fans | None = None, *, seed: int | None = None) -> torch.Tensor:
     """Glorot & Bengio (2010) as a truncated normal with variance ``gain^2 * 2 / (fan_in + fan_out)``."""
     gain = _check_gain(gain, "xavier_truncated_normal_")
-    return variance_scaling_(tensor, gain * gain, "fan_avg", "truncated_normal", generator, fans)
+    return _scaled(tensor, gain * gain, "fan_avg", "truncated_normal", generator, fans, seed, "xavier_truncated_normal_",
+                   f"gain {gain!r}")
 
 
 # ------------------------------------------------------------------------------- Kaiming / He
-def _kaiming_scale(a: float, nonlinearity: str) -> float:
-    if nonlinearity == "leaky_relu":
+def _kaiming_scale(a: float, nonlinearity: str, what: str) -> float:
+    a = number(a, "a", what)
+    if not isinstance(nonlinearity, str):
+        raise ValueError(f"{what}: nonlinearity must be an activation name such as 'relu', got "
+                         f"{type(nonlinearity).__name__} {nonlinearity!r}")
+    if nonlinearity.strip().lower() == "leaky_relu":
         return _gain("leaky_relu", negative_slope=a) ** 2
     return _gain(nonlinearity) ** 2
 
 
 def kaiming_normal_(tensor: torch.Tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu",
-                    generator: torch.Generator | None = None, fans: Fans | None = None) -> torch.Tensor:
+                    generator: torch.Generator | None = None, fans: Fans | None = None,
+                    *, seed: int | None = None) -> torch.Tensor:
     """He et al. (2015) eq. 10: ``N(0, gain^2 / n)``; for (leaky) ReLU ``gain^2 = 2 / (1 + a^2)``.
 
     ``n`` is ``fan_in`` (forward signal, eq. 10) or ``fan_out`` (backward signal, eq. 14).
     The gain of other nonlinearities is initwise's ``1 / sqrt(E[phi(z)^2])`` (see
     :func:`initwise.gain`), which for tanh and selu differs from torch's ``calculate_gain``.
     """
-    return variance_scaling_(tensor, _kaiming_scale(a, nonlinearity), mode, "normal", generator, fans)
+    what = "kaiming_normal_"
+    return _scaled(tensor, _kaiming_scale(a, nonlinearity, what), mode, "normal", generator, fans, seed,
+                   what, f"nonlinearity {nonlinearity!r} (a={a!r})")
 
 
 def kaiming_uniform_(tensor: torch.Tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu",
-                     generator: torch.Generator | None = None, fans: Fans | None = None) -> torch.Tensor:
+                     generator: torch.Generator | None = None, fans: Fans | None = None,
+                     *, seed: int | None = None) -> torch.Tensor:
     """He et al. (2015) as ``U(-b, b)``, ``b = gain * sqrt(3 / n)`` (variance ``gain^2 / n``)."""
-    return variance_scaling_(tensor, _kaiming_scale(a, nonlinearity), mode, "uniform", generator, fans)
+    what = "kaiming_uniform_"
+    return _scaled(tensor, _kaiming_scale(a, nonlinearity, what), mode, "uniform", generator, fans, seed,
+                   what, f"nonlinearity {nonlinearity!r} (a={a!r})")
 
 
 def kaiming_truncated_normal_(tensor: torch.Tensor, a: float = 0.0, mode: str = "fan_in",
                               nonlinearity: str = "leaky_relu", generator: torch.Generator | None = None,
-                              fans: Fans | None = None) -> torch.Tensor:
+                              fans: Fans | None = None, *, seed: int | None = None) -> torch.Tensor:
     """He et al. (2015) as a truncated normal with variance ``gain^2 / n``."""
-    return variance_scaling_(tensor, _kaiming_scale(a, nonlinearity), mode, "truncated_normal", generator, fans)
+    what = "kaiming_truncated_normal_"
+    return _scaled(tensor, _kaiming_scale(a, nonlinearity, what), mode, "truncated_normal", generator, fans, seed,
+                   what, f"nonlinearity {nonlinearity!r} (a={a!r})")
 
 
 he_normal_ = kaiming_normal_
@@ -207,22 +268,22 @@ he_truncated_normal_ = kaiming_truncated_normal_
 
 # ------------------------------------------------------------------------------- LeCun
 def lecun_normal_(tensor: torch.Tensor, generator: torch.Generator | None = None,
-                  fans: Fans | None = None) -> torch.Tensor:
+                  fans: Fans | None = None, *, seed: int | None = None) -> torch.Tensor:
     """LeCun et al. (1998): ``N(0, 1 / fan_in)``; with SELU it makes a self-normalizing net
     (Klambauer et al. 2017)."""
-    return variance_scaling_(tensor, 1.0, "fan_in", "normal", generator, fans)
+    return _scaled(tensor, 1.0, "fan_in", "normal", generator, fans, seed, "lecun_normal_", "scale 1")
 
 
 def lecun_uniform_(tensor: torch.Tensor, generator: torch.Generator | None = None,
-                   fans: Fans | None = None) -> torch.Tensor:
+                   fans: Fans | None = None, *, seed: int | None = None) -> torch.Tensor:
     """LeCun as ``U(-b, b)``, ``b = sqrt(3 / fan_in)``."""
-    return variance_scaling_(tensor, 1.0, "fan_in", "uniform", generator, fans)
+    return _scaled(tensor, 1.0, "fan_in", "uniform", generator, fans, seed, "lecun_uniform_", "scale 1")
 
 
 def lecun_truncated_normal_(tensor: torch.Tensor, generator: torch.Generator | None = None,
-                            fans: Fans | None = None) -> torch.Tensor:
+                            fans: Fans | None = None, *, seed: int | None = None) -> torch.Tensor:
     """LeCun as a truncated normal with variance ``1 / fan_in``."""
-    return variance_scaling_(tensor, 1.0, "fan_in", "truncated_normal", generator, fans)
+    return _scaled(tensor, 1.0, "fan_in", "truncated_normal", generator, fans, seed, "lecun_truncated_normal_", "scale 1")
 
 
 # ------------------------------------------------------------------------------- orthogonal
@@ -242,7 +303,7 @@ def _orthogonal_matrix(rows: int, cols: int, generator: torch.Generator | None,
 
 
 def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, blocks: int = 1,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, *, seed: int | None = None) -> torch.Tensor:
     """Saxe et al. (2014): a (semi-)orthogonal matrix scaled by ``gain``; all singular values
     equal ``gain``.
 
@@ -251,15 +312,16 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, blocks: int = 1,
     into ``blocks`` equal blocks (the gates of an LSTM/GRU ``weight_hh``, the q/k/v of an
     attention ``in_proj_weight``), each made orthogonal on its own.
     """
-    _check_gain(gain, "orthogonal_")
-    if not isinstance(blocks, int) or blocks < 1:
-        raise ValueError(f"blocks must be a positive integer, got {blocks!r}")
+    gain = _check_gain(gain, "orthogonal_")
+    integer(blocks, "blocks", "orthogonal_", minimum=1)
     if isinstance(tensor, torch.Tensor) and tensor.dim() < 2:
         raise ValueError(
             f"orthogonal_ needs a tensor with at least 2 dimensions, got shape {list(tensor.shape)}"
         )
     if not _should_fill(tensor, "orthogonal_"):
         return tensor
+    check_std_fits(gain, tensor, "orthogonal_", f"gain {gain!r}")  # every entry is at most gain
+    generator = generator_for(tensor, generator, seed, "orthogonal_")
     rows = tensor.shape[0]
     if rows % blocks:
         raise ValueError(
@@ -272,7 +334,8 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, blocks: int = 1,
 
 
 def delta_orthogonal_(tensor: torch.Tensor, gain: float = 1.0,
-                      generator: torch.Generator | None = None, blocks: int = 1) -> torch.Tensor:
+                      generator: torch.Generator | None = None, blocks: int = 1, *,
+                      seed: int | None = None) -> torch.Tensor:
     """Xiao et al. (2018): a convolution kernel that is zero except at its spatial centre, where
     it is an orthogonal ``(out, in)`` matrix times ``gain``. The convolution then preserves the
     norm of its input exactly when ``out >= in`` (dynamical isometry for deep CNNs).
@@ -286,15 +349,16 @@ def delta_orthogonal_(tensor: torch.Tensor, gain: float = 1.0,
             "delta_orthogonal_ needs a convolution weight (out, in, *kernel) with 1 to 3 spatial "
             f"dimensions, got shape {list(tensor.shape)}"
         )
-    _check_gain(gain, "delta_orthogonal_")
-    if not isinstance(blocks, int) or blocks < 1:
-        raise ValueError(f"blocks must be a positive integer, got {blocks!r}")
+    gain = _check_gain(gain, "delta_orthogonal_")
+    integer(blocks, "blocks", "delta_orthogonal_", minimum=1)
     if isinstance(tensor, torch.Tensor) and any(k % 2 == 0 for k in tensor.shape[2:]):
         raise ValueError(
             f"delta_orthogonal_ needs odd kernel sizes (a centre tap), got shape {list(tensor.shape)}"
         )
     if not _should_fill(tensor, "delta_orthogonal_"):
         return tensor
+    check_std_fits(gain, tensor, "delta_orthogonal_", f"gain {gain!r}")  # every entry is at most gain
+    generator = generator_for(tensor, generator, seed, "delta_orthogonal_")
     out_ch, in_ch, *kernel = tensor.shape
     if out_ch % blocks:
         raise ValueError(f"delta_orthogonal_: {out_ch} output channels cannot be split into {blocks} equal blocks")
@@ -317,30 +381,37 @@ def zeros_(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def constant_(tensor: torch.Tensor, value: float) -> torch.Tensor:
-    """Fill with ``value`` (e.g. 1 for a norm layer's scale)."""
+    """Fill with ``value`` (e.g. 1 for a norm layer's scale; torch calls the argument ``val``).
+    ``ValueError`` when ``value`` is not a finite number or the dtype cannot hold it."""
+    value = number(value, "value", "constant_")
+    if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and abs(value) > torch.finfo(tensor.dtype).max:
+        raise ValueError(f"constant_: value {value!r} is beyond what {tensor.dtype} holds "
+                         f"(max {torch.finfo(tensor.dtype).max:.3g})")
     if _should_fill(tensor, "constant_"):
         with torch.no_grad():
             tensor.fill_(value)
     return tensor
 
 
-def small_normal_(tensor: torch.Tensor, std: float = 0.01, generator: torch.Generator | None = None) -> torch.Tensor:
+def small_normal_(tensor: torch.Tensor, std: float = 0.01, generator: torch.Generator | None = None, *,
+                  seed: int | None = None) -> torch.Tensor:
     """``N(0, std^2)`` with a fixed small ``std`` regardless of the fans: the classic "small random
     numbers" init, whose signal shrinks by ``std * sqrt(fan_in)`` per layer and vanishes in deep
     networks (Glorot & Bengio 2010, section 4.2)."""
-    if not std > 0:
-        raise ValueError(f"std must be positive, got {std!r}")
+    std = number(std, "std", "small_normal_", positive=True)
     if _should_fill(tensor, "small_normal_"):
-        _fill_(tensor, std, "normal", generator)
+        check_std_fits(std, tensor, "small_normal_", f"std {std!r}")
+        _fill_(tensor, std, "normal", generator_for(tensor, generator, seed, "small_normal_"))
     return tensor
 
 
-def small_uniform_(tensor: torch.Tensor, bound: float = 0.01, generator: torch.Generator | None = None) -> torch.Tensor:
+def small_uniform_(tensor: torch.Tensor, bound: float = 0.01, generator: torch.Generator | None = None, *,
+                   seed: int | None = None) -> torch.Tensor:
     """``U(-bound, bound)`` with a fixed small bound regardless of the fans (see small_normal_)."""
-    if not bound > 0:
-        raise ValueError(f"bound must be positive, got {bound!r}")
+    bound = number(bound, "bound", "small_uniform_", positive=True)
     if _should_fill(tensor, "small_uniform_"):
-        _fill_(tensor, bound / math.sqrt(3.0), "uniform", generator)
+        check_std_fits(bound, tensor, "small_uniform_", f"bound {bound!r}")
+        _fill_(tensor, bound / math.sqrt(3.0), "uniform", generator_for(tensor, generator, seed, "small_uniform_"))
     return tensor
 
 
@@ -361,6 +432,15 @@ _REGISTRY: dict[str, Callable[..., torch.Tensor]] = {
     "lecun_truncated_normal": lecun_truncated_normal_,
     "orthogonal": orthogonal_,
     "delta_orthogonal": delta_orthogonal_,
+    "variance_scaling": variance_scaling_,
+    # torch.nn.init parity (initwise.fills)
+    "ones": ones_,
+    "eye": eye_,
+    "dirac": dirac_,
+    "uniform": uniform_,
+    "normal": normal_,
+    "trunc_normal": trunc_normal_,
+    "sparse": sparse_,
 }
 SCHEME_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
@@ -373,6 +453,9 @@ _SCHEME_ALIASES = {
     "he_truncated_normal": "kaiming_truncated_normal",
     "glorot_normal": "xavier_normal", "glorot_uniform": "xavier_uniform",
     "glorot_truncated_normal": "xavier_truncated_normal",
+    # Keras / JAX names of the torch.nn.init parity functions
+    "one": "ones", "identity": "eye", "random_normal": "normal", "random_uniform": "uniform",
+    "truncated_normal": "trunc_normal",
 }
 
 
@@ -396,7 +479,9 @@ def get_initializer(name: str) -> Callable[..., torch.Tensor]:
     """The in-place initializer called ``name`` (our names, torch-style names with or without the
     trailing ``_``, short names ``xavier``/``he``/``lecun``/``small``, and the Keras names
     ``glorot_uniform``, ``glorot_normal``, ``he_normal``, ``he_uniform``, ``lecun_normal``,
-    ``lecun_uniform``, ``orthogonal``, ``zeros``).
+    ``lecun_uniform``, ``orthogonal``, ``zeros``, ``ones``, ``identity``, ``random_normal``,
+    ``random_uniform``, ``truncated_normal``, ``variance_scaling``), and torch.nn.init's
+    ``uniform_``, ``normal_``, ``trunc_normal_``, ``ones_``, ``eye_``, ``dirac_``, ``sparse_``.
 
     Note: Keras's ``*_normal`` draw from a truncated normal; the function returned here draws from
     a plain normal with the same variance (use the ``*_truncated_normal`` names for Keras's

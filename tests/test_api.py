@@ -24,12 +24,16 @@ except ImportError:
 
 def test_signatures_follow_the_contract():
     sig = inspect.signature(init)
-    assert list(sig.parameters) == ["model", "example_input", "rules", "policy", "distribution", "seed"]
+    assert list(sig.parameters) == ["model", "example_input", "rules", "policy", "distribution", "residual",
+                                    "include_frozen", "seed", "device"]
+    assert sig.parameters["residual"].default == "scaled" and sig.parameters["include_frozen"].default is False
+    assert sig.parameters["device"].default is None
     assert sig.parameters["policy"].default == "standard"
     assert sig.parameters["distribution"].default == "normal"
     assert sig.parameters["seed"].default is None
     assert sig.parameters["rules"].kind is inspect.Parameter.KEYWORD_ONLY
-    assert list(inspect.signature(plan).parameters) == ["model", "example_input", "rules", "policy", "distribution"]
+    assert list(inspect.signature(plan).parameters) == ["model", "example_input", "rules", "policy", "distribution",
+                                                        "residual", "include_frozen"]
 
 
 def test_init_returns_the_plan_it_applied():
@@ -95,11 +99,17 @@ def test_dtype_and_requires_grad_preserved():
     assert model[0].weight.grad is None
 
 
-def test_meta_parameters_are_left_alone():
+def test_meta_model_without_device_is_an_error_and_with_device_is_filled():
     with torch.device("meta"):
         model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
-    p = init(model, seed=0)
-    assert model[0].weight.is_meta and p["0.weight"].family == "he"
+    with pytest.raises(ValueError, match="meta device.*device='cpu'"):
+        init(model, seed=0)
+    assert model[0].weight.is_meta
+    p = init(model, seed=0, device="cpu")
+    assert not model[0].weight.is_meta and p["0.weight"].family == "he"
+    built = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
+    init(built, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), built.parameters()))
 
 
 def test_plan_leaves_the_global_rng_alone_on_every_discovery_path():

@@ -61,7 +61,7 @@ def test_debug_before_or_after_the_command():
 @pytest.mark.parametrize("argv,message", [
     # the input shape: one parser, and one forward pass whenever it is given (fx traces these)
     (["plan", "{target}", "--input-shape", "2,x"], "comma-separated positive integers"),
-    (["plan", "{target}", "--input-shape", "0,3"], "comma-separated positive integers"),
+    (["plan", "{target}", "--input-shape", "0,3"], "every size must be at least 1"),
     (["plan", "{target}", "--input-shape", ""], "comma-separated positive integers"),
     (["init", "{target}", "--save", "{tmp}/w.pt", "--input-shape", "2x10"],
      "comma-separated positive integers"),
@@ -74,16 +74,16 @@ def test_debug_before_or_after_the_command():
     (["diagnose", "{target}", "--input-shape", "1,10"], "batch of at least 2"),
     # compare / sweep / claim: everything checked before data or a progress bar
     (["compare", "--arch", "cnn", "--dataset", "wine"], "needs image or 1-D signal data"),
-    (["compare", "--depth", "0"], "depth must be a positive integer"),
+    (["compare", "--depth", "0"], "argument --depth: must be an integer from 1 to 1000, got 0"),
     (["compare", "--arch", "cnn", "--depth", "1"], "needs depth >= 2"),
     (["compare", "--activation", "nosuch"], "unknown activation 'nosuch'"),
-    (["compare", "--seeds", "0"], "--seeds must be >= 1"),
-    (["compare", "--steps", "0"], "--steps must be >= 1"),
+    (["compare", "--seeds", "0"], "argument --seeds: must be an integer from 1 to 100, got 0"),
+    (["compare", "--steps", "0"], "argument --steps: must be an integer from 1 to 1000000, got 0"),
     (["compare", "--schemes", "he,constant"], "unknown scheme 'constant'"),
     (["compare", "--schemes", "orthogonal_hh"], "needs a recurrent arch"),
-    (["sweep", "--depths", "0,2"], "depth must be a positive integer"),
+    (["sweep", "--depths", "0,2"], "--depths must be comma-separated integers from 1 to 1000"),
     (["sweep", "--arch", "cnn", "--dataset", "breast_cancer"], "needs image or 1-D signal"),
-    (["claim", "he_relu_30", "--seeds", "0"], "--seeds must be >= 1"),
+    (["claim", "he_relu_30", "--seeds", "0"], "argument --seeds: must be an integer from 1 to 100"),
     # diagnose: schemes and plot format checked before the work
     (["diagnose", "--mlp", "3", "--scheme", "he,constant"], "unknown --scheme 'constant'"),
     (["diagnose", "--mlp", "3", "--plot", "{tmp}/out.txt"], "format matplotlib writes"),

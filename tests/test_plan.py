@@ -61,15 +61,22 @@ def test_zoo_json_round_trip_and_fresh_copy_gets_identical_weights(name):
 
 # ----------------------------------------------------------------------------- the seed example
 def test_seed_example_exact_schemes_and_std():
-    p = plan(SeedMLP())
+    from initwise.gains import second_moment
+    from initwise.policies.standard import TARGET_LOGITS
+
+    p = plan(SeedMLP())  # a guessed N(0, 1) input: E[x^2] = 1 exactly
     assert p["fc1.weight"].scheme == "kaiming_normal" and p["fc1.weight"].activation == "relu"
     assert p["fc2.weight"].scheme == "xavier_normal" and p["fc3.weight"].scheme == "xavier_normal"
-    assert p["fc1.weight"].std == pytest.approx(math.sqrt(2 / 10), rel=1e-12)
-    assert p["fc2.weight"].std == pytest.approx(math.sqrt(2 / (50 + 30)), rel=1e-12)
-    assert p["fc3.weight"].std == pytest.approx(math.sqrt(2 / (30 + 1)), rel=1e-12)
-    assert p["fc2.weight"].gain == 1.0 and p["fc1.weight"].gain == pytest.approx(math.sqrt(2))
+    # He before the ReLU: E[relu'^2] = 1/2, so chi_1 = 1 needs s = 2: var 2/fan_in, as He et al.
+    assert p["fc1.weight"].std == pytest.approx(math.sqrt(2 / 10), rel=1e-9)
+    assert p["fc1.weight"].gain == pytest.approx(math.sqrt(2), rel=1e-5)
+    # tanh in its linear regime: its input gets E[z^2] = 1 from the ReLU output's E[x^2] = 1
+    assert p["fc2.weight"].std == pytest.approx(math.sqrt(1 / 50), rel=1e-9)
+    # the sigmoid at the output gets logits of E[z^2] = TARGET_LOGITS from tanh's E[tanh(z)^2]
+    q = second_moment(torch.tanh)
+    assert p["fc3.weight"].std == pytest.approx(math.sqrt(TARGET_LOGITS / (30 * q)), rel=1e-6)
     assert all(p[f"fc{i}.bias"].scheme == "zeros" for i in (1, 2, 3))
-    assert p.method == "fx"
+    assert p.method == "forward"
 
 
 # ----------------------------------------------------------------------------- distributions
@@ -80,7 +87,7 @@ def wide(act: nn.Module) -> nn.Module:
 @pytest.mark.parametrize("act, expected_std", [
     (nn.ReLU(), math.sqrt(2 / 400)),
     (nn.LeakyReLU(0.2), math.sqrt(2 / (1.04 * 400))),
-    (nn.Tanh(), math.sqrt(2 / 700)),
+    (nn.Tanh(), math.sqrt(1 / 400)),
     (nn.SELU(), math.sqrt(1 / 400)),
 ])
 @pytest.mark.parametrize("distribution", ["normal", "uniform", "truncated_normal"])
@@ -100,19 +107,22 @@ def test_sampled_std_matches_plan(act, expected_std, distribution):
         assert w.abs().max() <= 2 * expected_std / 0.87962566103423978 + 1e-6
 
 
-def test_he_gain_for_smooth_activations_uses_initwise_gain():
-    import initwise.gains as gains
+def test_he_gain_for_smooth_activations_puts_them_at_the_edge_of_chaos():
+    from initwise.moments import act_moments
 
-    for module, name in [(nn.GELU(), "gelu"), (nn.SiLU(), "silu"), (nn.ELU(), "elu"), (nn.Mish(), "mish")]:
-        entry = plan(wide(module))["0.weight"]
+    for module in (nn.GELU(), nn.SiLU(), nn.ELU(), nn.Mish()):
+        entry = plan(wide(module))["0.weight"]  # N(0, 1) input: E[x^2] = 1
         assert entry.family == "he"
-        assert entry.gain == pytest.approx(gains.gain(name), rel=1e-12)
-        assert entry.std == pytest.approx(gains.gain(name) / math.sqrt(400), rel=1e-12)
+        s = entry.gain ** 2  # the pre-activation's E[z^2]
+        assert entry.std == pytest.approx(entry.gain / math.sqrt(400), rel=1e-5)
+        # chi_1 = s E[phi'(z)^2] = 1 for z ~ N(0, s): the gradient keeps its scale
+        assert s * act_moments(module, 0.0, s).slope2 == pytest.approx(1.0, abs=1e-4), module
 
 
 def test_multi_consumer_gets_the_smallest_std_and_says_so():
     e = plan(ZOO["multi_consumer"].build())["shared.weight"]
-    assert e.family == "xavier" and e.std == pytest.approx(math.sqrt(2 / 30))
+    # relu asks var 2/fan_in, tanh (linear regime) 1/fan_in: the smaller wins
+    assert e.family == "xavier" and e.std == pytest.approx(math.sqrt(1 / 10), rel=1e-6)
     assert "most conservative" in e.reason and "relu" in e.reason and "tanh" in e.reason
 
 
@@ -275,8 +285,14 @@ def test_tied_parameters_initialized_once_and_listed():
     assert e.shared_with == ("lm_head.weight",) and p["lm_head.weight"] is e
     assert "tied" in e.reason
     assert model.lm_head.weight is model.embed.weight
-    # the most conservative of N(0,1) (embedding) and Xavier (output layer)
-    assert e.family == "xavier"
+    # the embedding decides its scale (N(0, 1)); the norm before the tied output layer brings the
+    # initial logits to E[y^2] = TARGET_LOGITS
+    from initwise.policies.standard import TARGET_LOGITS
+    assert e.family == "normal" and e.std == 1.0
+    assert p["norm.weight"].scheme == "constant" and "tied output layer" in p["norm.weight"].reason
+    with torch.no_grad():
+        logits = model(torch.randint(0, 50, (16, 32)))
+    assert logits.square().mean().item() == pytest.approx(TARGET_LOGITS, rel=0.5)  # 16 wide: one draw
     assert sum(1 for x in p if x.name == "embed.weight") == 1
 
 
@@ -309,12 +325,28 @@ def test_parametrization_without_right_inverse_fails_without_writing():
     assert not same_params_dict(model, before)
 
 
-def test_unknown_layer_parameters_are_kept_and_listed():
+def test_parameters_of_unknown_layers_are_planned_by_their_use():
     model = ZOO["with_unknown"].build()
     p = init(model, seed=0)
-    e = p["scale.alpha"]
-    assert e.scheme == "keep" and "Scale" in e.reason
-    assert torch.equal(model.scale.alpha, torch.full((6,), 0.5))
+    e = p["scale.alpha"]  # multiplies the signal: starts at 1; the model's constant 0.5 is named
+    assert e.scheme == "constant" and e.params["value"] == 1.0 and "multiplies the signal" in e.reason
+    assert "'scale.alpha' (was 0.5)" in p.note and "keep" in p.note
+
+
+def test_parameters_whose_use_cannot_be_read_are_kept_and_counted():
+    class Unused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.spare = nn.Parameter(torch.full((3, 3), 0.5))  # never used in forward
+
+        def forward(self, x):
+            return self.fc(x)
+
+    model = Unused()
+    p = init(model, seed=0)
+    assert p["spare"].scheme == "keep" and "1 tensor(s) kept (9 elements)" in p.note and "'spare'" in p.note
+    assert torch.equal(model.spare, torch.full((3, 3), 0.5))
 
 
 # ----------------------------------------------------------------------------- seeds and apply
@@ -357,9 +389,8 @@ def test_seed_none_is_recorded_and_follows_torch_manual_seed():
 def test_failure_half_way_through_apply_changes_nothing():
     model = ZOO["sequential_mlp"].build()
     p = plan(model)
-    data = json.loads(p.to_json())
-    data["entries"][-1]["scheme"] = "no_such_scheme"
-    broken = Plan.from_dict(data)
+    broken = Plan.from_dict(json.loads(p.to_json()))
+    broken.entries[-1].scheme = "no_such_scheme"  # from_dict itself rejects it (test_plancheck)
     before = params(model)
     with pytest.raises(ValueError, match="unknown scheme 'no_such_scheme'"):
         broken.apply(model, seed=0)
@@ -395,7 +426,7 @@ def test_table_rich_and_plain():
     p = plan(SeedMLP())
     for text in (p.table(), p.table(plain=True)):
         assert "fc1.weight" in text and "kaiming_normal" in text and "relu" in text
-        assert "policy 'standard'" in text and "fx" in text
+        assert "policy 'standard'" in text and "forward" in text
     assert str(p) == p.table()
 
 
@@ -404,7 +435,7 @@ def test_from_json_errors(tmp_path):
         Plan.from_json("{nope")
     with pytest.raises(ValueError, match="not an initwise plan"):
         Plan.from_json("{}")
-    with pytest.raises(ValueError, match="malformed plan entry"):
+    with pytest.raises(ValueError, match="plan entry 0 \\('x'\\), field 'shape': is missing"):
         Plan.from_json('{"entries": [{"name": "x"}]}')
     path = tmp_path / "plan.json"
     p = plan(SeedMLP())
@@ -498,11 +529,11 @@ def test_order_fallback_is_stated_in_the_note_and_every_affected_reason():
     with pytest.warns(UserWarning, match="UntraceableConv"):
         p = plan(UntraceableConv())
     assert p.method == "order"
-    assert "FALLBACK" in p.note and "guessed input of shape (2, 3, 16, 16) failed" in p.note
+    assert "FALLBACK" in p.note and "guessed input of shape (2, 3, 16, 16)" in p.note and "failed" in p.note
     for name in ("conv.weight", "fc.weight"):
         reason = p[name].reason
         assert "guessed from declaration order" in reason, name
-        assert "guessed input of shape (2, 3, 16, 16) failed" in reason and "example_input" in reason, name
+        assert "guessed input of shape (2, 3, 16, 16)" in reason and "example_input" in reason, name
     assert "declaration order" not in p["conv.bias"].reason  # biases do not depend on activations
 
 
@@ -511,7 +542,7 @@ def test_sigmoid_and_softmax_relatives_get_xavier(act):
     model = nn.Sequential(nn.Linear(8, 16), act, nn.Linear(16, 2))
     entry = plan(model)["0.weight"]
     assert entry.family == "xavier"
-    assert entry.std == pytest.approx(math.sqrt(2 / 24))
+    assert entry.std <= math.sqrt(1 / 8) + 1e-9  # at most unit input to the saturating unit
 
 
 # ----------------------------------------------------------------------------- grouped convolutions
@@ -556,21 +587,36 @@ class _ResMLP(nn.Module):
         return self.head(h)
 
 
-def test_standard_plan_flags_residual_branches_without_changing_numbers():
-    model = _ResMLP()
-    p = plan(model)
-    for i in range(4):
+def _stream(model, x):
+    """Std of the residual stream after each block (forward hooks on the sums)."""
+    out = []
+    h = x
+    with torch.no_grad():
+        for f in model.fcs:
+            h = h + torch.relu(f(h))
+            out.append(h.std().item())
+    return out
+
+
+def test_standard_plan_scales_residual_branches_so_the_stream_stays_bounded():
+    model = _ResMLP(n=32)
+    x = torch.randn(256, 64)
+    p = init(model, x, seed=0)
+    for i in range(32):
         e = p[f"fcs.{i}.weight"]
-        # same per-branch He scheme as without the sum ...
-        assert e.family == "he" and e.std == pytest.approx(math.sqrt(2 / 64), rel=1e-12)
-        # ... but the reason and the note say the branch variances add up
-        assert "residual sum" in e.reason
-    assert "residual sum" not in p["head.weight"].reason
-    assert "4 residual branches" in p.note and "Fixup" in p.note
-    # a ReLU ends these branches: zeroing fcs.i would stop its gradient, so it is not suggested
-    assert "'fcs.0.weight': 'zeros'" not in p.note and "relu'(0) = 0" in p.note
-    q = plan(model, rules={"fcs.0.weight": "zeros"})
-    assert q["fcs.0.weight"].scheme == "zeros" and "3 residual branches" in q.note
+        assert e.family == "he" and e.std < math.sqrt(2 / 64)  # He, scaled down as a branch end
+        assert "branch 1 of 32 on a residual stream" in e.reason
+    assert "32 residual branch ends on 1 stream(s) scaled" in p.note
+    s = _stream(model, x)
+    assert s[-1] / x.std().item() <= math.sqrt(2) * 1.15  # variance at most doubled (+ sampling)
+    # residual="none": no branch is rescaled; each layer still gets He for what reaches it, so every
+    # branch adds about the stream's input variance: it grows ~linearly, to ~N times
+    q = init(model, x, residual="none", seed=0)
+    assert all("residual stream" not in q[f"fcs.{i}.weight"].reason for i in range(32))
+    assert _stream(model, x)[-1] / x.std().item() > 4
+    # He everywhere (one scheme, no propagation): each block multiplies the variance: it explodes
+    init(model, x, policy="he_normal", seed=0)
+    assert _stream(model, x)[-1] / x.std().item() > 1e3
 
 
 class _LinearEndResMLP(nn.Module):
@@ -587,15 +633,26 @@ class _LinearEndResMLP(nn.Module):
         return h
 
 
-def test_residual_note_suggests_zeroing_only_linear_branch_ends():
-    p = plan(_LinearEndResMLP())
-    assert "3 residual branches" in p.note
-    assert "'fc2.0.weight': 'zeros'" in p.note and "fc1.0.weight': 'zeros'" not in p.note
+def test_residual_zero_starts_linear_branch_ends_at_zero_and_they_still_learn():
     model = _LinearEndResMLP()
-    init(model, rules={"fc2.*.weight": "zeros"}, seed=0)
+    p = init(model, torch.randn(8, 32), residual="zero", seed=0)
+    assert all(p[f"fc2.{i}.weight"].scheme == "zeros" for i in range(3))
+    assert all(p[f"fc1.{i}.weight"].family == "he" for i in range(3))
+    assert "zeroed" in p.note
     x = torch.randn(8, 32)
     model(x).square().mean().backward()
     assert model.fc2[0].weight.grad.abs().sum() > 0  # the zeroed branch end still learns
+
+
+def test_residual_zero_never_zeroes_a_layer_before_a_relu():
+    p = plan(_ResMLP(), torch.randn(8, 64), residual="zero")
+    assert all(p[f"fcs.{i}.weight"].scheme == "kaiming_normal" for i in range(4))
+    assert "relu'(0) = 0" in p.note and "scaled instead" in p.note
+
+
+def test_bad_residual_mode_is_a_clear_error():
+    with pytest.raises(ValueError, match="residual must be one of"):
+        plan(_ResMLP(), residual="tiny")
 
 
 def test_plain_mlp_and_one_scheme_policies_have_no_residual_note():
@@ -668,3 +725,9 @@ def test_legacy_weight_norm_plans_direction_and_sets_magnitude_to_its_norm():
         fresh = nn.Sequential(nn.utils.weight_norm(nn.Linear(400, 300)), nn.ReLU(), nn.Linear(300, 2))
     Plan.from_json(p.to_json()).apply(fresh, seed=0)
     assert same_params(model, fresh)
+
+
+@pytest.mark.parametrize("name", ["uniform", "normal", "eye", "ones", "dirac", "sparse"])
+def test_schemes_without_a_whole_model_rule_are_not_policies(name):
+    with pytest.raises(ValueError, match="cannot be used as a whole-model policy"):
+        plan(nn.Linear(3, 3), policy=name)

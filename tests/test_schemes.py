@@ -225,7 +225,7 @@ def test_errors():
         initwise.xavier_normal_(torch.empty(4, 4), gain=-1.0)
     with pytest.raises(ValueError, match="gain must be a positive number"):
         orthogonal_(torch.empty(4, 4), gain=0.0)
-    with pytest.raises(ValueError, match="std must be positive"):
+    with pytest.raises(ValueError, match="std must be a positive number"):
         initwise.small_normal_(torch.empty(3, 3), std=0)
     with pytest.raises(TypeError, match="torch.Tensor"):
         initwise.xavier_normal_([[1.0, 2.0]])

@@ -335,7 +335,7 @@ def _zoo() -> dict[str, ZooModel]:
             "fc_in.weight": ("he", "gelu"), "fc_out.weight": ("xavier", "none"),
             "norm1.weight": ("constant", None)}),
         ZooModel("tied_lm", TiedLM, lambda: torch.randint(0, 50, (2, 6)), True, {
-            "hidden.weight": ("he", "silu"), "embed.weight": ("xavier", None)}),
+            "hidden.weight": ("he", "silu"), "embed.weight": ("normal", None)}),
         ZooModel("functional_only", FunctionalOnly, lambda: torch.randn(4, 10), True, {
             "a.weight": ("he", "relu"), "b.weight": ("he", "leaky_relu(negative_slope=0.1)"),
             "c.weight": ("he", "silu"), "d.weight": ("he", "elu(alpha=0.5)"), "e.weight": ("he", "mish"),
@@ -348,7 +348,7 @@ def _zoo() -> dict[str, ZooModel]:
         ZooModel("parametrized", Parametrized, lambda: torch.randn(4, 10), True, {
             "wn.weight": ("he", "relu"), "sn.weight": ("xavier", "tanh"), "out.weight": ("xavier", "none")}),
         ZooModel("with_unknown", WithUnknown, lambda: torch.randn(4, 6), True, {
-            "fc.weight": ("he", "relu"), "scale.alpha": ("keep", None), "out.weight": ("xavier", "none")}),
+            "fc.weight": ("he", "relu"), "scale.alpha": ("constant", None), "out.weight": ("xavier", "none")}),
         ZooModel("decoder", decoder, lambda: torch.randn(2, 4), True, {
             "0.weight": ("he", "relu"), "3.weight": ("he", "relu"), "5.weight": ("xavier", "sigmoid")}),
         ZooModel("relu_rnn", ReluRNN, lambda: torch.randn(6, 2, 5), True, {

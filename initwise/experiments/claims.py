@@ -14,6 +14,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..atomic import relocate, staged_folder, write_text
 from .compare import Progress, TrainingComparison, compare, json_safe
 from .training import RunResult, TrainConfig
 
@@ -51,15 +52,15 @@ class ClaimResult:
                 "wall_time": self.comparison.wall_time}
 
     def write(self, out_dir: str | os.PathLike) -> dict:
-        """The comparison's report files plus ``claim.json`` and ``claim.md``."""
-        paths = self.comparison.write(out_dir)
-        paths["claim_json"] = os.path.join(out_dir, "claim.json")
-        with open(paths["claim_json"], "w", encoding="utf-8") as f:
-            json.dump(json_safe(self.to_dict()), f, indent=1, allow_nan=False)
-        paths["claim_md"] = os.path.join(out_dir, "claim.md")
-        with open(paths["claim_md"], "w", encoding="utf-8") as f:
-            f.write(self.to_markdown() + f"\n![curves](curves.png)\n")
-        return paths
+        """The comparison's report files plus ``claim.json`` and ``claim.md`` (all or nothing,
+        as :meth:`TrainingComparison.write`)."""
+        with staged_folder(out_dir) as tmp:
+            paths = self.comparison.write(tmp)
+            paths["claim_json"] = write_text(os.path.join(tmp, "claim.json"),
+                                             json.dumps(json_safe(self.to_dict()), indent=1, allow_nan=False))
+            paths["claim_md"] = write_text(os.path.join(tmp, "claim.md"),
+                                           self.to_markdown() + "\n![curves](curves.png)\n")
+        return relocate(paths, tmp, out_dir)
 
 
 # ---------------------------------------------------------------------------- helpers

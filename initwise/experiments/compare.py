@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..atomic import atomic_open, relocate, savefig, staged_folder, write_text
 from .datasets import load_dataset
 from .models import build_model, check_model, model_inputs
 from .training import RunResult, TrainConfig, apply_experiment_scheme, check_scheme, seeded, train
@@ -204,19 +205,21 @@ class TrainingComparison:
         fig.legend(loc="lower center", ncol=min(len(self.schemes), 10), fontsize=9,
                    frameon=False)
         fig.tight_layout(rect=(0, 0.07, 1, 1))
-        fig.savefig(path, dpi=110)
+        savefig(fig, path, dpi=110)
         return str(path)
 
     def write(self, out_dir: str | os.PathLike, *, plot_name: str = "curves.png") -> dict:
         """Write results.json, results.csv, the learning-curve PNG and summary.md into
-        ``out_dir`` (created if needed); return {kind: path}."""
-        os.makedirs(out_dir, exist_ok=True)
-        paths = _write_common(out_dir, self.to_dict(), self.csv_rows())
-        paths["plot"] = self.plot(os.path.join(out_dir, plot_name))
-        paths["summary"] = _write_summary(
-            out_dir, self.title(), self.settings, self.to_markdown(), plot_name, self.wall_time
-        )
-        return paths
+        ``out_dir`` (created if needed); return {kind: path}. All or nothing: the files are
+        written to a temporary folder and moved into ``out_dir`` only when all are written
+        (:func:`initwise.atomic.staged_folder`)."""
+        with staged_folder(out_dir) as tmp:
+            paths = _write_common(tmp, self.to_dict(), self.csv_rows())
+            paths["plot"] = self.plot(os.path.join(tmp, plot_name))
+            paths["summary"] = _write_summary(
+                tmp, self.title(), self.settings, self.to_markdown(), plot_name, self.wall_time
+            )
+        return relocate(paths, tmp, out_dir)
 
 
 @dataclass
@@ -285,19 +288,20 @@ class Sweep:
         ax.legend(fontsize=8, ncol=2)
         ax.set_title(self.title(), fontsize=9)
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        savefig(fig, path, dpi=110)
         return str(path)
 
     def write(self, out_dir: str | os.PathLike, *, plot_name: str = "depth.png") -> dict:
-        """Write results.json, results.csv, the accuracy-vs-depth PNG and summary.md."""
-        os.makedirs(out_dir, exist_ok=True)
+        """Write results.json, results.csv, the accuracy-vs-depth PNG and summary.md (all or
+        nothing, as :meth:`TrainingComparison.write`)."""
         rows = [row for c in self.comparisons for row in c.csv_rows()]
-        paths = _write_common(out_dir, self.to_dict(), rows)
-        paths["plot"] = self.plot(os.path.join(out_dir, plot_name))
-        paths["summary"] = _write_summary(
-            out_dir, self.title(), self.settings, self.to_markdown(), plot_name, self.wall_time
-        )
-        return paths
+        with staged_folder(out_dir) as tmp:
+            paths = _write_common(tmp, self.to_dict(), rows)
+            paths["plot"] = self.plot(os.path.join(tmp, plot_name))
+            paths["summary"] = _write_summary(
+                tmp, self.title(), self.settings, self.to_markdown(), plot_name, self.wall_time
+            )
+        return relocate(paths, tmp, out_dir)
 
 
 # ---------------------------------------------------------------------------- running
@@ -471,10 +475,9 @@ def json_safe(obj):
 
 def _write_common(out_dir, payload: dict, rows: list[dict]) -> dict:
     json_path = os.path.join(out_dir, "results.json")
-    with open(json_path, "w", encoding="utf-8") as f:
-        json.dump(json_safe(payload), f, indent=1, allow_nan=False)
+    write_text(json_path, json.dumps(json_safe(payload), indent=1, allow_nan=False))
     csv_path = os.path.join(out_dir, "results.csv")
-    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+    with atomic_open(csv_path, "w", newline="") as f:
         if rows:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
@@ -497,7 +500,4 @@ def _write_summary(out_dir, title: str, settings: dict, table: str, plot_name: s
         f"({torch.get_num_threads()} torch thread(s)).\n\n"
         f"{table}\n\n![{plot_name}]({plot_name})\n"
     )
-    path = os.path.join(out_dir, "summary.md")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-    return path
+    return write_text(os.path.join(out_dir, "summary.md"), text)

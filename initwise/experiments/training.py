@@ -145,7 +145,7 @@ def check_scheme(scheme: str) -> str:
     name = scheme.strip().lower()
     if name in SPECIAL_SCHEMES:
         return name
-    from ..plan import normalize_policy
+    from ..policies import normalize_policy
 
     try:
         normalize_policy(name)

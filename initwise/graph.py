@@ -1,0 +1,483 @@
+"""One recorded forward pass of a model, as a small graph that planning, propagation and
+diagnose all read.
+
+:func:`record` runs the model once on an example input (the one given, else a transformers
+model's ``dummy_inputs``, else an input guessed from the first layer) under ``torch.no_grad()``
+and a :class:`~torch.overrides.TorchFunctionMode` that sees every torch function and tensor
+method, with forward hooks on the layers initwise knows (``Linear``, ``Conv*``, ``Embedding``,
+``RNN``/``LSTM``/``GRU``, ``MultiheadAttention``, normalization layers, ``PReLU``: each call is one
+``layer`` node; what runs inside is not recorded). Everything else is recorded operation by
+operation (kinds in :mod:`initwise.ops`), so the weights of layers initwise does not know are
+seen where the forward uses them (``torch.addmm(b, x, W)`` in GPT-2's ``Conv1D``, ``F.linear(x,
+experts[e])`` in fused mixture-of-experts layers). Chains of pointwise operations on one tensor
+(``0.5*x*(1+tanh(...))``, ``x*sigmoid(x)``, ``relu(x)**2``) are fused into one ``act`` node that can
+be evaluated on any tensor (:meth:`Node.phi`).
+
+Node ids are positions in :attr:`Graph.nodes`, which are in execution order, so every node's
+inputs come before it. The model is left as it was: buffers, train/eval flags and the CPU and
+CUDA random generators are restored, and a forward that changes a parameter is an error. A
+model on the meta device is recorded with meta tensors (shapes, no values).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from . import ops, recstats
+from .activations import Activation, of_module
+from .fusion import fuse as _fuse
+from .twins import meta_twins, needs_twins, to_meta
+from .inputs import call_model, candidate_inputs, describe, preserved, tensors_in
+
+__all__ = ["Node", "Graph", "record", "is_layer", "is_norm", "layers"]
+
+_NORM_TYPES: tuple[type, ...] = tuple(t for t in (
+    nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, getattr(nn, "RMSNorm", None),
+) if t is not None)
+_LAYER_TYPES: tuple[type, ...] = (
+    nn.Linear, nn.modules.conv._ConvNd, nn.Embedding, nn.EmbeddingBag, nn.RNNBase, nn.RNNCellBase,
+    nn.MultiheadAttention, nn.PReLU, nn.Bilinear,
+)
+
+
+def is_norm(module: nn.Module) -> bool:
+    """A normalization layer: torch's (batch/layer/group/instance/RMS norm), or a module of
+    another library whose class name ends in ``Norm`` (``LlamaRMSNorm``, ``T5LayerNorm``,
+    ``LayerNorm2d``) and whose own parameters are at most a scale and a shift vector."""
+    if isinstance(module, _NORM_TYPES):
+        return True
+    name = type(module).__name__.lower().rstrip("0123456789d")
+    if not name.endswith("norm") or any(True for _ in module.children()):
+        return False
+    own = [p for p in module.parameters(recurse=False)]
+    return 0 < len(own) <= 2 and all(p.dim() == 1 for p in own)
+
+
+def is_layer(module: nn.Module) -> bool:
+    """A layer initwise knows, recorded as one node (see the module docstring)."""
+    return isinstance(module, _LAYER_TYPES) or is_norm(module)
+
+
+def layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The known layers of ``model`` by qualified name (outermost first; a known layer's
+    sub-modules, such as ``MultiheadAttention.out_proj``, belong to it)."""
+    found: dict[str, nn.Module] = {}
+    inside: list[str] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(s + ".") for s in inside):
+            continue
+        if is_layer(module):
+            found[name] = module
+            inside.append(name)
+    return found
+
+
+@dataclass
+class Node:
+    """One recorded operation.
+
+    ``kind``: ``"input"``, ``"const"`` (a tensor that depends on neither the input nor a
+    parameter: buffers, masks, ``arange``), ``"param"`` (a parameter, or a view of one: ``param``
+    names it), ``"layer"`` (a call of known layer ``module``), ``"act"`` (a fused pointwise chain)
+    or an operation kind of :mod:`initwise.ops`. ``inputs`` are the ids of the nodes whose
+    tensors the operation read, in call order; ``shape`` the first output's shape; ``varies``
+    whether it depends on the model's input (False for position embeddings looked up from a
+    buffer). ``weights`` are the parameters the operation uses, ``info`` what its rule needs
+    (fans, scalar arguments, statistics of constants, the fused chain).
+    """
+
+    id: int
+    kind: str
+    op: str
+    inputs: tuple[int, ...]
+    shape: tuple[int, ...]
+    varies: bool
+    module: str = ""
+    param: str = ""
+    weights: tuple[str, ...] = ()
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data(self) -> bool:
+        """Whether the node carries data through the network (the input, or what layers make
+        of it or of their own parameters), as opposed to a constant or a raw parameter."""
+        return self.kind not in ("const", "param")
+
+    def phi(self, z: torch.Tensor) -> torch.Tensor:
+        """The fused chain of an ``act`` node applied to ``z`` (elementwise)."""
+        env: dict[int, Any] = {self.inputs[0]: z}
+        for nid, func, args, kwargs in self.info["chain"]:
+            env[nid] = func(*_fill(args, env), **_fill(kwargs, env))
+        return env[self.info["chain"][-1][0]]
+
+
+@dataclass
+class Graph:
+    """The recorded forward pass: ``nodes`` in execution order, ``outputs`` (ids of the model's
+    output tensors), ``params`` (every parameter's qualified name -> the names it is known
+    by, tied first), ``method`` (``"forward"``, or ``"order"`` when no forward pass could run)
+    ``note`` (which input was used, or why the forward pass failed) and ``modules`` (every
+    called module's qualified name -> the node of its output, at its last call)."""
+
+    nodes: list[Node]
+    outputs: tuple[int, ...]
+    params: dict[str, tuple[str, ...]]
+    method: str = "forward"
+    note: str = ""
+    modules: dict[str, int] = field(default_factory=dict)
+    _consumers: list[list[int]] | None = field(default=None, repr=False)
+
+    def consumers(self, nid: int) -> list[int]:
+        """Ids of the nodes that read node ``nid``'s output, in execution order."""
+        if self._consumers is None:
+            table: list[list[int]] = [[] for _ in self.nodes]
+            for n in self.nodes:
+                for i in dict.fromkeys(n.inputs):
+                    table[i].append(n.id)
+            self._consumers = table
+        return self._consumers[nid]
+
+    def uses(self, param: str) -> list[Node]:
+        """The operation nodes that use parameter ``param`` (through any view of it)."""
+        return [n for n in self.nodes if param in n.weights]
+
+    def of_kind(self, *kinds: str) -> Iterator[Node]:
+        return (n for n in self.nodes if n.kind in kinds)
+
+
+# ----------------------------------------------------------------------------- recording
+class _Ref:
+    __slots__ = ("nid",)
+
+    def __init__(self, nid: int):
+        self.nid = nid
+
+
+def _fill(obj: Any, env: dict[int, Any]) -> Any:
+    if isinstance(obj, _Ref):
+        return env[obj.nid]
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_fill(o, env) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _fill(v, env) for k, v in obj.items()}
+    return obj
+
+
+def _flat(obj: Any) -> Iterator[Any]:
+    if isinstance(obj, (tuple, list)):
+        for o in obj:
+            yield from _flat(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _flat(o)
+    else:
+        yield obj
+
+
+class _Recorder(TorchFunctionMode):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.nodes: list[Node] = []
+        self.by_id: dict[int, int] = {}
+        self.keep: list[torch.Tensor] = []
+        self.depth = 0
+        self.scope: list[str] = []
+        self.param_names: dict[int, str] = {}
+        for name, p in model.named_parameters(remove_duplicate=False):
+            self.param_names.setdefault(id(p), name)
+        self.layer_names = {id(m): n for n, m in layers(model).items()}
+        self.module_names = {id(m): n for n, m in model.named_modules()}
+        self.pending: tuple = ()
+        self.module_out: dict[str, int] = {}
+        self.roots: dict[int, int] = {}
+        self.outputs: tuple[int, ...] = ()
+
+    # nodes
+    def add(self, kind: str, op: str, inputs: tuple[int, ...], out: Any, **kw: Any) -> Node:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
+        varies = kw.pop("varies", any(self.nodes[i].varies for i in inputs))
+        node = Node(len(self.nodes), kind, op, inputs, shape, varies, module=kw.pop("module", self.where()), **kw)
+        self.nodes.append(node)
+        return node
+
+    def where(self) -> str:
+        return self.scope[-1] if self.scope else ""
+
+    def bind(self, out: Any, nid: int) -> None:
+        for t in tensors_in(out):
+            self.by_id[id(t)] = nid
+            self.keep.append(t)
+
+    def ref(self, t: torch.Tensor) -> int:
+        """The node of tensor ``t``, creating a param or const node on first sight."""
+        nid = self.by_id.get(id(t))
+        if nid is not None:
+            return nid
+        name = self.param_names.get(id(t))
+        if name is not None:
+            node = self.add("param", name, (), t, param=name, varies=False, info={"rows": recstats.rows(t)})
+        else:
+            node = self.add("const", "constant", (), t, varies=False, info=recstats.stats(t))
+        self.bind(t, node.id)
+        return node.id
+
+    # hooks (on every module: scope for names; a known layer becomes one node)
+    def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if self.depth:
+            self.depth += 1
+        elif id(module) in self.layer_names:
+            ins = tuple(dict.fromkeys(self.ref(t) for t in tensors_in((args, kwargs))))
+            self.pending = (self.layer_names[id(module)], ins, kwargs)
+            self.depth = 1
+        else:
+            self.scope.append(self.module_names.get(id(module), ""))
+
+    def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        if not self.depth:
+            if self.scope:
+                self.scope.pop()
+            first = next(iter(tensors_in(output)), None)
+            if first is not None and id(first) in self.by_id:
+                self.module_out[self.module_names.get(id(module), "")] = self.by_id[id(first)]
+            return
+        self.depth -= 1
+        if self.depth:
+            return
+        name, ins, kw = self.pending
+        first = next(iter(tensors_in(output)), None)
+        info = {"type": type(module).__name__, "module": module,
+                "kwargs": {k: v for k, v in kw.items() if not isinstance(v, torch.Tensor)}}
+        weights = tuple(dict.fromkeys(self.param_names[id(p)] for p in module.parameters()))
+        node = self.add("layer", f"{type(module).__name__} '{name}'", ins, first, module=name,
+                        weights=weights, info=info)
+        if is_norm(module):
+            node.info["norm"] = True
+        if first is not None and isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+            node.info.update(recstats.token_corr(first))
+        self.bind(output, node.id)
+        self.module_out[name] = node.id
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.depth:
+            return out
+        kind = ops.classify(func)
+        outs = tensors_in(out)
+        if kind == "ignore" or not outs:
+            return out
+        operands = [t for t in _flat((args, kwargs)) if isinstance(t, torch.Tensor)]
+        known = [t for t in operands if id(t) in self.by_id or id(t) in self.param_names]
+        if kind == "factory" or not known:
+            if kind == "factory":
+                node = self.add("const", ops.bare(func), (), outs[0], varies=False, info=recstats.stats(outs[0]))
+                self.bind(out, node.id)
+            return out
+        self._record(func, kind, args, kwargs, operands, out, outs)
+        return out
+
+    def _record(self, func: Any, kind: str, args: tuple, kwargs: dict, operands: list[torch.Tensor],
+                out: Any, outs: list[torch.Tensor]) -> None:
+        name = ops.bare(func)
+        ids = tuple(self.ref(t) for t in operands)
+        unique = tuple(dict.fromkeys(ids))
+        nodes = [self.nodes[i] for i in unique]
+        signals = [n for n in nodes if n.data]
+        params = [n for n in nodes if n.kind == "param"]
+        info: dict[str, Any] = {}
+        weights = tuple(dict.fromkeys(n.param for n in params))
+        if not signals:  # a view of a parameter, or a computation on parameters and constants
+            if params and kind in ("shape", "elementwise"):
+                node = self.add("param", f"{name}({params[0].param})", unique, outs[0], param=params[0].param,
+                                varies=False, info={"rows": params[0].info.get("rows", 1)})
+            elif params:
+                node = self.add("param", name, unique, outs[0], param=params[0].param, varies=False,
+                                info={"derived": True})
+            elif name in ("cos", "sin") or any(n.info.get("trig") for n in nodes):
+                # rotary tables: E[cos^2] = E[sin^2] = 1/2 over the phases, whatever the device
+                node = self.add("const", name, unique, outs[0], varies=False,
+                                info={"numel": outs[0].numel(), "trig": True, "mean": 0.0, "m2": 0.5})
+            else:
+                node = self.add("const", name, unique, outs[0], varies=False, info=recstats.stats(outs[0]))
+            self.bind(out, node.id)
+            return
+        roots = {self.roots.get(n.id, n.id) for n in signals}
+        small_consts = all(n.kind != "param" and (n.data or n.info.get("numel", 2) <= 1) for n in nodes)
+        if kind in ("elementwise", "add", "mul") and len(roots) == 1 and small_consts and \
+                tuple(outs[0].shape) == signals[0].shape:
+            kind = "elementwise"
+            info["template"] = (func, _template(args, self), _template(kwargs, self))
+        elif kind == "elementwise":
+            kind = "other"
+        elif kind == "linear":
+            pos = next((i for i, t in enumerate(_positional(args)) if isinstance(t, torch.Tensor)
+                        and self.nodes[self.ref(t)].kind == "param" and i != _bias_pos(name)), None)
+            if pos is None:
+                kind = "matmul" if len(signals) >= 2 else "other"
+            else:
+                info["fans"] = ops.linear_fans(name, _positional(args), kwargs, pos)
+                info["weight"] = self.nodes[self.ref(_positional(args)[pos])].param
+                info["weight_shape"] = tuple(_positional(args)[pos].shape)
+        elif kind == "shape" and name in ("cat", "concat", "concatenate", "stack", "hstack", "vstack"):
+            kind = "cat"
+            info["sizes"] = [(self.ref(t), _numel(t)) for t in operands]
+        elif kind == "attention":
+            info.update({k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor)})
+            mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
+            info.update(recstats.allowed(mask, args, kwargs))
+        elif kind == "softmax":
+            info.update(recstats.support(outs[0]))
+        elif kind in ("reduce", "other", "scatter", "mul"):
+            first = next((t for t in operands if self.by_id.get(id(t)) == signals[0].id), None)
+            ratio = recstats.ratio(first, outs[0])
+            if ratio is not None:
+                info["ratio"] = ratio
+        node = self.add(kind, name, unique, outs[0], weights=weights, info=info)
+        if kind == "elementwise":
+            node.info["root"] = self.roots[node.id] = self.roots.get(signals[0].id, signals[0].id)
+        if ops.in_place(func, kwargs):
+            self.by_id[id(operands[0])] = node.id
+        self.bind(out, node.id)
+        if len(outs) > 1:
+            node.info["outputs"] = len(outs)
+
+
+def _positional(args: tuple) -> tuple:
+    return tuple(args[1]) if len(args) == 2 and isinstance(args[0], str) and isinstance(args[1], (list, tuple)) \
+        else tuple(args)
+
+
+def _bias_pos(name: str) -> int:
+    return {"linear": 2, "addmm": 0, "baddbmm": 0, "addbmm": 0, "addmv": 0}.get(name, 2 if name.startswith("conv") else -1)
+
+
+def _numel(t: torch.Tensor) -> int:
+    return t.numel()
+
+
+def _template(obj: Any, rec: _Recorder) -> Any:
+    if isinstance(obj, torch.Tensor):
+        nid = rec.by_id.get(id(obj))
+        if nid is not None and rec.nodes[nid].data:
+            return _Ref(nid)
+        return obj.detach().clone() if not obj.is_meta and obj.numel() <= 1 else obj
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_template(o, rec) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _template(v, rec) for k, v in obj.items()}
+    return obj
+
+
+# ----------------------------------------------------------------------------- entry point
+def record(model: nn.Module, example_input: Any = None) -> Graph:
+    """Record ``model``'s forward pass on ``example_input`` (see the module docstring).
+
+    Runs in training mode (BatchNorm uses batch statistics, as at the first training step),
+    then in eval mode if that fails. Raises ``ValueError`` when a given ``example_input`` does
+    not fit the model. When no input is given and neither ``dummy_inputs`` nor a guessed input
+    runs, the graph is built from declaration order (``method == "order"``; ``note`` says why).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
+    tries = candidate_inputs(model, example_input)
+    if not tries:
+        return _order_graph(model, "no example input was given and none could be guessed from the first layer")
+    errors: list[str] = []
+    for (inputs, source, guessed), training in [(t, mode) for t in tries for mode in (True, False)]:
+        try:
+            rec = _run(model, inputs, training, guessed)
+        except Exception as exc:  # noqa: BLE001 - try eval mode, the next input, then report
+            if isinstance(exc, ValueError) and "changed parameter" in str(exc):
+                raise
+            message = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+            message = message if example_input is not None or len(tries) == 1 else f"with {source}: {message}"
+            if message not in errors:
+                errors.append(message)
+            continue
+        mode = "" if training else " (in eval mode: training mode failed)"
+        return Graph(_fuse(rec.nodes, rec.outputs), rec.outputs, _aliases(model),
+                     note=f"recorded forward pass with {source}{mode}", modules=rec.module_out)
+    error = "; ".join(errors)
+    if len(error) > 300:
+        error = error[:297] + "..."
+    if example_input is not None:
+        raise ValueError(f"the forward pass of {type(model).__name__} failed with the given example_input "
+                         f"({describe(example_input)}): {error}; pass an example_input the model accepts "
+                         "(CLI: --input-shape, batch first)")
+    what = tries[0][1] if len(tries) == 1 else ", ".join(t[1] for t in tries)
+    return _order_graph(model, f"the forward pass with {what} failed ({error})")
+
+
+def _run(model: nn.Module, inputs: Any, training: bool, guessed: bool = False) -> _Recorder:
+    """One recorded forward pass; a model holding meta tensors or DTensors runs on meta twins
+    (:mod:`initwise.twins`), its input's statistics read before the input moves to meta."""
+    twin = needs_twins(model)
+    infos = []
+    for t in tensors_in(inputs):
+        info = {**recstats.stats(t), **recstats.sample_corr(t)}
+        if guessed and t.is_floating_point():  # drawn from N(0, 1): its exact moments
+            info.update(mean=0.0, m2=1.0, corr=0.0)
+        infos.append(info)
+    if twin:
+        inputs = to_meta(inputs)
+    with meta_twins(model) if twin else contextlib.nullcontext():
+        rec = _Recorder(model)
+        handles = []
+        try:
+            for module in model.modules():
+                handles.append(module.register_forward_pre_hook(rec.pre_hook, with_kwargs=True))
+                handles.append(module.register_forward_hook(rec.post_hook, with_kwargs=True))
+            for t, info in zip(tensors_in(inputs), infos):
+                node = rec.add("input", "input", (), t, varies=True, info=info)
+                rec.bind(t, node.id)
+            with preserved(model), torch.no_grad():
+                model.train(training)
+                with rec:
+                    out = call_model(model, inputs)
+            rec.outputs = tuple(dict.fromkeys(rec.by_id[id(t)] for t in tensors_in(out) if id(t) in rec.by_id))
+        finally:
+            for h in handles:
+                h.remove()
+    return rec
+
+
+def _aliases(model: nn.Module) -> dict[str, tuple[str, ...]]:
+    names: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(name)
+    return {n[0]: tuple(n) for n in names.values()}
+
+
+def _order_graph(model: nn.Module, why: str) -> Graph:
+    """The last resort: the known layers and activation modules in declaration order, as a
+    chain (it cannot see functional calls such as ``torch.relu`` in ``forward``)."""
+    nodes: list[Node] = [Node(0, "input", "input", (), (), True)]
+    found = layers(model)
+    inside: list[str] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(s + ".") for s in inside):
+            continue
+        prev = nodes[-1].id
+        if name in found:
+            inside.append(name)
+            prefix = f"{name}." if name else ""
+            nodes.append(Node(len(nodes), "layer", f"{type(module).__name__} '{name}'", (prev,), (), True,
+                              module=name, weights=tuple(prefix + n for n, _ in module.named_parameters()),
+                              info={"type": type(module).__name__, "module": module, "kwargs": {}}))
+            continue
+        act = of_module(module, name)
+        if act is not None:
+            node = Node(len(nodes), "act", act.name, (prev,), (), True, module=name,
+                        info={"chain": [], "module": module})
+            node.info["activation"] = Activation(act.name, act.params, via=f"{act.via}, {_ORDER}", fn=module)
+            nodes.append(node)
+    return Graph(nodes, (nodes[-1].id,), _aliases(model), method="order",
+                 note=f"{_ORDER} because {why}")
+
+
+_ORDER = "guessed from declaration order"

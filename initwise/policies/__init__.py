@@ -1,0 +1,40 @@
+"""Policies: how a plan chooses each tensor's scheme.
+
+``"standard"`` (:mod:`.standard`: the mission's table, corrected by the signal propagated
+through the recorded graph, residual-aware), ``"torch"`` (:mod:`.pytorch`: PyTorch's own
+defaults), or one scheme for every weight (:mod:`.schemes`).
+"""
+from __future__ import annotations
+
+from ..rules import with_distribution
+from ..schemes import canonical_name
+
+__all__ = ["normalize_policy", "POLICIES"]
+
+POLICIES = ("standard", "torch")
+
+
+def normalize_policy(policy: str, distribution: str = "normal") -> str:
+    """The canonical form of ``policy`` ("standard", "torch" or a registry scheme name with the
+    distribution applied to a bare family name); ``ValueError``/``TypeError`` for anything else.
+    Lets callers validate a policy before doing any work."""
+    if not isinstance(policy, str):
+        raise TypeError(f"policy must be a string, got {type(policy).__name__}")
+    p = policy.strip().lower()
+    if p in POLICIES:
+        return p
+    try:
+        name = canonical_name(p)
+    except ValueError as exc:
+        raise ValueError(f"unknown policy {policy!r}: use 'standard', 'torch' or a scheme name ({exc})") from None
+    if name == "constant":
+        raise ValueError("policy 'constant' needs a value; use rules with zeros, or policy 'zeros'")
+    if not (name.startswith(("xavier", "kaiming", "lecun")) or name in _WHOLE_MODEL):
+        raise ValueError(f"scheme {name!r} cannot be used as a whole-model policy (it has no rule for biases, "
+                         f"norms and fans); use it in rules={{'name.*': {name!r}}}, or a policy: 'standard', 'torch', "
+                         "xavier/he/lecun (normal, uniform, truncated_normal), orthogonal, delta_orthogonal, zeros, "
+                         "small_normal, small_uniform")
+    return with_distribution(p, name, distribution)
+
+
+_WHOLE_MODEL = frozenset({"orthogonal", "delta_orthogonal", "zeros", "small_normal", "small_uniform"})

@@ -1,0 +1,578 @@
+"""``policy="standard"``: the mission's table, with each std set by the signal that reaches the
+weight through the recorded graph.
+
+The scheme family still comes from the table (:mod:`.table`: He before relu-like
+activations, Xavier before linear/sigmoid/tanh/softmax consumers, LeCun before SELU,
+orthogonal recurrent weights); the std is chosen while the moments of the signal are
+propagated through the graph in execution order (:mod:`initwise.propagate`), from what
+actually reaches the weight (``E[x^2]`` of its input) and what consumes its output:
+
+=======================  ======================================================================
+consumer                 std of ``W`` (fan-in ``n``, input second moment ``q_x``): ``s / (n q_x)``
+=======================  ======================================================================
+activation ``phi``       ``s`` with ``s E[phi'(z)^2] = 1`` for ``z ~ N(0, s q_x)``: the gradient
+                         keeps its scale through the layer (``chi_1 = 1``, the edge of chaos,
+                         Poole et al. 2016, Schoenholz et al. 2017). ReLU: ``s = 2``, He exactly;
+                         SELU: ``s = 1 / q_x`` (LeCun); saturating ones (tanh, sigmoid) are kept in
+                         their linear regime (``E[z^2] <= 1``, Glorot & Bengio 2010)
+model output (logits)    ``s = 0.05 / q_x``: logits of std ~0.22, initial loss ~ ln(classes) + 0.025
+attention query / key    logits ``scale^2 d q_q q_k`` of std 0.5 whatever the model's scaling (T5)
+sum of embeddings        each of the ``k`` summed embeddings gets ``1/k`` of the unit variance
+other (layer, norm...)   ``s = 1 / q_x``: the consumer receives unit second moment
+=======================  ======================================================================
+
+Residual streams (``residual=``): ``"scaled"`` (default) rescales the last scale on each branch
+(a layer, a norm's weight or a layer scale) so that each of the ``N`` branches of a stream adds
+``1/N`` of the stream's input variance: after all of them the stream's variance is at most
+doubled (GPT-2/Megatron's ``1/sqrt(2L)``, Radford et al. 2019, here from the propagated
+values); ``"zero"`` starts every branch at 0 (SkipInit, De & Smith 2020; ReZero; Goyal et al.
+2017's zero_init_residual), never zeroing a layer a ReLU follows; ``"none"`` leaves the per-layer
+choice. Post-norm sums (a norm right after the sum, BERT) are left alone. A tied output layer
+whose weight the embedding already decided reaches the logits target through the norm before it.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..graph import Graph, Node
+from ..moments import act_moments
+from ..plan import PlanEntry
+from ..propagate import Context, Moments, effective_fan_in, propagate
+from ..structure import Residual, branch_end, consumer, residual_adds, streams, sum_group
+from .common import XAVIER_ACTS, dist_scheme
+
+__all__ = ["refine", "RESIDUAL_MODES", "TARGET_LOGITS", "TARGET_ATTENTION_STD"]
+
+RESIDUAL_MODES = ("scaled", "zero", "none")
+#: Second moment of a model's outputs at initialization (std ~0.22: loss ~ ln C + 0.025).
+TARGET_LOGITS = 0.05
+#: Std of attention logits at initialization.
+TARGET_ATTENTION_STD = 0.5
+_HE_LIKE_CAP = 1e3
+
+
+@dataclass
+class _State:
+    graph: Graph
+    entries: dict[str, PlanEntry]             # every name of every tensor -> its entry
+    owned: set[int]                            # ids of entries the standard policy decides
+    decided: set[int] = field(default_factory=set)
+    distribution: str = "normal"
+    residual: str = "scaled"
+    res: dict[int, Residual] = field(default_factory=dict)
+    stream_of: dict[int, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    scaled: list[str] = field(default_factory=list)
+    unscaled: list[str] = field(default_factory=list)
+    fixed: dict[int, float] = field(default_factory=dict)   # entry id -> std decided by a tied output layer
+    retry: dict[int, float] = field(default_factory=dict)
+
+
+def refine(entries: list[PlanEntry], owned: list[PlanEntry], graph: Graph, *, residual: str = "scaled",
+           distribution: str = "normal", tensors: dict[str, torch.Tensor] | None = None) -> list[str]:
+    """Set the std of every ``owned`` entry from the signal propagated through ``graph`` (see
+    the module docstring), record each entry's ``predicted_std``, and return the notes the plan
+    should carry (residual streams, what was kept). ``tensors``: the model's current values
+    (for kept tensors and for naming deliberate constants)."""
+    if residual not in RESIDUAL_MODES:
+        raise ValueError(f"residual must be one of {', '.join(map(repr, RESIDUAL_MODES))}, got {residual!r}")
+    by_name: dict[str, PlanEntry] = {}
+    for e in entries:
+        for n in (e.name, *e.shared_with, *e.writes):
+            by_name[n] = e
+    saved = {id(e): copy.deepcopy(e.__dict__) for e in owned}
+    res = residual_adds(graph)
+    stream_of = {a: s for s in streams(graph, res) for a in s.adds}
+    fixed: dict[int, float] = {}
+    for _ in range(2):  # a second pass when a tied output layer needs its weight smaller
+        st = _State(graph, by_name, {id(e) for e in owned}, distribution=distribution, residual=residual,
+                    res=res, stream_of=stream_of, fixed=fixed)
+        weights = {}
+        for e in entries:
+            stats = _entry_stats(e, (tensors or {}).get(e.name))
+            for n in (e.name, *e.shared_with, *e.writes):
+                weights[n] = stats
+        kept = {n for e in entries if e.scheme == "keep" for n in (e.name, *e.shared_with, *e.writes)}
+        ctx = propagate(graph, weights, lambda node, c: _decide(node, c, st), kept)
+        if not st.retry:
+            break
+        for e in owned:
+            e.__dict__.update(copy.deepcopy(saved[id(e)]))
+        fixed = dict(st.retry)
+    _predict(entries, graph, ctx)
+    return _notes(st, graph)
+
+
+def _entry_stats(e: PlanEntry, t: torch.Tensor | None) -> tuple[float, float]:
+    if e.scheme == "keep" or e.scheme == "weight_norm_g":
+        if t is not None and type(t) in (nn.Parameter, torch.Tensor) and not t.is_meta and t.numel() \
+                and t.is_floating_point():
+            x = t.detach().double()
+            return float(x.mean()), float(x.square().mean())
+        return 0.0, (e.std or 0.0) ** 2
+    if e.scheme == "zeros":
+        return 0.0, 0.0
+    if e.scheme == "constant":
+        v = float(e.params.get("value", 0.0))
+        return v, v * v
+    return 0.0, float(e.std or 0.0) ** 2
+
+
+def _set_stats(ctx: Context, e: PlanEntry) -> None:
+    stats = _entry_stats(e, None)
+    for n in (e.name, *e.shared_with, *e.writes):
+        ctx.weights[n] = stats
+    canon = ctx.alias.get(e.name)
+    if canon:
+        ctx.weights[canon] = stats
+
+
+# ----------------------------------------------------------------------------- decisions
+def _decide(node: Node, ctx: Context, st: _State) -> None:
+    if node.id in st.res and st.residual != "none":
+        _branch(node, ctx, st)
+    if not node.weights and node.kind != "param":
+        return
+    if node.kind in ("layer", "linear", "embedding"):
+        _weight_node(node, ctx, st)
+    elif node.kind == "param":
+        _param_node(node, ctx, st)
+    elif node.kind in ("mul", "add", "norm", "cat"):
+        for w in node.weights:
+            e = st.entries.get(w)
+            if e is not None and _open(e, st) and e.scheme == "keep":
+                if node.kind == "add" and len(e.shape) <= 1:
+                    _const(e, 0.0, "added to the signal like a bias: starts at 0")
+                elif node.kind == "norm" and w == node.weights[-1] and len(node.weights) > 1:
+                    _const(e, 0.0, "normalization shift: starts at 0")
+                else:
+                    _const(e, 1.0, f"multiplies the signal ({node.op}): starts at 1, the identity"
+                           if node.kind != "norm" else "normalization scale: starts at 1")
+                st.decided.add(id(e))
+                _set_stats(ctx, e)
+
+
+def _open(e: PlanEntry, st: _State) -> bool:
+    return id(e) in st.owned and id(e) not in st.decided
+
+
+def _const(e: PlanEntry, value: float, why: str) -> None:
+    e.scheme, e.distribution, e.fan_in, e.fan_out, e.gain, e.std = (
+        "zeros" if value == 0 else "constant", "-", None, None, None, 0.0)
+    e.params = {} if value == 0 else {"value": value}
+    e.reason = why
+
+
+def _weight_node(node: Node, ctx: Context, st: _State) -> None:
+    g = st.graph
+    module = node.info.get("module")
+    if node.kind == "linear":
+        wname, fans = node.info.get("weight", ""), node.info.get("fans")
+    elif node.kind == "embedding" or (module is not None and "Embedding" in type(module).__name__):
+        wname, fans = (node.weights[0] if node.weights else ""), None
+    elif module is not None and type(module).__name__ in _DENSE:
+        wname = _weight_of(node, st)
+        src = next((g.nodes[i] for i in node.inputs if g.nodes[i].data), None)
+        fans = (effective_fan_in(module, src.shape if src is not None else ()), None)
+    else:
+        for w in node.weights:  # norms, recurrent layers, attention: the table's choice stands
+            e = st.entries.get(w)
+            if e is not None:
+                st.decided.add(id(e))
+        _tied_head(node, ctx, st)
+        return
+    e = st.entries.get(wname)
+    for w in node.weights:  # biases of a layer initwise did not know: zeros
+        b = st.entries.get(w)
+        if b is not None and b is not e and _open(b, st):
+            if b.scheme == "keep" and len(b.shape) <= 1:
+                _const(b, 0.0, "bias of the linear operation: starts at 0")
+                _set_stats(ctx, b)
+            st.decided.add(id(b))
+    if e is None:
+        return
+    if not _open(e, st):
+        _tied_head(node, ctx, st)
+        return
+    x = _input(node, ctx)
+    if id(e) in st.fixed:  # a tied output layer needs this scale (second pass)
+        _embedding(e, None, st, st.fixed[id(e)], tied_head=True)
+    elif fans is None:  # embedding lookup: fan-in 1
+        if any(u.kind == "other" and u.node is not None and u.node.kind == "attention" for u in consumer(g, node.id)):
+            _embedding(e, None, st, TARGET_ATTENTION_STD / 2)  # a learned attention bias (T5's relative positions)
+        else:
+            _embedding(e, _share(g, node), st)
+    else:
+        uses = consumer(g, node.id, st.res)
+        s, family, why = _target(uses, x, g, node, e.family)
+        fan_in = float(fans[0] or 1.0)
+        fan_out = float(fans[1]) if fans[1] is not None else e.fan_out
+        nominal = float(e.fan_in) if fans[1] is None and e.fan_in else fan_in
+        if abs(nominal - fan_in) > 1e-6 * nominal:
+            why += f" [{fan_in:.4g} of the {nominal:g} inputs of an output lie inside the zero padding, on average]"
+        _random(e, family, math.sqrt(s / fan_in), nominal, fan_out, why, st)
+    st.decided.add(id(e))
+    _set_stats(ctx, e)
+
+
+_DENSE = ("Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
+          "NonDynamicallyQuantizableLinear", "LazyLinear", "LazyConv1d", "LazyConv2d", "LazyConv3d")
+
+
+def _weight_of(node: Node, st: _State) -> str:
+    prefix = f"{node.module}." if node.module else ""
+    for local in ("weight", "weight_v"):  # weight_v: a legacy weight_norm's direction
+        if prefix + local in st.entries:
+            return prefix + local
+    return next((w for w in node.weights if len(st.entries[w].shape) >= 2), "") if node.weights else ""
+
+
+def _input(node: Node, ctx: Context) -> Moments:
+    sig = [ctx.of(i) for i in node.inputs if ctx.graph.nodes[i].data]
+    return sig[0] if sig else Moments()
+
+
+def _share(g: Graph, node: Node) -> tuple[int, int] | None:
+    """``(k, add)`` when ``node`` is one of ``k`` summed embeddings, else None."""
+    for c in consumer(g, node.id):
+        if c.node is not None and c.node.kind == "add":
+            top = _top_sum(g, c.node.id)
+            group = sum_group(g, top)
+            if group is not None:
+                return len(group), top
+    return None
+
+
+def _top_sum(g: Graph, add_id: int) -> int:
+    cur = add_id
+    while True:
+        nxt = [c for c in g.consumers(cur) if g.nodes[c].kind == "add" and sum_group(g, c) is not None]
+        if not nxt:
+            return cur
+        cur = nxt[0]
+
+
+def _embedding(e: PlanEntry, share: tuple[int, int] | None, st: _State, std: float | None = None,
+               tied_head: bool = False) -> None:
+    k = share[0] if share else 1
+    bias = std is not None and not tied_head
+    std = math.sqrt(1.0 / k) if std is None else std
+    e.scheme, e.distribution, e.fan_in, e.gain, e.std = "normal", "normal", 1, 1.0, std
+    e.params = {**{k2: v for k2, v in e.params.items() if k2 == "padding_idx"}, "std": std}
+    tied = e.reason.split(": ", 1)[0] + ": " if e.reason.startswith("shared by") else ""
+    if tied_head:
+        e.reason = tied + (f"N(0, {std:.3g}^2): the tied output layer has no norm scale before it, so this weight "
+                           f"sets the initial logits (E[y^2] = {TARGET_LOGITS}); the layers after the embedding "
+                           "adapt to its smaller scale")
+        return
+    if bias:
+        e.reason = tied + (f"embedding added to attention logits (a learned position bias): N(0, {std:g}^2), half "
+                           f"the logits' std target {TARGET_ATTENTION_STD}")
+        return
+    e.reason = tied + ("embedding: each output reads one row (fan_in 1): N(0, 1)" if k == 1 else
+                f"embedding, one of {k} summed embeddings (token/position/type): N(0, 1/{k}), so each keeps an "
+                f"equal share of the sum's unit variance") + (
+        "; padding row 0" if e.params.get("padding_idx") is not None else "")
+
+
+def _param_node(node: Node, ctx: Context, st: _State) -> None:
+    e = st.entries.get(node.param)
+    if e is None or not _open(e, st) or e.scheme != "keep":
+        return
+    g = st.graph
+    kinds = {g.nodes[c].kind for c in g.consumers(node.id)}
+    if kinds & {"linear", "layer", "embedding", "param", "matmul"}:
+        return  # decided where the linear operation uses it
+    share = None
+    for c in consumer(g, node.id):
+        if c.node is not None and c.node.kind in ("add", "cat"):
+            top = c.node.id
+            if c.node.kind == "cat":
+                nxt = consumer(g, top)
+                top = next((u.node.id for u in nxt if u.node is not None and u.node.kind == "add"), top)
+            top = _top_sum(g, top) if g.nodes[top].kind == "add" else top
+            group = sum_group(g, top) if g.nodes[top].kind == "add" else None
+            share = len(group) if group else 1
+    if share is None:
+        return
+    std = math.sqrt(1.0 / share)
+    e.scheme, e.distribution, e.fan_in, e.fan_out, e.gain, e.std = "normal", "normal", 1, None, 1.0, std
+    e.params = {"std": std}
+    e.reason = (f"learned embedding added to the signal (one of {share} summed parts): N(0, 1/{share})"
+                if share > 1 else "learned embedding joined to the signal: N(0, 1)")
+    st.decided.add(id(e))
+    _set_stats(ctx, e)
+
+
+# ----------------------------------------------------------------------------- targets
+def _target(uses: list, x: Moments, g: Graph, node: Node, table_family: str) -> tuple[float, str, str]:
+    """``(s, family, reason)``: the weight's ``n E[w^2] = s / q_x`` for the most conservative use
+    (``table_family``: the table's family, kept where no activation follows directly)."""
+    q = max(x.m2, 1e-12)
+    options = [_one_target(u, q, g, table_family) for u in uses]
+    s, family, why = min(options, key=lambda o: o[0])
+    if len(options) > 1:
+        names = ", ".join(dict.fromkeys(_use_label(u) for u in uses))
+        why = f"output has {len(options)} uses ({names}); the most conservative: {why}"
+    return s, family, why + f" [input E[x^2] = {q:.3g}]"
+
+
+def _use_label(u: Any) -> str:
+    act = u.node.info.get("activation") if u.node is not None and u.kind == "act" else None
+    return act.label() if act is not None else u.kind
+
+
+def _one_target(u: Any, q: float, g: Graph, table_family: str = "xavier") -> tuple[float, str, str]:
+    kind = u.kind
+    if kind == "act":
+        act = u.node.info.get("activation")
+        name = act.name if act is not None else "custom"
+        label = act.label() if act is not None else "custom"
+        if all(c.kind == "output" for c in consumer(g, u.node.id)) and name in XAVIER_ACTS:
+            return TARGET_LOGITS / q, "xavier", f"feeds {label} at the model output: logits of E[z^2] = {TARGET_LOGITS}"
+        if name == "selu":
+            return 1.0 / q, "lecun", "feeds selu: LeCun, E[z^2] = 1 keeps SELU self-normalizing (Klambauer et al. 2017)"
+        s, slope2 = _edge_of_chaos(u.node.phi if u.node.info.get("chain") else act.fn, q, name in XAVIER_ACTS)
+        family = "xavier" if name in XAVIER_ACTS else "kaiming"
+        rule = ("in its linear regime (E[z^2] <= 1, Glorot & Bengio 2010) with" if name in XAVIER_ACTS else "with")
+        return s / q, family, (f"feeds {label}: {'Xavier' if family == 'xavier' else 'He'} family {rule} "
+                               f"s E[phi'(z)^2] = {s * slope2:.3g} at E[z^2] = {s:.3g} (chi_1 = 1: the gradient "
+                               "keeps its scale, Schoenholz et al. 2017)")
+    if kind == "output":
+        return TARGET_LOGITS / q, "xavier", f"model output: logits of E[y^2] = {TARGET_LOGITS} (initial loss ~ ln C)"
+    if kind in ("query", "key"):
+        d, scale = _attention_dims(g, u.node)
+        scale *= abs(u.slope) or 1.0
+        target = TARGET_ATTENTION_STD / (scale * math.sqrt(d))
+        return target / q, "xavier", (f"attention {kind}: logits scale*q.k (scale {scale:.3g}, {d:g} dims) of std "
+                                      f"{TARGET_ATTENTION_STD}")
+    if kind == "residual":
+        family = {"he": "kaiming", "lecun": "lecun"}.get(table_family, "xavier")
+        return 1.0 / q, family, "ends a residual branch"
+    return 1.0 / q, "xavier", "no activation follows: its consumer receives E[y^2] = 1"
+
+
+def _edge_of_chaos(phi: Any, q: float, linear_regime: bool) -> tuple[float, float]:
+    """``(s, E[phi'^2])`` with ``s E[phi'(z)^2] = 1``, ``z ~ N(0, s)`` (``s`` the pre-activation's
+    second moment), by fixed-point iteration; capped at 1 for saturating activations."""
+    s = 1.0
+    slope2 = 1.0
+    for _ in range(30):
+        slope2 = act_moments(phi, 0.0, s, 0.0).slope2
+        if slope2 <= 0:
+            break
+        new = min(max(1.0 / slope2, 1e-3), _HE_LIKE_CAP)
+        if linear_regime:
+            new = min(new, 1.0)
+        if abs(new - s) < 1e-6 * s:
+            s = new
+            break
+        s = 0.5 * (s + new)
+    return s, slope2
+
+
+def _attention_dims(g: Graph, att: Node) -> tuple[float, float]:
+    if att.kind == "attention":
+        d = float(g.nodes[att.inputs[0]].shape[-1] or 1)
+        scale = att.info.get("scale")
+        return d, (1.0 / math.sqrt(d) if scale is None else float(scale))
+    d = float(g.nodes[att.inputs[0]].shape[-1] or 1) if att.inputs else 1.0
+    scale = 1.0
+    for c in g.consumers(att.id):
+        n = g.nodes[c]
+        if n.kind == "act" and all(s[1].__name__.strip("_") in ("mul", "rmul", "div", "truediv")
+                                   for s in n.info.get("chain", [])):
+            scale = float(n.phi(torch.ones(1, dtype=torch.float64)))
+    return d, abs(scale) or 1.0
+
+
+def _random(e: PlanEntry, family: str, std: float, fan_in: float, fan_out: float | None, why: str,
+            st: _State) -> None:
+    fan_out = fan_out or fan_in
+    if family == "xavier":
+        gain = std / math.sqrt(2.0 / (fan_in + fan_out))
+    else:
+        gain = std * math.sqrt(fan_in)
+    params = {k: v for k, v in e.params.items() if k in ("padding_idx", "blocks")}
+    if family == "kaiming":
+        params["mode"] = "fan_in"
+    if e.reason.startswith("shared by"):
+        why = e.reason.split(": ", 1)[0] + ": " + why
+    e.scheme, e.distribution = dist_scheme(family, st.distribution), st.distribution
+    e.fan_in, e.fan_out, e.gain, e.std, e.params = _num(fan_in), _num(fan_out), float(gain), std, params
+    e.reason = why
+
+
+def _num(v: float) -> int | float:
+    return int(v) if float(v).is_integer() else v
+
+
+# ----------------------------------------------------------------------------- residual streams
+def _branch(add: Node, ctx: Context, st: _State) -> None:
+    """At a residual sum: rescale the branch's last scale to its share of the stream."""
+    r = st.res[add.id]
+    if r.post_norm:
+        return
+    g = st.graph
+    stream = st.stream_of.get(add.id)
+    end, path = branch_end(g, r.branch)
+    where = f"{add.op}() in '{add.module or 'the model'}'"
+    e = _end_entry(end, st) if end is not None else None
+    if e is None or id(e) not in st.owned:
+        st.unscaled.append(where if end is None else f"{end.module or end.op} (not planned by the standard policy)")
+        return
+    bm, skip = ctx.of(r.branch), ctx.of(r.skip)
+    b = bm.m2
+    n = len(stream.adds) if stream is not None else 1
+    v = ctx.of(stream.start).m2 if stream is not None else skip.m2
+    through_act = any(g.nodes[i].kind == "act" and not _affine_or_identity(g.nodes[i]) for i in path)
+    if st.residual == "zero" and through_act:
+        st.notes.append(f"{e.name!r} ends a residual branch through an activation: zeroing it would stop its "
+                        "gradient (relu'(0) = 0), so it is scaled instead")
+    if st.residual == "zero" and not through_act:
+        target, factor = 0.0, 0.0
+    else:
+        # the sum's second moment grows by k^2 b + 2 k m_skip m_branch (means add coherently):
+        # choose the scale k of the branch so that it grows by v / n
+        target = v / n
+        cross = skip.mean * bm.mean
+        k = (-cross + math.sqrt(cross * cross + b * target)) / b if b > 0 else 1.0
+        factor = k * k
+    _rescale(e, factor, end, st, target, v, n, zero=st.residual == "zero" and not through_act)
+    st.decided.add(id(e))
+    _set_stats(ctx, e)
+    for i in [end.id, *path]:
+        m = ctx.moments.get(i)
+        if m is not None:
+            ctx.moments[i] = Moments(m.mean * math.sqrt(factor), m.m2 * factor, m.corr)
+    st.scaled.append(e.name)
+
+
+def _end_entry(end: Node, st: _State) -> PlanEntry | None:
+    if end.kind == "param":
+        return st.entries.get(end.param)
+    if end.kind == "layer" and end.info.get("norm"):
+        return st.entries.get(end.weights[0]) if end.weights else None
+    if end.kind == "linear":
+        return st.entries.get(end.info.get("weight", ""))
+    if end.kind == "layer":
+        module = end.info.get("module")
+        name = type(module).__name__ if module is not None else ""
+        if name == "MultiheadAttention":
+            return st.entries.get(f"{end.module}.out_proj.weight")
+        return st.entries.get(_weight_of(end, st))
+    params = [w for w in end.weights if st.entries.get(w) is not None]
+    return st.entries.get(params[0]) if params else None
+
+
+def _affine_or_identity(n: Node) -> bool:
+    act = n.info.get("activation")
+    return act is not None and act.name == "identity"
+
+
+def _rescale(e: PlanEntry, factor: float, end: Node, st: _State, target: float, v: float, n: int,
+             zero: bool = False) -> None:
+    if zero:
+        e.scheme, e.distribution, e.std, e.gain, e.params = "zeros", "-", 0.0, None, {}
+        e.reason = (f"ends a residual branch: starts at 0, so the block starts as the identity (SkipInit, De & Smith "
+                    f"2020; zero_init_residual, Goyal et al. 2017); was: {e.reason}")
+        return
+    k = math.sqrt(factor)
+    why = (f"; scaled x{k:.3g} as the end of branch 1 of {n} on a residual stream (stream input E[x^2] = {v:.3g}): "
+           f"each branch adds 1/{n} of it, so the stream grows at most 2x in variance (GPT-2/Megatron's 1/sqrt(2L) "
+           "rule, Radford et al. 2019, from the propagated values)")
+    if e.scheme in ("constant",):
+        e.params["value"] = float(f"{float(e.params.get('value', 1.0)) * k:.6g}")
+    elif e.std is not None and e.std > 0:
+        e.std *= k
+        if e.gain is not None:
+            e.gain = e.gain * k
+        if "std" in e.params:
+            e.params["std"] = e.std
+    e.reason += why
+
+
+def _tied_head(node: Node, ctx: Context, st: _State) -> None:
+    """A layer whose weight an earlier use decided (a tied output embedding): reach the logits
+    target through the norm scale right before it."""
+    uses = consumer(st.graph, node.id, st.res)
+    if not uses or any(u.kind != "output" for u in uses) or node.kind not in ("layer", "linear"):
+        return
+    wname = node.info.get("weight") or _weight_of(node, st)
+    e = st.entries.get(wname)
+    if e is None:
+        return
+    x = _input(node, ctx)
+    fan = float(e.shape[-1]) if e.shape else 1.0
+    logits = fan * ctx.w(wname)[1] * x.m2
+    if logits <= TARGET_LOGITS * 1.5:
+        return
+    cur, path = node.inputs[0] if node.inputs else None, []
+    g = st.graph
+    while cur is not None:
+        n = g.nodes[cur]
+        if n.kind == "layer" and n.info.get("norm") and n.weights:
+            scale = st.entries.get(n.weights[0])
+            if scale is None or id(scale) not in st.owned or scale.scheme != "constant":
+                break
+            factor = TARGET_LOGITS / logits
+            scale.params["value"] = float(f"{float(scale.params.get('value', 1.0)) * math.sqrt(factor):.6g}")
+            scale.reason = (f"the norm before a tied output layer: its scale sets the initial logits to E[y^2] = "
+                            f"{TARGET_LOGITS} (the tied weight keeps the embedding's scale)")
+            _set_stats(ctx, scale)
+            for i in [cur, *path]:
+                m = ctx.moments[i]
+                ctx.moments[i] = Moments(m.mean * math.sqrt(factor), m.m2 * factor, m.corr)
+            return
+        if n.kind in ("shape", "act", "mul") and n.inputs:
+            path.append(cur)
+            sig = [i for i in n.inputs if g.nodes[i].data]
+            cur = sig[0] if sig else None
+            continue
+        break
+    if id(e) in st.owned and id(e) not in st.fixed and e.std:
+        st.retry[id(e)] = e.std * math.sqrt(TARGET_LOGITS / logits)
+    else:
+        st.notes.append(f"tied output layer {wname!r}: initial logits E[y^2] = {logits:.3g} (no scale before it "
+                        "to correct)")
+
+
+# ----------------------------------------------------------------------------- results
+def _predict(entries: list[PlanEntry], graph: Graph, ctx: Context) -> None:
+    for e in entries:
+        if e.scheme == "keep" and e.reason.startswith("frozen"):
+            continue
+        module = e.name.rsplit(".", 1)[0] if "." in e.name else ""
+        nid = None
+        while True:
+            if module in graph.modules:
+                nid = graph.modules[module]
+                break
+            if not module:
+                break
+            module = module.rsplit(".", 1)[0] if "." in module else ""
+        if nid is not None and nid in ctx.moments:
+            e.predicted_std = float(f"{ctx.moments[nid].std:.4g}")
+
+
+def _notes(st: _State, graph: Graph) -> list[str]:
+    notes = list(st.notes)
+    if st.scaled:
+        n_streams = len({id(s) for s in st.stream_of.values()})
+        what = ("zeroed (each block starts as the identity)" if st.residual == "zero" else
+                "scaled so each stream's variance at most doubles over its branches")
+        notes.append(f"{len(st.scaled)} residual branch ends on {n_streams} stream(s) {what} (residual="
+                     f"{st.residual!r}; 'none' keeps the per-layer choice)")
+    post = sum(r.post_norm for r in st.res.values())
+    if post:
+        notes.append(f"{post} post-norm residual sum(s) (a norm right after the sum resets the scale): left alone")
+    if st.unscaled:
+        notes.append(f"{len(st.unscaled)} residual branch(es) whose end could not be scaled: "
+                     + ", ".join(st.unscaled[:3]) + (" ..." if len(st.unscaled) > 3 else ""))
+    return notes
