@@ -191,8 +191,9 @@ def test_exactly_tied_distinct_parameters_are_written_once():
     assert torch.equal(model[0].weight.view(-1), streams.draw(0, "0.weight", 64, std=std))
     other = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.Tanh())
     other[2].weight = nn.Parameter(other[0].weight.detach())  # He before the ReLU, Xavier before tanh
-    with pytest.raises(ValueError, match="same memory but the plan gives them different schemes"):
-        initwise.init(other, seed=0)
+    p = initwise.init(other, seed=0)  # one tensor: planned once, the most conservative choice
+    assert p["0.weight"].shared_with == ("2.weight",) and "tied" in p["0.weight"].reason
+    assert torch.equal(other[0].weight, other[2].weight)
 
 
 def test_failure_in_any_entry_changes_nothing():

@@ -15,7 +15,7 @@ activation ``phi``       ``s`` with ``s E[phi'(z)^2] = 1`` for ``z ~ N(0, s q_x)
                          Poole et al. 2016, Schoenholz et al. 2017). ReLU: ``s = 2``, He exactly;
                          SELU: ``s = 1 / q_x`` (LeCun); saturating ones (tanh, sigmoid) are kept in
                          their linear regime (``E[z^2] <= 1``, Glorot & Bengio 2010)
-model output (logits)    ``s = 0.05 / q_x``: logits of std ~0.22, initial loss ~ ln(classes) + 0.025
+model output (logits)    ``s = 0.02 / q_x``: logits of std 0.14, initial loss ~ ln(classes) + 0.01
 attention query / key    logits ``scale^2 d q_q q_k`` of std 0.5 whatever the model's scaling (T5)
 sum of embeddings        each of the ``k`` summed embeddings gets ``1/k`` of the unit variance
 other (layer, norm...)   ``s = 1 / q_x``: the consumer receives unit second moment
@@ -50,8 +50,8 @@ from .common import XAVIER_ACTS, dist_scheme
 __all__ = ["refine", "RESIDUAL_MODES", "TARGET_LOGITS", "TARGET_ATTENTION_STD"]
 
 RESIDUAL_MODES = ("scaled", "zero", "none")
-#: Second moment of a model's outputs at initialization (std ~0.22: loss ~ ln C + 0.025).
-TARGET_LOGITS = 0.05
+#: Second moment of a model's outputs at initialization (std 0.14: loss ~ ln C + 0.01).
+TARGET_LOGITS = 0.02
 #: Std of attention logits at initialization.
 TARGET_ATTENTION_STD = 0.5
 _HE_LIKE_CAP = 1e3
@@ -338,12 +338,15 @@ def _one_target(u: Any, q: float, g: Graph, table_family: str = "xavier") -> tup
             return TARGET_LOGITS / q, "xavier", f"feeds {label} at the model output: logits of E[z^2] = {TARGET_LOGITS}"
         if name == "selu":
             return 1.0 / q, "lecun", "feeds selu: LeCun, E[z^2] = 1 keeps SELU self-normalizing (Klambauer et al. 2017)"
-        s, slope2 = _edge_of_chaos(u.node.phi if u.node.info.get("chain") else act.fn, q, name in XAVIER_ACTS)
-        family = "xavier" if name in XAVIER_ACTS else "kaiming"
-        rule = ("in its linear regime (E[z^2] <= 1, Glorot & Bengio 2010) with" if name in XAVIER_ACTS else "with")
-        return s / q, family, (f"feeds {label}: {'Xavier' if family == 'xavier' else 'He'} family {rule} "
-                               f"s E[phi'(z)^2] = {s * slope2:.3g} at E[z^2] = {s:.3g} (chi_1 = 1: the gradient "
-                               "keeps its scale, Schoenholz et al. 2017)")
+        phi = u.node.phi if u.node.info.get("chain") else act.fn
+        if name in XAVIER_ACTS:
+            t, slope2 = _saturating(phi, q)
+            return t, "xavier", (f"feeds {label}: Xavier family, n E[w^2] = {t:.3g} so that n E[w^2] E[phi'(z)^2] "
+                                 f"= 1 at its pre-activation E[z^2] = {t * q:.3g} (chi_1 = 1, the edge of chaos: "
+                                 "near-linear, as Glorot & Bengio 2010 derive it; Schoenholz et al. 2017)")
+        s, slope2 = _edge_of_chaos(phi, q, False)
+        return s / q, "kaiming", (f"feeds {label}: He family with s E[phi'(z)^2] = {s * slope2:.3g} at E[z^2] = "
+                                  f"{s:.3g} (chi_1 = 1: the gradient keeps its scale, Schoenholz et al. 2017)")
     if kind == "output":
         return TARGET_LOGITS / q, "xavier", f"model output: logits of E[y^2] = {TARGET_LOGITS} (initial loss ~ ln C)"
     if kind in ("query", "key"):
@@ -355,7 +358,31 @@ def _one_target(u: Any, q: float, g: Graph, table_family: str = "xavier") -> tup
     if kind == "residual":
         family = {"he": "kaiming", "lecun": "lecun"}.get(table_family, "xavier")
         return 1.0 / q, family, "ends a residual branch"
+    if kind == "sum" and u.node is not None:
+        group = sum_group(g, _top_sum(g, u.node.id))
+        if group:
+            k = len(group)
+            return 1.0 / (k * q), "xavier", (f"one of {k} summed embeddings (patches + position): E[y^2] = 1/{k}, an "
+                                             "equal share of the sum's unit variance")
     return 1.0 / q, "xavier", "no activation follows: its consumer receives E[y^2] = 1"
+
+
+def _saturating(phi: Any, q: float) -> tuple[float, float]:
+    """``(t, E[phi'^2])`` with ``t E[phi'(z)^2] = 1`` for ``z ~ N(0, t q)``: ``t = n E[w^2]``
+    for a saturating activation (tanh: ``t -> 1`` as ``q -> 0``), whose pre-activation is left to
+    settle where the gradient keeps its scale; at most the pre-activation ``E[z^2] = 1``
+    (sigmoid, whose slope is at most 1/4, would otherwise be driven into saturation)."""
+    t, slope2 = 1.0, 1.0
+    for _ in range(40):
+        slope2 = act_moments(phi, 0.0, t * q, 0.0).slope2
+        if slope2 <= 0:
+            break
+        new = min(max(1.0 / slope2, 1e-3), 1.0 / q)
+        if abs(new - t) < 1e-6 * t:
+            t = new
+            break
+        t = 0.5 * (t + new)
+    return t, slope2
 
 
 def _edge_of_chaos(phi: Any, q: float, linear_regime: bool) -> tuple[float, float]:
