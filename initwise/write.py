@@ -97,6 +97,11 @@ def _check_entry(entry: PlanEntry) -> None:
     elif entry.family in _RANDOM_FAMILIES:
         _distribution(entry)
         _number(entry, "std", entry.std)
+        if "cut" in entry.params:
+            if _distribution(entry) != "truncated_normal":
+                raise ValueError(f"plan entry {entry.name!r}: 'cut' applies to a truncated_normal draw, not "
+                                 f"{entry.scheme!r}")
+            _number(entry, "params.cut", entry.params["cut"], positive=True)
     elif s == "orthogonal":
         if len(shape) < 2:
             raise ValueError(f"plan entry {entry.name!r}: orthogonal needs 2+ dimensions, got shape {list(shape)}")
@@ -131,7 +136,7 @@ def _full_box(shape: tuple[int, ...]) -> tuple[slice, ...]:
 
 
 def _write_random(local: torch.Tensor, box: tuple[slice, ...], name: str, shape: tuple[int, ...],
-                  seed: int, distribution: str, std: float) -> None:
+                  seed: int, distribution: str, std: float, cut: float = streams.TRUNCATED_CUT) -> None:
     numel = math.prod(shape)
     if numel == 0 or local.numel() == 0:
         return
@@ -139,12 +144,13 @@ def _write_random(local: torch.Tensor, box: tuple[slice, ...], name: str, shape:
     rowlen = math.prod(shape[1:])
     whole_rows = all(b.start == 0 and b.stop == s for b, s in zip(box[1:], shape[1:]))
     if whole_rows and local.is_contiguous():  # the shard is one range of the flattened tensor
-        streams.fill_(local.view(-1), seed, name, numel, rows.start * rowlen, distribution=distribution, std=std)
+        streams.fill_(local.view(-1), seed, name, numel, rows.start * rowlen, distribution=distribution, std=std,
+                      cut=cut)
         return
     step = max(1, _CHUNK // max(rowlen, 1))
     for a in range(rows.start, rows.stop, step):
         b = min(a + step, rows.stop)
-        values = streams.draw(seed, name, numel, a * rowlen, b * rowlen, distribution=distribution, std=std)
+        values = streams.draw(seed, name, numel, a * rowlen, b * rowlen, distribution=distribution, std=std, cut=cut)
         local[a - rows.start:b - rows.start].copy_(values.view(b - a, *shape[1:])[(slice(None), *box[1:])])
 
 
@@ -163,7 +169,8 @@ def _write(entry: PlanEntry, local: torch.Tensor, box: tuple[slice, ...] | None,
             if entry.std == 0:
                 local.zero_()
             else:
-                _write_random(local, box, entry.name, shape, seed, _distribution(entry), float(entry.std))
+                _write_random(local, box, entry.name, shape, seed, _distribution(entry), float(entry.std),
+                              float(entry.params.get("cut", streams.TRUNCATED_CUT)))
         elif s == "orthogonal":
             rows, cols = shape[0], math.prod(shape[1:])
             q = streams.orthogonal(seed, entry.name, rows, cols, _blocks(entry, rows), float(entry.gain))
