@@ -18,14 +18,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import math
+
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ..graph import Graph, Node
 from ..plan import PlanEntry
 from ..structure import HOMOGENEOUS, Residual, branch_end, consumer, residual_adds
 
 __all__ = ["Branch", "Chain", "chains", "dense_weights", "embedding_weights", "output_layers", "entry_of",
-           "weight_name", "is_dense", "value_names", "gated_halves"]
+           "weight_name", "fans_of", "is_dense", "value_names", "gated_halves"]
 
 
 @dataclass
@@ -235,9 +238,22 @@ def weight_name(n: Node) -> str | None:
     if isinstance(module, nn.MultiheadAttention):
         return f"{n.module}.out_proj.weight" if n.module else "out_proj.weight"
     prefix = f"{n.module}." if n.module else ""
-    if f"{prefix}weight" in n.weights:
-        return f"{prefix}weight"
+    if module is not None and ("weight" in module._parameters or parametrize.is_parametrized(module, "weight")):
+        return f"{prefix}weight"  # under this name even when tied to an earlier one
     return None
+
+
+def fans_of(n: Node, e: PlanEntry) -> tuple[float, float]:
+    """``(fan_in, fan_out)`` of the weight ``e`` that dense node ``n`` applies: the recorded
+    fans of a functional linear map, else the plan's (per block for fused weights)."""
+    if n.kind == "linear" and n.info.get("fans"):
+        fi, fo = n.info["fans"]
+        return float(fi), float(fo)
+    if e.fan_in:
+        return float(e.fan_in), float(e.fan_out or e.fan_in)
+    shape = tuple(e.shape)
+    fi = float(math.prod(shape[1:])) if len(shape) >= 2 else 1.0
+    return fi, float(shape[0]) if shape else 1.0
 
 
 def dense_weights(n: Node) -> list[str]:
@@ -266,12 +282,12 @@ def embedding_weights(g: Graph) -> list[tuple[Node, str]]:
 
 
 def output_layers(g: Graph) -> list[Node]:
-    """Dense nodes whose every use is the model's output (through reshapes and scalings): the
-    classifier, the language-model head."""
-    out = []
+    """Dense nodes whose every use is the model's output (through reshapes and scalings, not
+    through a residual sum): the classifier, the language-model head."""
+    out, res = [], residual_adds(g)
     for n in g.nodes:
         if is_dense(n):
-            uses = consumer(g, n.id)
+            uses = consumer(g, n.id, res)
             if uses and all(u.kind == "output" for u in uses):
                 out.append(n)
     return out

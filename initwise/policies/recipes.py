@@ -78,6 +78,7 @@ class _Ctx:
     owned: set[int]
     chains: list[br.Chain]
     decided: dict[int, PlanEntry] = field(default_factory=dict)
+    node_of: dict[str, Node] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
@@ -93,6 +94,11 @@ class _Ctx:
             return None
         self.decided[id(e)] = e
         return e
+
+    def fans(self, name: str, e: PlanEntry) -> tuple[float, float]:
+        """The fans of weight ``name`` as the layer that applies it sees them."""
+        n = self.node_of.get(name)
+        return br.fans_of(n, e) if n is not None else br.fans_of(Node(-1, "?", "?", (), (), False), e)
 
     @property
     def branches(self) -> list[br.Branch]:
@@ -111,12 +117,11 @@ def _normal(e: PlanEntry, std: float, why: str) -> None:
     e.reason = why
 
 
-def _scaled(e: PlanEntry, family: str, distribution: str, gain: float, why: str, fan_in: float | None = None,
+def _scaled(e: PlanEntry, family: str, distribution: str, gain: float, fans: tuple[float, float], why: str,
             cut: float | None = None) -> None:
-    """A variance-scaling scheme (``kaiming`` with mode fan_in, ``xavier`` fan_avg) with the
-    entry's fans (or ``fan_in``), ``gain`` and a truncation ``cut``."""
-    fi = float(fan_in if fan_in is not None else e.fan_in or 1)
-    fo = float(e.fan_out or fi) if fan_in is None else float(e.fan_out or fi)
+    """A variance-scaling scheme (``kaiming``: mode fan_in, ``xavier``: fan_avg) with ``fans``,
+    ``gain`` and a truncation ``cut``."""
+    fi, fo = float(fans[0]), float(fans[1])
     mode = "fan_in" if family == "kaiming" else "fan_avg"
     e.scheme, e.distribution = f"{family}_{distribution}", distribution
     e.fan_in, e.fan_out, e.gain = _num(fi), _num(fo), float(gain)
@@ -127,10 +132,10 @@ def _scaled(e: PlanEntry, family: str, distribution: str, gain: float, why: str,
     e.reason = why
 
 
-def _trunc3(e: PlanEntry, s: float, d: float, why: str) -> None:
-    """torch's ``trunc_normal_(std=s, a=-3s, b=3s)`` as a truncated normal of ``d`` inputs: the
-    drawn std is ``truncated_std(3) s``, written ``gain / sqrt(d)``."""
-    _scaled(e, "kaiming", "truncated_normal", truncated_std(CUT) * s * math.sqrt(d), why, fan_in=d, cut=CUT)
+def _trunc3(e: PlanEntry, s: float, fans: tuple[float, float], why: str) -> None:
+    """torch's ``trunc_normal_(std=s, a=-3s, b=3s)`` as a truncated normal over ``fans[0]``
+    inputs: the drawn std is ``truncated_std(3) s``, written ``gain / sqrt(fan_in)``."""
+    _scaled(e, "kaiming", "truncated_normal", truncated_std(CUT) * s * math.sqrt(fans[0]), fans, why, cut=CUT)
 
 
 def _zeros(e: PlanEntry, why: str) -> None:
@@ -236,9 +241,9 @@ def _torchtitan(ctx: _Ctx) -> None:
     for n in br.output_layers(g):
         e = ctx.entry(br.weight_name(n))
         if e is not None:
-            d = float(e.fan_in or 1)
-            _trunc3(e, d ** -0.5, d, f"torchtitan: output layer trunc_normal_(std=d^-1/2, cut +-3 std) with d = "
-                                     f"{_num(d)}")
+            fans = br.fans_of(n, e)
+            _trunc3(e, fans[0] ** -0.5, fans, f"torchtitan: output layer trunc_normal_(std=d^-1/2, cut +-3 std) with "
+                                              f"d = {_num(fans[0])}")
 
 
 def _olmo(ctx: _Ctx) -> None:
@@ -247,19 +252,21 @@ def _olmo(ctx: _Ctx) -> None:
         e = ctx.entry(w)
         if e is not None and len(e.shape) == 2:
             d = float(e.shape[1])
-            _trunc3(e, d ** -0.5, d, f"OLMo mitchell: embedding of width d = {_num(d)}: trunc_normal_(std=1/sqrt(d), "
-                                     "cut +-3 std)")
+            _trunc3(e, d ** -0.5, (d, float(e.shape[0])), f"OLMo mitchell: embedding of width d = {_num(d)}: "
+                                                           "trunc_normal_(std=1/sqrt(d), cut +-3 std)")
     for n, w in _dense(g):
         e = ctx.entry(w)
         if e is not None:
-            d = float(e.fan_in or 1)
-            _trunc3(e, d ** -0.5, d, f"OLMo mitchell: trunc_normal_(std=1/sqrt(d_in), cut +-3 std), d_in = {_num(d)}")
+            fans = br.fans_of(n, e)
+            _trunc3(e, fans[0] ** -0.5, fans, f"OLMo mitchell: trunc_normal_(std=1/sqrt(d_in), cut +-3 std), d_in = "
+                                              f"{_num(fans[0])}")
     for b in ctx.branches:
         e = _last_entry(ctx, b)
         if e is not None:
-            d = float(e.fan_in or 1)
+            fans = br.fans_of(b.last, e)
+            d = fans[0]
             s = d ** -0.5 / math.sqrt(2 * (b.block + 1))
-            _trunc3(e, s, d, f"OLMo mitchell: output projection of {_where(ctx, b)}: 1/sqrt(d_in)/sqrt(2(l+1)) with "
+            _trunc3(e, s, fans, f"OLMo mitchell: output projection of {_where(ctx, b)}: 1/sqrt(d_in)/sqrt(2(l+1)) with "
                              f"d_in = {_num(d)}, l = {b.block}, cut +-3 std")
 
 
@@ -295,7 +302,7 @@ def _t_fixup(ctx: _Ctx) -> None:
     for n, w in _dense(g):
         e = ctx.entry(w)
         if e is not None:
-            _scaled(e, "xavier", "uniform", 1.0, "T-Fixup: Xavier (uniform, gain 1) for every weight but the input "
+            _scaled(e, "xavier", "uniform", 1.0, ctx.fans(w, e), "T-Fixup: Xavier (uniform, gain 1) for every weight but the input "
                                                  "embeddings (Huang et al. 2020)")
     for c in ctx.chains:
         big = c.per_block >= 3
@@ -307,7 +314,7 @@ def _t_fixup(ctx: _Ctx) -> None:
                 e = ctx.entry(w)
                 if e is not None:
                     what = "MLP weight" if not b.attention else "value/output projection"
-                    _scaled(e, "xavier", "uniform", factor, f"T-Fixup: {what} of {_where(ctx, b)}: Xavier times "
+                    _scaled(e, "xavier", "uniform", factor, ctx.fans(w, e), f"T-Fixup: {what} of {_where(ctx, b)}: Xavier times "
                                                            f"{rule} = {_g(factor)}, L = {c.blocks} blocks with "
                                                            f"{c.per_block} branches each")
     for n, w in br.embedding_weights(g):
@@ -351,13 +358,13 @@ def _deepnorm(ctx: _Ctx) -> None:
             for w in scaled:
                 e = ctx.entry(w)
                 if e is not None:
-                    _scaled(e, "xavier", "normal", beta, f"DeepNorm: {'value/output projection' if b.attention else 'weight'} "
+                    _scaled(e, "xavier", "normal", beta, ctx.fans(w, e), f"DeepNorm: {'value/output projection' if b.attention else 'weight'} "
                                                          f"of {_where(ctx, b)}: xavier_normal_(gain=beta), beta = {rule} = "
                                                          f"{_g(beta)} (Wang et al. 2022)")
             for w in rest:
                 e = ctx.entry(w)
                 if e is not None:
-                    _scaled(e, "xavier", "normal", 1.0, f"DeepNorm: query/key projection of {_where(ctx, b)}: "
+                    _scaled(e, "xavier", "normal", 1.0, ctx.fans(w, e), f"DeepNorm: query/key projection of {_where(ctx, b)}: "
                                                         "xavier_normal_(gain=1) (Wang et al. 2022)")
         ctx.notes.append(_alpha_note(g, c, alpha))
 
@@ -406,7 +413,7 @@ def _fixup(ctx: _Ctx) -> None:
                     _zeros(e, f"Fixup: last layer of {_where(ctx, b)}: 0, so the branch starts at 0 (Zhang et al. 2019)")
                     continue
                 gain = float(e.gain) if e.family == "he" and e.gain else 1.0
-                _scaled(e, "kaiming", "normal", gain * factor,
+                _scaled(e, "kaiming", "normal", gain * factor, ctx.fans(w, e),
                         f"Fixup: layer of {_where(ctx, b)} ({m} layers): He (gain {_g(gain)}) times L^(-1/(2m-2)) = "
                         f"{_g(factor)} with L = {total} residual branches (Zhang et al. 2019)")
     for n in br.output_layers(g):
@@ -485,6 +492,7 @@ def apply_recipe(name: str, entries: list[PlanEntry], owned: list[PlanEntry], gr
         for n in (e.name, *e.shared_with, *e.writes):
             by_name[n] = e
     ctx = _Ctx(graph, name, by_name, {id(e) for e in owned}, br.chains(graph))
+    ctx.node_of = {w: n for n, w in _dense(graph)}
     _defaults(ctx)
     _RECIPES[name](ctx)
     if ctx.skipped:
