@@ -107,7 +107,7 @@ class _Ctx:
 
 # ----------------------------------------------------------------------------- entry writers
 def _pad(e: PlanEntry) -> dict:
-    return {k: v for k, v in e.params.items() if k == "padding_idx"}
+    return {k: v for k, v in e.params.items() if k == "padding_idx" and v is not None}
 
 
 def _normal(e: PlanEntry, std: float, why: str) -> None:
