@@ -190,12 +190,13 @@ def build_plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[An
         notes = [f"FALLBACK: activations {ORDER_GUESS}, which cannot see functional calls such as torch.relu, because "
                  f"{graph.note.split(' because ', 1)[-1]}; pass example_input (CLI: --input-shape) to follow the data flow"]
     if recipe is not None:  # the recipe decides its tensors, the standard policy the rest (policies/recipes.py)
-        owned, recipe_notes = apply_recipe(recipe, entries, owned, graph, distribution=distribution, tensors=tensors)
-        notes += recipe_notes
+        owned, more = apply_recipe(recipe, entries, owned, graph, distribution=distribution, tensors=tensors)
+        notes += more
     elif owned and graph is not None and graph.method != "order":
         notes += refine(entries, owned, graph, residual=residual, distribution=distribution, tensors=tensors)
     notes += _kept_notes(entries, tensors, owned)
-    return Plan(entries, policy=recipe or policy, distribution=distribution, method=method, note="; ".join(n for n in notes if n))
+    return Plan(entries, policy=recipe or policy, distribution=distribution, method=method,
+                note="; ".join(n for n in notes if n))
 
 
 def _frozen(item: _Tensor) -> bool:

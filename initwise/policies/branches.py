@@ -28,7 +28,7 @@ from ..plan import PlanEntry
 from ..structure import HOMOGENEOUS, Residual, branch_end, consumer, residual_adds
 
 __all__ = ["Branch", "Chain", "chains", "dense_weights", "embedding_weights", "output_layers", "entry_of",
-           "weight_name", "fans_of", "is_dense", "value_names", "gated_halves"]
+           "weight_name", "fans_of", "is_dense", "is_norm_node", "value_names", "gated_halves"]
 
 
 @dataclass
@@ -130,7 +130,7 @@ def _branch(g: Graph, r: Residual, index: int, block: int) -> Branch:
     region = _region(g, r.branch, stop)
     b = Branch(r.add, r, index, block)
     b.layers = [g.nodes[i] for i in region if is_dense(g.nodes[i])]
-    b.norms = [g.nodes[i] for i in region if _is_norm(g.nodes[i])]
+    b.norms = [g.nodes[i] for i in region if is_norm_node(g.nodes[i])]
     b.attention = any(_is_attention(g, g.nodes[i]) for i in region)
     b.end, _ = branch_end(g, r.branch)
     b.last, b.through = _last_layer(g, r.branch)
@@ -156,7 +156,8 @@ def _region(g: Graph, top: int, stop: int) -> list[int]:
     return sorted(seen)
 
 
-def _is_norm(n: Node) -> bool:
+def is_norm_node(n: Node) -> bool:
+    """A normalization layer or a functional norm with a weight."""
     return (n.kind == "layer" and bool(n.info.get("norm"))) or (n.kind == "norm" and bool(n.weights))
 
 
@@ -298,7 +299,7 @@ def entry_of(n: Node, by_name: dict[str, PlanEntry]) -> PlanEntry | None:
     dense layer's weight (see :func:`initwise.structure.branch_end`)."""
     if n.kind == "param":
         return by_name.get(n.param)
-    if _is_norm(n):
+    if is_norm_node(n):
         return by_name.get(n.weights[0]) if n.weights else None
     if is_dense(n):
         w = weight_name(n)

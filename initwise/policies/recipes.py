@@ -51,226 +51,93 @@ skipinit        De & Smith 2020: the last scale of each branch 0 (a scalar multi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
 from ..graph import Graph, Node
 from ..plan import PlanEntry
-from ..schemes import variance_scaling_std
-from ..streams import truncated_std
-from ..structure import affine_slope, consumer
+from ..structure import _derives, affine_slope, branch_end
 from . import branches as br
+from .recipekit import (Ctx, claim_defaults, constant, dense, fmt, last_entry, need_branches, normal, num,
+                        scaled, trunc3, where, zeros)
 from .standard import refine
 
 __all__ = ["RECIPES", "apply_recipe"]
 
-#: Truncation used by torchtitan's output layer and by OLMo (in standard deviations).
-CUT = 3.0
-
-
-@dataclass
-class _Ctx:
-    graph: Graph
-    name: str
-    by_name: dict[str, PlanEntry]
-    owned: set[int]
-    chains: list[br.Chain]
-    decided: dict[int, PlanEntry] = field(default_factory=dict)
-    node_of: dict[str, Node] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-
-    def entry(self, name: str | None) -> PlanEntry | None:
-        """The entry of tensor ``name`` if this recipe may decide it (the standard policy owns it:
-        not a rule's, not frozen, not parametrized)."""
-        e = self.by_name.get(name) if name else None
-        if e is None:
-            return None
-        if id(e) not in self.owned:
-            if name not in self.skipped:
-                self.skipped.append(name)
-            return None
-        self.decided[id(e)] = e
-        return e
-
-    def fans(self, name: str, e: PlanEntry) -> tuple[float, float]:
-        """The fans of weight ``name`` as the layer that applies it sees them."""
-        n = self.node_of.get(name)
-        return br.fans_of(n, e) if n is not None else br.fans_of(Node(-1, "?", "?", (), (), False), e)
-
-    @property
-    def branches(self) -> list[br.Branch]:
-        return [b for c in self.chains for b in c.branches]
-
-
-# ----------------------------------------------------------------------------- entry writers
-def _pad(e: PlanEntry) -> dict:
-    return {k: v for k, v in e.params.items() if k == "padding_idx" and v is not None}
-
-
-def _normal(e: PlanEntry, std: float, why: str) -> None:
-    """``N(0, std^2)``, a fixed std (no fans)."""
-    e.scheme, e.distribution, e.gain, e.std = "normal", "normal", None, float(std)
-    e.params = {"std": float(std), **_pad(e)}
-    e.reason = why
-
-
-def _scaled(e: PlanEntry, family: str, distribution: str, gain: float, fans: tuple[float, float], why: str,
-            cut: float | None = None) -> None:
-    """A variance-scaling scheme (``kaiming``: mode fan_in, ``xavier``: fan_avg) with ``fans``,
-    ``gain`` and a truncation ``cut``."""
-    fi, fo = float(fans[0]), float(fans[1])
-    mode = "fan_in" if family == "kaiming" else "fan_avg"
-    e.scheme, e.distribution = f"{family}_{distribution}", distribution
-    e.fan_in, e.fan_out, e.gain = _num(fi), _num(fo), float(gain)
-    e.std = variance_scaling_std(gain * gain, mode, fi, fo)
-    e.params = {**({"mode": mode} if family == "kaiming" else {}),
-                **({"blocks": e.params["blocks"]} if "blocks" in e.params else {}), **_pad(e),
-                **({"cut": cut} if cut is not None else {})}
-    e.reason = why
-
-
-def _trunc3(e: PlanEntry, s: float, fans: tuple[float, float], why: str) -> None:
-    """torch's ``trunc_normal_(std=s, a=-3s, b=3s)`` as a truncated normal over ``fans[0]``
-    inputs: the drawn std is ``truncated_std(3) s``, written ``gain / sqrt(fan_in)``."""
-    _scaled(e, "kaiming", "truncated_normal", truncated_std(CUT) * s * math.sqrt(fans[0]), fans, why, cut=CUT)
-
-
-def _zeros(e: PlanEntry, why: str) -> None:
-    e.scheme, e.distribution, e.fan_in, e.fan_out, e.gain, e.std, e.params = "zeros", "-", None, None, None, 0.0, {}
-    e.reason = why
-
-
-def _constant(e: PlanEntry, value: float, why: str) -> None:
-    e.scheme, e.distribution, e.fan_in, e.fan_out, e.gain, e.std = "constant", "-", None, None, None, 0.0
-    e.params = {"value": float(value)}
-    e.reason = why
-
-
-def _num(v: float) -> int | float:
-    return int(v) if float(v).is_integer() else v
-
-
-def _g(x: float) -> str:
-    return f"{x:.4g}"
-
-
-# ----------------------------------------------------------------------------- shared pieces
-def _defaults(ctx: _Ctx) -> None:
-    """Biases 0, normalization layers 1 and 0, PReLU 0.25: the table's fills, claimed so the
-    standard policy leaves them."""
-    for e in {id(e): e for e in ctx.by_name.values()}.values():
-        if id(e) in ctx.owned and e.scheme in ("zeros", "constant"):
-            ctx.decided[id(e)] = e
-
-
-def _dense(g: Graph) -> list[tuple[Node, str]]:
-    out, seen = [], set()
-    for n in g.nodes:
-        if br.is_dense(n):
-            for w in br.dense_weights(n):
-                if w not in seen:
-                    seen.add(w)
-                    out.append((n, w))
-    return out
-
-
-def _need_branches(ctx: _Ctx) -> None:
-    if not ctx.branches:
-        raise ValueError(f"policy {ctx.name!r} scales residual branches, but initwise finds no residual sum "
-                         f"h + f(h) in the recorded forward pass of this model; use a recipe without branches "
-                         "('gpt2', 'torchtitan', 'olmo_mitchell' apply their base rules to any model) or "
-                         "policy='standard'")
-
-
-def _last_entry(ctx: _Ctx, b: br.Branch) -> PlanEntry | None:
-    if b.last is None:
-        ctx.notes.append(f"residual sum {ctx.graph.nodes[b.add].op}() in '{ctx.graph.nodes[b.add].module}': "
-                         "no last layer found, left at the base rule")
-        return None
-    return ctx.entry(br.weight_name(b.last))
-
-
-def _where(ctx: _Ctx, b: br.Branch) -> str:
-    n = ctx.graph.nodes[b.add]
-    return f"branch {b.index + 1} (block {b.block}) of its chain, summed in '{n.module or 'the model'}'"
-
-
 # ----------------------------------------------------------------------------- the recipes
-def _gpt2(ctx: _Ctx) -> None:
-    for n, w in _dense(ctx.graph) + br.embedding_weights(ctx.graph):
+def _gpt2(ctx: Ctx) -> None:
+    for n, w in dense(ctx.graph) + br.embedding_weights(ctx.graph):
         e = ctx.entry(w)
         if e is not None:
-            _normal(e, 0.02, "GPT-2/Megatron: N(0, 0.02^2) for every linear and embedding weight "
+            normal(e, 0.02, "GPT-2/Megatron: N(0, 0.02^2) for every linear and embedding weight "
                              "(Radford et al. 2019; Shoeybi et al. 2019)")
     for c in ctx.chains:
         n = len(c.branches)
         for b in c.branches:
-            e = _last_entry(ctx, b)
+            e = last_entry(ctx, b)
             if e is not None:
-                _normal(e, 0.02 / math.sqrt(n), f"GPT-2/Megatron: last layer of {_where(ctx, b)}: N(0, (0.02/sqrt(N))^2) "
+                normal(e, 0.02 / math.sqrt(n), f"GPT-2/Megatron: last layer of {where(ctx, b)}: N(0, (0.02/sqrt(N))^2) "
                                                  f"with N = {n} residual branches on its chain (2 per block in a "
                                                  "transformer: 0.02/sqrt(2L))")
     if not ctx.chains:
         ctx.notes.append("no residual branches: every weight N(0, 0.02^2), no scaled projections")
 
 
-def _torchtitan(ctx: _Ctx) -> None:
+def _torchtitan(ctx: Ctx) -> None:
     g = ctx.graph
     for n, w in br.embedding_weights(g):
         e = ctx.entry(w)
         if e is not None:
-            _normal(e, 1.0, "torchtitan: token embedding N(0, 1)")
-    for n, w in _dense(g):
+            normal(e, 1.0, "torchtitan: token embedding N(0, 1)")
+    for n, w in dense(g):
         e = ctx.entry(w)
         if e is not None:
-            _normal(e, 0.02, "torchtitan: trunc_normal_(std=0.02) (cut at torch's default +-2, i.e. 100 std: a "
+            normal(e, 0.02, "torchtitan: trunc_normal_(std=0.02) (cut at torch's default +-2, i.e. 100 std: a "
                               "normal)")
     for b in ctx.branches:
         std = 0.02 / math.sqrt(2 * (b.block + 1))
-        names = [br.weight_name(b.last)] if b.last is not None else []
-        names += [w for w in br.gated_halves(g, b) if w not in names]
+        last = br.weight_name(b.last) if b.last is not None else None
+        names = ([last] if last else []) + [w for w in br.gated_halves(g, b) if w != last]
         for w in names:
             e = ctx.entry(w)
             if e is not None:
-                what = "last layer" if b.last is not None and w == br.weight_name(b.last) else "linear half of the gated product"
-                _normal(e, std, f"torchtitan depth_init: {what} of {_where(ctx, b)}: 0.02/sqrt(2(l+1)) with l = "
+                what = "last layer" if w == last else "linear half of the gated product"
+                normal(e, std, f"torchtitan depth_init: {what} of {where(ctx, b)}: 0.02/sqrt(2(l+1)) with l = "
                                 f"{b.block}")
     for n in br.output_layers(g):
         e = ctx.entry(br.weight_name(n))
         if e is not None:
             fans = br.fans_of(n, e)
-            _trunc3(e, fans[0] ** -0.5, fans, f"torchtitan: output layer trunc_normal_(std=d^-1/2, cut +-3 std) with "
-                                              f"d = {_num(fans[0])}")
+            trunc3(e, fans[0] ** -0.5, fans, f"torchtitan: output layer trunc_normal_(std=d^-1/2, cut +-3 std) with "
+                                              f"d = {num(fans[0])}")
 
 
-def _olmo(ctx: _Ctx) -> None:
+def _olmo(ctx: Ctx) -> None:
     g = ctx.graph
     for n, w in br.embedding_weights(g):
         e = ctx.entry(w)
         if e is not None and len(e.shape) == 2:
             d = float(e.shape[1])
-            _trunc3(e, d ** -0.5, (d, float(e.shape[0])), f"OLMo mitchell: embedding of width d = {_num(d)}: "
+            trunc3(e, d ** -0.5, (d, float(e.shape[0])), f"OLMo mitchell: embedding of width d = {num(d)}: "
                                                            "trunc_normal_(std=1/sqrt(d), cut +-3 std)")
-    for n, w in _dense(g):
+    for n, w in dense(g):
         e = ctx.entry(w)
         if e is not None:
             fans = br.fans_of(n, e)
-            _trunc3(e, fans[0] ** -0.5, fans, f"OLMo mitchell: trunc_normal_(std=1/sqrt(d_in), cut +-3 std), d_in = "
-                                              f"{_num(fans[0])}")
+            trunc3(e, fans[0] ** -0.5, fans, f"OLMo mitchell: trunc_normal_(std=1/sqrt(d_in), cut +-3 std), d_in = "
+                                              f"{num(fans[0])}")
     for b in ctx.branches:
-        e = _last_entry(ctx, b)
+        e = last_entry(ctx, b)
         if e is not None:
             fans = br.fans_of(b.last, e)
             d = fans[0]
             s = d ** -0.5 / math.sqrt(2 * (b.block + 1))
-            _trunc3(e, s, fans, f"OLMo mitchell: output projection of {_where(ctx, b)}: 1/sqrt(d_in)/sqrt(2(l+1)) with "
-                             f"d_in = {_num(d)}, l = {b.block}, cut +-3 std")
+            trunc3(e, s, fans, f"OLMo mitchell: output projection of {where(ctx, b)}: 1/sqrt(d_in)/sqrt(2(l+1)) with "
+                             f"d_in = {num(d)}, l = {b.block}, cut +-3 std")
 
 
-def _value_and_out(ctx: _Ctx, b: br.Branch) -> tuple[list[str], list[str]]:
+def _value_and_out(ctx: Ctx, b: br.Branch) -> tuple[list[str], list[str]]:
     """The weights a T-Fixup/DeepNorm branch scales and the attention weights it keeps at gain 1."""
     g = ctx.graph
     if not b.attention:
@@ -278,57 +145,56 @@ def _value_and_out(ctx: _Ctx, b: br.Branch) -> tuple[list[str], list[str]]:
     values, fused = br.value_names(g, b)
     if fused:
         raise ValueError(f"policy {ctx.name!r} scales the value projection of each attention alone, but "
-                         f"{fused[0]!r} holds it fused with the query/key projections in one tensor ({_where(ctx, b)}); "
-                         "use separate q/k/v layers (or nn.MultiheadAttention with kdim/vdim), or another recipe")
+                         f"{fused[0]!r} holds it fused with the query/key projections in one tensor "
+                         f"({where(ctx, b)}); use separate q/k/v layers (or nn.MultiheadAttention with kdim/vdim), "
+                         "or another recipe")
     out = [br.weight_name(b.last)] if b.last is not None else []
-    scaled = list(dict.fromkeys(values + out))
-    rest = [w for n in b.layers for w in br.dense_weights(n) if w not in scaled]
-    return scaled, rest
+    chosen = list(dict.fromkeys(values + out))
+    return chosen, [w for n in b.layers for w in br.dense_weights(n) if w not in chosen]
 
 
 def _feeds(g: Graph, chain: br.Chain, emb: Node) -> bool:
-    from ..structure import _derives
+    """Whether embedding lookup ``emb`` feeds the start of ``chain``."""
     first = chain.branches[0].residual
-    return _derives(g, first.skip, emb.id) or first.skip == emb.id
+    return first.skip == emb.id or _derives(g, first.skip, emb.id)
 
 
-def _t_fixup(ctx: _Ctx) -> None:
+def _t_fixup(ctx: Ctx) -> None:
     g = ctx.graph
-    _need_branches(ctx)
+    need_branches(ctx)
     if not any(b.attention for b in ctx.branches):
         raise ValueError("policy 't_fixup' is T-Fixup for transformers (Huang et al. 2020): it scales the value and "
                          "output projections of attention branches, but no residual branch of this model holds an "
                          "attention; use 'fixup' for residual networks without attention")
-    for n, w in _dense(g):
+    for n, w in dense(g):
         e = ctx.entry(w)
         if e is not None:
-            _scaled(e, "xavier", "uniform", 1.0, ctx.fans(w, e), "T-Fixup: Xavier (uniform, gain 1) for every weight but the input "
-                                                 "embeddings (Huang et al. 2020)")
+            scaled(e, "xavier", "uniform", 1.0, ctx.fans(w, e),
+                   "T-Fixup: Xavier (uniform, gain 1) for every weight but the input embeddings (Huang et al. 2020)")
     for c in ctx.chains:
         big = c.per_block >= 3
         factor = (9 * c.blocks) ** -0.25 if big else 0.67 * c.blocks ** -0.25
-        rule = f"(9L)^(-1/4)" if big else f"0.67 L^(-1/4)"
+        rule = "(9L)^(-1/4)" if big else "0.67 L^(-1/4)"
         for b in c.branches:
-            scaled, _ = _value_and_out(ctx, b)
-            for w in scaled:
+            what = "MLP weight" if not b.attention else "value/output projection"
+            for w in _value_and_out(ctx, b)[0]:
                 e = ctx.entry(w)
                 if e is not None:
-                    what = "MLP weight" if not b.attention else "value/output projection"
-                    _scaled(e, "xavier", "uniform", factor, ctx.fans(w, e), f"T-Fixup: {what} of {_where(ctx, b)}: Xavier times "
-                                                           f"{rule} = {_g(factor)}, L = {c.blocks} blocks with "
-                                                           f"{c.per_block} branches each")
+                    scaled(e, "xavier", "uniform", factor, ctx.fans(w, e),
+                           f"T-Fixup: {what} of {where(ctx, b)}: Xavier times {rule} = {fmt(factor)}, L = {c.blocks} "
+                           f"blocks with {c.per_block} branches each")
     for n, w in br.embedding_weights(g):
         chain = next((c for c in ctx.chains if _feeds(g, c, n)), None)
         e = ctx.entry(w) if chain is not None else None
         if e is not None and len(e.shape) == 2:
             d = float(e.shape[1])
             factor = (9 * chain.blocks) ** -0.25
-            _normal(e, d ** -0.5 * factor, f"T-Fixup: input embedding N(0, d^-1) (d = {_num(d)}) times (9L)^(-1/4) = "
-                                            f"{_g(factor)}, L = {chain.blocks}")
+            normal(e, d ** -0.5 * factor, f"T-Fixup: input embedding N(0, d^-1) (d = {num(d)}) times (9L)^(-1/4) "
+                                          f"= {fmt(factor)}, L = {chain.blocks}")
     norms = sum(len(b.norms) for b in ctx.branches)
     if norms:
-        ctx.notes.append(f"T-Fixup was derived for transformers without layer normalization (Huang et al. remove it); "
-                         f"this model keeps {norms} norm layer(s) in its branches at weight 1")
+        ctx.notes.append("T-Fixup was derived for transformers without layer normalization (Huang et al. remove "
+                         f"it); this model keeps {norms} norm layer(s) in its branches at weight 1")
 
 
 def _encoder_decoder(chains: list[br.Chain]) -> tuple[br.Chain, br.Chain] | None:
@@ -337,9 +203,9 @@ def _encoder_decoder(chains: list[br.Chain]) -> tuple[br.Chain, br.Chain] | None
     return (encs[0], decs[0]) if len(decs) == 1 and len(encs) == 1 else None
 
 
-def _deepnorm(ctx: _Ctx) -> None:
+def _deepnorm(ctx: Ctx) -> None:
     g = ctx.graph
-    _need_branches(ctx)
+    need_branches(ctx)
     pair = _encoder_decoder(ctx.chains)
     for c in ctx.chains:
         if pair is not None:
@@ -354,27 +220,29 @@ def _deepnorm(ctx: _Ctx) -> None:
             beta, alpha = (8 * c.blocks) ** -0.25, (2 * c.blocks) ** 0.25
             rule = f"(8N)^(-1/4) with N = {c.blocks} blocks"
         for b in c.branches:
-            scaled, rest = _value_and_out(ctx, b)
-            for w in scaled:
+            chosen, rest = _value_and_out(ctx, b)
+            what = "value/output projection" if b.attention else "weight"
+            for w in chosen:
                 e = ctx.entry(w)
                 if e is not None:
-                    _scaled(e, "xavier", "normal", beta, ctx.fans(w, e), f"DeepNorm: {'value/output projection' if b.attention else 'weight'} "
-                                                         f"of {_where(ctx, b)}: xavier_normal_(gain=beta), beta = {rule} = "
-                                                         f"{_g(beta)} (Wang et al. 2022)")
+                    scaled(e, "xavier", "normal", beta, ctx.fans(w, e),
+                           f"DeepNorm: {what} of {where(ctx, b)}: xavier_normal_(gain=beta), beta = {rule} = "
+                           f"{fmt(beta)} (Wang et al. 2022)")
             for w in rest:
                 e = ctx.entry(w)
                 if e is not None:
-                    _scaled(e, "xavier", "normal", 1.0, ctx.fans(w, e), f"DeepNorm: query/key projection of {_where(ctx, b)}: "
-                                                        "xavier_normal_(gain=1) (Wang et al. 2022)")
+                    scaled(e, "xavier", "normal", 1.0, ctx.fans(w, e),
+                           f"DeepNorm: query/key projection of {where(ctx, b)}: xavier_normal_(gain=1) "
+                           "(Wang et al. 2022)")
         ctx.notes.append(_alpha_note(g, c, alpha))
 
 
 def _alpha_note(g: Graph, c: br.Chain, alpha: float) -> str:
     """What the model's sums do with their skip (DeepNorm's alpha is in the forward pass)."""
     found = {_skip_scale(g, b.residual.skip) for b in c.branches}
-    post = all(b.residual.post_norm for b in c.branches[:-1]) if len(c.branches) > 1 else c.branches[0].residual.post_norm
-    seen = ", ".join(_g(s) for s in sorted(found))
-    return (f"DeepNorm's x_(l+1) = LN(alpha x + f(x)) with alpha = {_g(alpha)} is the model's forward, not its "
+    post = all(b.residual.post_norm for b in (c.branches[:-1] or c.branches))
+    seen = ", ".join(fmt(s) for s in sorted(found))
+    return (f"DeepNorm's x_(l+1) = LN(alpha x + f(x)) with alpha = {fmt(alpha)} is the model's forward, not its "
             f"weights: on this chain of {len(c.branches)} sums the skip is scaled by {seen}"
             + ("" if post else " and the sums are not post-norm (DeepNorm is derived for LN after each sum)"))
 
@@ -385,9 +253,9 @@ def _skip_scale(g: Graph, nid: int) -> float:
     return abs(slope) if slope is not None else 1.0
 
 
-def _fixup(ctx: _Ctx) -> None:
+def _fixup(ctx: Ctx) -> None:
     g = ctx.graph
-    _need_branches(ctx)
+    need_branches(ctx)
     norms = [n for n in g.nodes if (n.kind == "layer" and n.info.get("norm")) or (n.kind == "norm" and n.weights)]
     if norms:
         raise ValueError(f"policy 'fixup' is Fixup (Zhang et al. 2019), which replaces normalization: this model has "
@@ -397,9 +265,9 @@ def _fixup(ctx: _Ctx) -> None:
     for b in ctx.branches:
         last = br.weight_name(b.last) if b.last is not None else None
         if last is None:
-            raise ValueError(f"policy 'fixup': {_where(ctx, b)} has no last weight layer to set to 0")
+            raise ValueError(f"policy 'fixup': {where(ctx, b)} has no last weight layer to set to 0")
         if any(a not in ("identity",) for a in b.through):
-            raise ValueError(f"policy 'fixup': the last layer of {_where(ctx, b)} is followed by {b.through[0]} "
+            raise ValueError(f"policy 'fixup': the last layer of {where(ctx, b)} is followed by {b.through[0]} "
                              "before the sum: at 0 it would get no gradient (relu'(0) = 0); Fixup needs branches "
                              "that end in a layer")
         m = len(b.layers)
@@ -410,23 +278,23 @@ def _fixup(ctx: _Ctx) -> None:
                 if e is None:
                     continue
                 if w == last:
-                    _zeros(e, f"Fixup: last layer of {_where(ctx, b)}: 0, so the branch starts at 0 (Zhang et al. 2019)")
+                    zeros(e, f"Fixup: last layer of {where(ctx, b)}: 0, so the branch starts at 0 (Zhang et al. 2019)")
                     continue
                 gain = float(e.gain) if e.family == "he" and e.gain else 1.0
-                _scaled(e, "kaiming", "normal", gain * factor, ctx.fans(w, e),
-                        f"Fixup: layer of {_where(ctx, b)} ({m} layers): He (gain {_g(gain)}) times L^(-1/(2m-2)) = "
-                        f"{_g(factor)} with L = {total} residual branches (Zhang et al. 2019)")
+                scaled(e, "kaiming", "normal", gain * factor, ctx.fans(w, e),
+                       f"Fixup: layer of {where(ctx, b)} ({m} layers): He (gain {fmt(gain)}) times L^(-1/(2m-2)) = "
+                       f"{fmt(factor)} with L = {total} residual branches (Zhang et al. 2019)")
     for n in br.output_layers(g):
         for w in br.dense_weights(n) + [f"{n.module}.bias" if n.module else "bias"]:
             e = ctx.entry(w) if w in ctx.by_name else None
             if e is not None:
-                _zeros(e, "Fixup: the classification layer starts at 0 (Zhang et al. 2019)")
+                zeros(e, "Fixup: the classification layer starts at 0 (Zhang et al. 2019)")
     scalars = _scalars(ctx)
     ctx.notes.append(f"Fixup's scalar multipliers and biases are part of the model's forward: {scalars} scalar "
                      "parameter(s) found, multipliers set to 1 and biases to 0")
 
 
-def _scalars(ctx: _Ctx) -> int:
+def _scalars(ctx: Ctx) -> int:
     """Scalar parameters: 1 where the signal is multiplied by them, 0 where they are added."""
     count = 0
     for n in ctx.graph.of_kind("param"):
@@ -437,36 +305,36 @@ def _scalars(ctx: _Ctx) -> int:
         if kinds == {"mul"} or kinds == {"add"}:
             e = ctx.entry(n.param)
             if kinds == {"mul"}:
-                _constant(e, 1.0, "Fixup: scalar multiplier 1")
+                constant(e, 1.0, "Fixup: scalar multiplier 1")
             else:
-                _zeros(e, "Fixup: scalar bias 0")
+                zeros(e, "Fixup: scalar bias 0")
             count += 1
     return count
 
 
-def _skipinit(ctx: _Ctx) -> None:
+def _skipinit(ctx: Ctx) -> None:
     g = ctx.graph
-    _need_branches(ctx)
+    need_branches(ctx)
     for b in ctx.branches:
         if b.end is None:
-            raise ValueError(f"policy 'skipinit': {_where(ctx, b)} ends in an operation initwise cannot scale "
+            raise ValueError(f"policy 'skipinit': {where(ctx, b)} ends in an operation initwise cannot scale "
                              "(not a layer, a norm or a scalar)")
-        from ..structure import branch_end
         _, path = branch_end(g, b.residual.branch)
         acts = [g.nodes[i] for i in path if g.nodes[i].kind == "act" and affine_slope(g.nodes[i]) is None]
         if acts:
-            raise ValueError(f"policy 'skipinit': {_where(ctx, b)} passes {acts[0].op} after its last scale: at 0 it "
+            raise ValueError(f"policy 'skipinit': {where(ctx, b)} passes {acts[0].op} after its last scale: at 0 it "
                              "would get no gradient (relu'(0) = 0)")
-        e = ctx.entry(br.entry_of(b.end, ctx.by_name).name) if br.entry_of(b.end, ctx.by_name) else None
+        end = br.entry_of(b.end, ctx.by_name)
+        e = ctx.entry(end.name) if end is not None else None
         if e is None:
-            ctx.notes.append(f"skipinit: the end of {_where(ctx, b)} is not a tensor this plan decides")
+            ctx.notes.append(f"skipinit: the end of {where(ctx, b)} is not a tensor this plan decides")
             continue
-        what = {"param": "scalar multiplier (SkipInit's alpha)"}.get(b.end.kind, "norm weight (zero_init_residual)"
-                                                                      if br._is_norm(b.end) else "last layer")
-        _zeros(e, f"SkipInit: {what} of {_where(ctx, b)}: 0, so the block starts as the identity (De & Smith 2020)")
+        what = ("scalar multiplier (SkipInit's alpha)" if b.end.kind == "param" else
+                "norm weight (zero_init_residual)" if br.is_norm_node(b.end) else "last layer")
+        zeros(e, f"SkipInit: {what} of {where(ctx, b)}: 0, so the block starts as the identity (De & Smith 2020)")
 
 
-_RECIPES: dict[str, Callable[[_Ctx], None]] = {
+_RECIPES: dict[str, Callable[[Ctx], None]] = {
     "gpt2": _gpt2, "torchtitan": _torchtitan, "olmo_mitchell": _olmo, "t_fixup": _t_fixup,
     "deepnorm": _deepnorm, "fixup": _fixup, "skipinit": _skipinit,
 }
@@ -491,9 +359,9 @@ def apply_recipe(name: str, entries: list[PlanEntry], owned: list[PlanEntry], gr
     for e in entries:
         for n in (e.name, *e.shared_with, *e.writes):
             by_name[n] = e
-    ctx = _Ctx(graph, name, by_name, {id(e) for e in owned}, br.chains(graph))
-    ctx.node_of = {w: n for n, w in _dense(graph)}
-    _defaults(ctx)
+    ctx = Ctx(graph, name, by_name, {id(e) for e in owned}, br.chains(graph))
+    ctx.node_of = {w: n for n, w in dense(graph)}
+    claim_defaults(ctx)
     _RECIPES[name](ctx)
     if ctx.skipped:
         ctx.notes.append(f"{len(ctx.skipped)} tensor(s) the recipe would set are decided elsewhere (a rule, frozen "
