@@ -295,6 +295,14 @@ def test_recipes_need_a_recorded_forward_pass():
             initwise.plan(Untraceable(), policy="gpt2")
 
 
+def test_rules_beat_the_recipe():
+    torch.manual_seed(0)
+    p = initwise.plan(GPTLike(), IDS, policy="gpt2", rules={"out.weight": "standard", "layers.0.wo.weight": "zeros"})
+    assert p["out.weight"].reason.startswith("rule") and not close(p["out.weight"].std, 0.02)
+    assert p["layers.0.wo.weight"].scheme == "zeros" and close(p["layers.1.wo.weight"].std, 0.02 / math.sqrt(2 * L))
+    assert "decided elsewhere" in p.note
+
+
 def test_policy_names():
     assert RECIPES == ("gpt2", "torchtitan", "olmo_mitchell", "t_fixup", "deepnorm", "fixup", "skipinit")
     assert normalize_policy("Megatron") == "gpt2" and normalize_policy("olmo") == "olmo_mitchell"

@@ -38,7 +38,7 @@ class Ctx:
         e = self.by_name.get(name) if name else None
         if e is None:
             return None
-        if id(e) not in self.owned:
+        if id(e) not in self.owned or e.reason.startswith("rule "):  # a rule's choice (even "standard") stays
             if name not in self.skipped:
                 self.skipped.append(name)
             return None
