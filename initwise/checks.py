@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any
 
 import torch
 
-__all__ = ["number", "integer", "fans_pair", "generator_for", "check_std_fits"]
+__all__ = ["number", "integer", "fans_pair", "generator_for", "check_std_fits", "fillable"]
 
 #: Largest seed a ``torch.Generator`` accepts (``manual_seed`` takes 64-bit unsigned values).
 MAX_SEED = 2**64 - 1
@@ -100,3 +101,21 @@ def check_std_fits(std: float, tensor: torch.Tensor, where: str, source: str) ->
         raise ValueError(f"{where}: {source} gives std {std:.3g}, below {tensor.dtype}'s smallest "
                          f"normal number {info.tiny:.3g}; the weights would round to 0")
     return std
+
+
+def fillable(tensor: torch.Tensor, what: str) -> bool:
+    """Validate ``tensor``; False when there is nothing to fill (meta or empty)."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{what} expects a torch.Tensor, got {type(tensor).__name__}")
+    if not tensor.is_floating_point():
+        raise ValueError(
+            f"{what} needs a floating-point tensor, got dtype {tensor.dtype} with shape "
+            f"{list(tensor.shape)}; weights must be float16, bfloat16, float32 or float64"
+        )
+    if tensor.device.type == "meta":
+        return False
+    if tensor.numel() == 0:
+        warnings.warn(f"{what}: tensor of shape {list(tensor.shape)} has no elements; left as it is",
+                      stacklevel=3)
+        return False
+    return True

@@ -14,29 +14,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
 
 import torch
 
-from .checks import generator_for, integer, number
+from .checks import fillable, generator_for, integer, number
 
 __all__ = ["uniform_", "normal_", "trunc_normal_", "ones_", "eye_", "dirac_", "sparse_"]
-
-
-def _ready(tensor: Any, what: str) -> bool:
-    """Validate ``tensor``; False when there is nothing to fill (meta or empty)."""
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{what} expects a torch.Tensor, got {type(tensor).__name__}")
-    if not tensor.is_floating_point():
-        raise ValueError(f"{what} needs a floating-point tensor, got dtype {tensor.dtype} with shape "
-                         f"{list(tensor.shape)}")
-    if tensor.device.type == "meta":
-        return False
-    if tensor.numel() == 0:
-        warnings.warn(f"{what}: tensor of shape {list(tensor.shape)} has no elements; left as it is",
-                      stacklevel=3)
-        return False
-    return True
 
 
 def _fits(value: float, tensor: torch.Tensor, name: str, what: str) -> None:
@@ -54,7 +37,7 @@ def uniform_(tensor: torch.Tensor, a: float = 0.0, b: float = 1.0,
     a, b = number(a, "a", what), number(b, "b", what)
     if not a < b or not math.isfinite(b - a):
         raise ValueError(f"{what}: need a < b with a finite width, got a={a!r}, b={b!r}")
-    if not _ready(tensor, what):
+    if not fillable(tensor, what):
         return tensor
     _fits(max(abs(a), abs(b)), tensor, "the bound", what)
     g = generator_for(tensor, generator, seed, what)
@@ -67,7 +50,7 @@ def normal_(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0,
     """``N(mean, std^2)`` (``torch.nn.init.normal_``; ``std > 0``)."""
     what = "normal_"
     mean, std = number(mean, "mean", what), number(std, "std", what, positive=True)
-    if not _ready(tensor, what):
+    if not fillable(tensor, what):
         return tensor
     _fits(abs(mean) + 8 * std, tensor, "mean + 8 std", what)
     g = generator_for(tensor, generator, seed, what)
@@ -110,7 +93,7 @@ def trunc_normal_(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, a: 
     b = 2.0 if b is None else number(b, "b", what)
     if not a < b:
         raise ValueError(f"{what}: need a < b, got a={a!r}, b={b!r}")
-    if not _ready(tensor, what):
+    if not fillable(tensor, what):
         return tensor
     _fits(max(abs(a), abs(b)), tensor, "the cut", what)
     if mean < a - 2 * std or mean > b + 2 * std:
@@ -165,7 +148,7 @@ def _uniform_rejection(tensor: torch.Tensor, mean: float, std: float, a: float, 
 
 def ones_(tensor: torch.Tensor) -> torch.Tensor:
     """Fill with 1 (``torch.nn.init.ones_``)."""
-    if _ready(tensor, "ones_"):
+    if fillable(tensor, "ones_"):
         with torch.no_grad():
             tensor.fill_(1.0)
     return tensor
@@ -176,7 +159,7 @@ def eye_(tensor: torch.Tensor) -> torch.Tensor:
     passes on as many of its inputs as it has outputs (``W[i, i] = 1``, 0 elsewhere)."""
     if isinstance(tensor, torch.Tensor) and tensor.dim() != 2:
         raise ValueError(f"eye_ needs a 2-D tensor, got shape {list(tensor.shape)}")
-    if _ready(tensor, "eye_"):
+    if fillable(tensor, "eye_"):
         with torch.no_grad():
             tensor.zero_()
             tensor.fill_diagonal_(1.0)
@@ -194,7 +177,7 @@ def dirac_(tensor: torch.Tensor, groups: int = 1) -> torch.Tensor:
     groups = integer(groups, "groups", what, minimum=1)
     if isinstance(tensor, torch.Tensor) and tensor.shape[0] % groups:
         raise ValueError(f"{what}: {tensor.shape[0]} output channels cannot be split into {groups} groups")
-    if not _ready(tensor, what):
+    if not fillable(tensor, what):
         return tensor
     per_group = tensor.shape[0] // groups
     d = torch.arange(min(per_group, tensor.shape[1]), device=tensor.device)
@@ -221,7 +204,7 @@ def sparse_(tensor: torch.Tensor, sparsity: float, std: float = 0.01,
     if sparsity > 1:
         raise ValueError(f"{what}: sparsity is the fraction of each column set to 0, from 0 to 1; got {sparsity!r}")
     std = number(std, "std", what, positive=True)
-    if not _ready(tensor, what):
+    if not fillable(tensor, what):
         return tensor
     _fits(8 * std, tensor, "8 std", what)
     g = generator_for(tensor, generator, seed, what)

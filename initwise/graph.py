@@ -222,7 +222,7 @@ class _Recorder(TorchFunctionMode):
         if name is not None:
             node = self.add("param", name, (), t, param=name, varies=False, info={"rows": recstats.rows(t)})
         else:
-            node = self.add("const", "constant", (), t, varies=False, info=recstats.stats(t))
+            node = self.add("const", "constant", (), t, varies=False, info=recstats.const_stats(t))
         self.bind(t, node.id)
         return node.id
 
@@ -275,7 +275,7 @@ class _Recorder(TorchFunctionMode):
         known = [t for t in operands if id(t) in self.by_id or id(t) in self.param_names]
         if kind == "factory" or not known:
             if kind == "factory":
-                node = self.add("const", ops.bare(func), (), outs[0], varies=False, info=recstats.stats(outs[0]))
+                node = self.add("const", ops.bare(func), (), outs[0], varies=False, info=recstats.const_stats(outs[0]))
                 self.bind(out, node.id)
             return out
         self._record(func, kind, args, kwargs, operands, out, outs)
@@ -298,12 +298,8 @@ class _Recorder(TorchFunctionMode):
             elif params:
                 node = self.add("param", name, unique, outs[0], param=params[0].param, varies=False,
                                 info={"derived": True})
-            elif name in ("cos", "sin") or any(n.info.get("trig") for n in nodes):
-                # rotary tables: E[cos^2] = E[sin^2] = 1/2 over the phases, whatever the device
-                node = self.add("const", name, unique, outs[0], varies=False,
-                                info={"numel": outs[0].numel(), "trig": True, "mean": 0.0, "m2": 0.5})
             else:
-                node = self.add("const", name, unique, outs[0], varies=False, info=recstats.stats(outs[0]))
+                node = self.add("const", name, unique, outs[0], varies=False, info=recstats.const_stats(outs[0]))
             self.bind(out, node.id)
             return
         roots = {self.roots.get(n.id, n.id) for n in signals}

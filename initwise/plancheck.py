@@ -36,6 +36,8 @@ PLAN_FIELDS = ("initwise_plan", "policy", "distribution", "method", "note", "see
 ENTRY_FIELDS = ("name", "shape", "layer", "activation", "scheme", "distribution", "fan_in", "fan_out",
                 "gain", "std", "reason", "params", "shared_with", "writes", "predicted_std")
 _DISTRIBUTIONS = ("normal", "uniform", "truncated_normal")
+#: A family's entry may also be drawn as a scaled orthogonal matrix of the same variance.
+_ENTRY_DISTRIBUTIONS = (*_DISTRIBUTIONS, "orthogonal")
 _MODES = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
 _DEFAULT_MODE = {"xavier": "fan_avg", "kaiming": "fan_in", "lecun": "fan_in"}
 _FIXED = {"normal": ("normal", "std", 0.01), "small_normal": ("normal", "std", 0.01),
@@ -112,13 +114,13 @@ def _names(value: Any, field: str, where: _Where) -> tuple[str, ...]:
 
 def _family(scheme: str) -> str:
     for prefix in ("xavier", "kaiming", "lecun"):
-        if scheme.startswith(prefix + "_") and scheme[len(prefix) + 1:] in _DISTRIBUTIONS:
+        if scheme.startswith(prefix + "_") and scheme[len(prefix) + 1:] in _ENTRY_DISTRIBUTIONS:
             return prefix
     return scheme
 
 
 def _known_schemes() -> list[str]:
-    fams = [f"{f}_{d}" for f in ("xavier", "kaiming", "lecun") for d in _DISTRIBUTIONS]
+    fams = [f"{f}_{d}" for f in ("xavier", "kaiming", "lecun") for d in _ENTRY_DISTRIBUTIONS]
     return fams + [s for s in _PARAMS if s not in ("variance",)]
 
 

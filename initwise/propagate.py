@@ -21,8 +21,8 @@ mean-field limit, Poole et al. 2016):
   variance ``s^2``: ``q_out = q_v (c_v + (1 - c_v) A)``, ``A = min(1, e^{s^2} / k)``;
 * concatenation: size-weighted averages; reshapes, indexing, dropout: unchanged;
 * anything else without parameters (max pooling, top-k routing, quotients): the second-moment
-  ratio measured on the recorded pass (scale-free), unchanged on the meta device. Rotary tables
-  get ``E[cos^2] = 1/2`` on every device.
+  ratio measured on the recorded pass (scale-free), unchanged on the meta device. The float
+  values of constants (rotary tables, masks) are not read: a product with one keeps the scale.
 """
 from __future__ import annotations
 
@@ -155,6 +155,9 @@ def _measured(node: Node, inputs: list[Moments], ctx: Context) -> Moments:
     m = sig[0][1]
     if node.kind == "scatter" and len(sig) >= 1:
         return _sum([mm for _, mm in sig])
+    if node.kind == "reduce" and node.op in _MAXES:
+        k = max(1.0, _numel(ctx.graph.nodes[sig[0][0].id].shape) / max(1.0, _numel(node.shape)))
+        return max_of(m, int(round(k)))
     if node.kind == "reduce" and node.op in _MEANS:
         k = max(1.0, _numel(ctx.graph.nodes[sig[0][0].id].shape) / max(1.0, _numel(node.shape)))
         q = m.m2 * (m.corr + (1.0 - m.corr) / k)
@@ -163,6 +166,34 @@ def _measured(node: Node, inputs: list[Moments], ctx: Context) -> Moments:
     if ratio is None or not math.isfinite(ratio) or ratio <= 0:
         return m
     return Moments(m.mean * math.sqrt(ratio), m.m2 * ratio, m.corr)
+
+
+_MAXES = frozenset({"max_pool1d", "max_pool2d", "max_pool3d", "max_pool1d_with_indices",
+                    "max_pool2d_with_indices", "max_pool3d_with_indices", "adaptive_max_pool1d",
+                    "adaptive_max_pool2d", "adaptive_max_pool3d", "adaptive_max_pool1d_with_indices",
+                    "adaptive_max_pool2d_with_indices", "adaptive_max_pool3d_with_indices", "amax", "max"})
+
+
+def max_of(x: Moments, k: int) -> Moments:
+    """Moments of the maximum of ``k`` elements of ``x`` correlated by its ``corr`` (max
+    pooling): ``z_i = m + s (sqrt(r) u + sqrt(1 - r) e_i)``, so ``max = m + s (sqrt(r) u +
+    sqrt(1 - r) M_k)`` with ``M_k`` the maximum of ``k`` independent N(0, 1), whose moments come
+    from the density ``k phi(z) Phi(z)^(k-1)`` by quadrature."""
+    if k <= 1:
+        return x
+    import torch
+
+    z = torch.linspace(-8.0, 8.0, 4001, dtype=torch.float64)
+    pdf = torch.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+    cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2)))
+    w = k * pdf * cdf.pow(k - 1)
+    w = w / w.sum()
+    mu, m2k = float((w * z).sum()), float((w * z * z).sum())
+    v, r = x.var, _rho(x)
+    s = math.sqrt(max(v * (1 - r), 0.0))
+    mean = x.mean + s * mu
+    q = mean * mean + v * r + s * s * (m2k - mu * mu)
+    return Moments(mean, q, _clip((x.corr * x.m2 + (mean * mean - x.mean * x.mean)) / q) if q > 0 else 0.0)
 
 
 _MEANS = frozenset({"mean", "nanmean", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
@@ -349,13 +380,47 @@ def _sum(parts: list[Moments], signs: list[float] | None = None) -> Moments:
     return Moments(mean, m2, _clip(shared / m2) if m2 > 0 else 0.0)
 
 
+def _base(ctx: Context, nid: int, depth: int = 0) -> int | None:
+    """The signal a node is a rearrangement of (through reshapes, indexing, sign flips and
+    concatenations of pieces of it), or None."""
+    n = ctx.graph.nodes[nid]
+    if depth > 50:
+        return None
+    if n.kind == "shape" or (n.kind == "act" and n.op in ("neg", "contiguous", "clone", "to", "float")):
+        data = [i for i in n.inputs if ctx.graph.nodes[i].data]
+        return _base(ctx, data[0], depth + 1) if len(data) == 1 else None
+    if n.kind == "cat":
+        bases = {_base(ctx, i, depth + 1) for i in n.inputs if ctx.graph.nodes[i].data}
+        return bases.pop() if len(bases) == 1 else None
+    return nid
+
+
+def _rotation(node: Node, ctx: Context) -> int | None:
+    """``x * cos + rotate_half(x) * sin`` (rotary embeddings): a sum of products of one signal,
+    rearranged, with constants the plan does not read. Its scale is the signal's (a rotation)."""
+    bases = set()
+    for i in node.inputs:
+        m = ctx.graph.nodes[i]
+        if not m.data:
+            continue
+        consts = [ctx.graph.nodes[j] for j in m.inputs if ctx.graph.nodes[j].kind == "const"]
+        data = [j for j in m.inputs if ctx.graph.nodes[j].data]
+        if m.kind != "mul" or len(data) != 1 or not consts or any("m2" in c.info for c in consts):
+            return None
+        bases.add(_base(ctx, data[0]))
+    return bases.pop() if len(bases) == 1 and None not in bases else None
+
+
 @rule("add")
 def _add(node: Node, inputs: list[Moments], ctx: Context) -> Moments:
+    rot = _rotation(node, ctx)
+    if rot is not None:
+        return ctx.of(rot)
     parts, signs = [], []
     for k, (i, m) in enumerate(zip(node.inputs, inputs)):
         src = ctx.graph.nodes[i]
-        if src.kind == "const" and src.info.get("mask"):
-            continue  # an attention mask of -inf / large negative entries: not a signal
+        if src.kind == "const" and (src.info.get("mask") or "m2" not in src.info):
+            continue  # an attention mask (-inf / large negative entries), or unread values
         parts.append(m)
         signs.append(-1.0 if k > 0 and node.op in ("sub", "isub") else 1.0)
     if node.op == "rsub" and len(signs) > 1:
@@ -368,7 +433,10 @@ def _mul(node: Node, inputs: list[Moments], ctx: Context) -> Moments:
     if node.op in ("div", "truediv", "itruediv", "true_divide", "idiv", "rtruediv"):
         return _measured(node, inputs, ctx)
     mean, m2, shared = 1.0, 1.0, 1.0
-    for m in inputs:
+    for i, m in zip(node.inputs, inputs):
+        src = ctx.graph.nodes[i]
+        if src.kind == "const" and "m2" not in src.info:
+            continue  # a constant whose values the plan does not read (rotary tables, masks)
         mean, m2, shared = mean * m.mean, m2 * m.m2, shared * m.corr * m.m2
     return Moments(mean, m2, _clip(shared / m2) if m2 > 0 else 0.0)
 

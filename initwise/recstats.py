@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["ratio", "stats", "token_corr", "sample_corr", "support", "allowed", "rows", "overlap"]
+__all__ = ["ratio", "stats", "const_stats", "token_corr", "sample_corr", "support", "allowed", "rows", "overlap"]
 
 
 def stats(t: torch.Tensor) -> dict[str, float]:
@@ -38,6 +38,13 @@ def stats(t: torch.Tensor) -> dict[str, float]:
         x = torch.where(x < -1e4, torch.zeros_like(x), x)
     out["mean"], out["m2"] = float(x.mean()), float(x.square().mean())
     return out
+
+
+def const_stats(t: torch.Tensor) -> dict[str, float]:
+    """What the plan reads of a constant: its size, whether it is an attention mask, the
+    collision chance of integer ids; never its float values (a meta model has none, and the
+    plan of a meta model must equal that of the built one)."""
+    return {k: v for k, v in stats(t).items() if k in ("numel", "mask", "collision")}
 
 
 def token_corr(t: torch.Tensor) -> dict[str, float]:

@@ -44,12 +44,11 @@ from __future__ import annotations
 
 import difflib
 import math
-import warnings
 from typing import Callable
 
 import torch
 
-from .checks import check_std_fits, fans_pair, generator_for, integer, number
+from .checks import check_std_fits, fans_pair, fillable, generator_for, integer, number
 from .fans import fans as _fans
 from .fills import dirac_, eye_, normal_, ones_, sparse_, trunc_normal_, uniform_
 from .gains import gain as _gain
@@ -72,24 +71,6 @@ _MODES = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
 _DISTRIBUTIONS = ("normal", "uniform", "truncated_normal")
 
 Fans = tuple[int, int]
-
-
-def _should_fill(tensor: torch.Tensor, what: str) -> bool:
-    """Validate ``tensor``; False when there is nothing to fill (meta or empty)."""
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{what} expects a torch.Tensor, got {type(tensor).__name__}")
-    if not tensor.is_floating_point():
-        raise ValueError(
-            f"{what} needs a floating-point tensor, got dtype {tensor.dtype} with shape "
-            f"{list(tensor.shape)}; weights must be float16, bfloat16, float32 or float64"
-        )
-    if tensor.device.type == "meta":
-        return False
-    if tensor.numel() == 0:
-        warnings.warn(f"{what}: tensor of shape {list(tensor.shape)} has no elements; left as it is",
-                      stacklevel=3)
-        return False
-    return True
 
 
 def _check_gain(gain: float, what: str) -> float:
@@ -181,7 +162,7 @@ def _scaled(tensor: torch.Tensor, scale: float, mode: str, distribution: str,
         fans = fans_pair(fans, what)
     if not math.isfinite(scale) or not scale > 0:
         raise ValueError(f"{what}: {source} gives the variance scale {scale!r}, not a finite positive number")
-    if not _should_fill(tensor, what):
+    if not fillable(tensor, what):
         return tensor
     generator = generator_for(tensor, generator, seed, what)
     fan_in, fan_out = fans if fans is not None else _fans(tensor)
@@ -318,7 +299,7 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, blocks: int = 1,
         raise ValueError(
             f"orthogonal_ needs a tensor with at least 2 dimensions, got shape {list(tensor.shape)}"
         )
-    if not _should_fill(tensor, "orthogonal_"):
+    if not fillable(tensor, "orthogonal_"):
         return tensor
     check_std_fits(gain, tensor, "orthogonal_", f"gain {gain!r}")  # every entry is at most gain
     generator = generator_for(tensor, generator, seed, "orthogonal_")
@@ -355,7 +336,7 @@ def delta_orthogonal_(tensor: torch.Tensor, gain: float = 1.0,
         raise ValueError(
             f"delta_orthogonal_ needs odd kernel sizes (a centre tap), got shape {list(tensor.shape)}"
         )
-    if not _should_fill(tensor, "delta_orthogonal_"):
+    if not fillable(tensor, "delta_orthogonal_"):
         return tensor
     check_std_fits(gain, tensor, "delta_orthogonal_", f"gain {gain!r}")  # every entry is at most gain
     generator = generator_for(tensor, generator, seed, "delta_orthogonal_")
@@ -374,7 +355,7 @@ def delta_orthogonal_(tensor: torch.Tensor, gain: float = 1.0,
 def zeros_(tensor: torch.Tensor) -> torch.Tensor:
     """Fill with 0. As the only init of a layer's weights it keeps all its units identical
     (symmetry is never broken): shown here as the failure it is, and right for biases."""
-    if _should_fill(tensor, "zeros_"):
+    if fillable(tensor, "zeros_"):
         with torch.no_grad():
             tensor.zero_()
     return tensor
@@ -387,7 +368,7 @@ def constant_(tensor: torch.Tensor, value: float) -> torch.Tensor:
     if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and abs(value) > torch.finfo(tensor.dtype).max:
         raise ValueError(f"constant_: value {value!r} is beyond what {tensor.dtype} holds "
                          f"(max {torch.finfo(tensor.dtype).max:.3g})")
-    if _should_fill(tensor, "constant_"):
+    if fillable(tensor, "constant_"):
         with torch.no_grad():
             tensor.fill_(value)
     return tensor
@@ -399,7 +380,7 @@ def small_normal_(tensor: torch.Tensor, std: float = 0.01, generator: torch.Gene
     numbers" init, whose signal shrinks by ``std * sqrt(fan_in)`` per layer and vanishes in deep
     networks (Glorot & Bengio 2010, section 4.2)."""
     std = number(std, "std", "small_normal_", positive=True)
-    if _should_fill(tensor, "small_normal_"):
+    if fillable(tensor, "small_normal_"):
         check_std_fits(std, tensor, "small_normal_", f"std {std!r}")
         _fill_(tensor, std, "normal", generator_for(tensor, generator, seed, "small_normal_"))
     return tensor
@@ -409,7 +390,7 @@ def small_uniform_(tensor: torch.Tensor, bound: float = 0.01, generator: torch.G
                    seed: int | None = None) -> torch.Tensor:
     """``U(-bound, bound)`` with a fixed small bound regardless of the fans (see small_normal_)."""
     bound = number(bound, "bound", "small_uniform_", positive=True)
-    if _should_fill(tensor, "small_uniform_"):
+    if fillable(tensor, "small_uniform_"):
         check_std_fits(bound, tensor, "small_uniform_", f"bound {bound!r}")
         _fill_(tensor, bound / math.sqrt(3.0), "uniform", generator_for(tensor, generator, seed, "small_uniform_"))
     return tensor

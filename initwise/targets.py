@@ -211,6 +211,9 @@ def check_model(model: nn.Module, jobs: list, deferred: list, tensors: dict[str,
         if job.target is not None:
             entries[id(job.target)] = job.entry
             written.append(job.target)
+            for other in getattr(job.entry, "shared_with", ()):  # tied names: the entry writes them too
+                if other in tensors and tensors[other] is not job.target:
+                    entries.setdefault(id(tensors[other]), job.entry)
         for target, _ in job.writes:
             entries.setdefault(id(target), None)
             written.append(target)

@@ -50,7 +50,7 @@ __all__ = ["apply_plan", "draw"]
 _RANDOM_FAMILIES = ("xavier", "he", "lecun", "normal", "uniform")
 _KNOWN = frozenset({"keep", "zeros", "constant", "normal", "uniform", "small_normal", "small_uniform",
                     "orthogonal", "delta_orthogonal", "weight_norm_g"}
-                   | {f"{f}_{d}" for f in ("xavier", "kaiming", "lecun") for d in streams.DISTRIBUTIONS})
+                   | {f"{f}_{d}" for f in ("xavier", "kaiming", "lecun") for d in (*streams.DISTRIBUTIONS, "orthogonal")})
 _CHUNK = 4 * streams.BLOCK  # elements drawn at once when a shard or a strided tensor is written by rows
 
 
@@ -60,7 +60,7 @@ def _distribution(entry: PlanEntry) -> str:
     s = entry.scheme
     implied = {"normal": "normal", "small_normal": "normal", "uniform": "uniform", "small_uniform": "uniform"}.get(s)
     if implied is None:
-        implied = next(d for d in ("truncated_normal", "uniform", "normal") if s.endswith("_" + d))
+        implied = next(d for d in ("truncated_normal", "uniform", "normal", "orthogonal") if s.endswith("_" + d))
     if entry.distribution != implied:
         raise ValueError(f"plan entry {entry.name!r}: scheme {s!r} draws a {implied} distribution but "
                          f"'distribution' says {entry.distribution!r}; make them agree")
@@ -165,6 +165,13 @@ def _write(entry: PlanEntry, local: torch.Tensor, box: tuple[slice, ...] | None,
             local.zero_()
         elif s == "constant":
             local.fill_(float(entry.params["value"]))
+        elif entry.family in _RANDOM_FAMILIES and s.endswith("_orthogonal"):
+            # the family's variance, drawn as a scaled orthogonal matrix: entries of std
+            # gain / sqrt(max(rows, cols)) for singular values all equal to gain
+            rows, cols = shape[0], math.prod(shape[1:])
+            gain = float(entry.std) * math.sqrt(max(rows, cols))
+            q = streams.orthogonal(seed, entry.name, rows, cols, 1, gain)
+            local.copy_(_narrow(q, local).view(shape)[box])
         elif entry.family in _RANDOM_FAMILIES:
             if entry.std == 0:
                 local.zero_()

@@ -646,7 +646,7 @@ def test_residual_zero_starts_linear_branch_ends_at_zero_and_they_still_learn():
 
 def test_residual_zero_never_zeroes_a_layer_before_a_relu():
     p = plan(_ResMLP(), torch.randn(8, 64), residual="zero")
-    assert all(p[f"fcs.{i}.weight"].scheme == "kaiming_normal" for i in range(4))
+    assert all(p[f"fcs.{i}.weight"].family == "he" and p[f"fcs.{i}.weight"].std > 0 for i in range(4))
     assert "relu'(0) = 0" in p.note and "scaled instead" in p.note
 
 
@@ -731,3 +731,14 @@ def test_legacy_weight_norm_plans_direction_and_sets_magnitude_to_its_norm():
 def test_schemes_without_a_whole_model_rule_are_not_policies(name):
     with pytest.raises(ValueError, match="cannot be used as a whole-model policy"):
         plan(nn.Linear(3, 3), policy=name)
+
+
+def test_square_hidden_weights_are_drawn_orthogonal_with_the_family_std():
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2))
+    p = init(model, torch.randn(32, 16), seed=0)
+    e = p["2.weight"]
+    assert e.family == "he" and e.scheme == "kaiming_orthogonal" and "orthogonal matrix" in e.reason
+    s = torch.linalg.svdvals(model[2].weight.detach().double())
+    assert torch.allclose(s, torch.full_like(s, e.std * 8), rtol=1e-5)  # all singular values std * sqrt(64)
+    assert p["0.weight"].scheme == "kaiming_normal"  # not square: Gaussian
+    assert init(model, torch.randn(32, 16), seed=0, distribution="uniform")["2.weight"].scheme == "kaiming_uniform"

@@ -185,14 +185,15 @@ def test_bad_tensors_are_refused_before_the_first_write(make):
 def test_exactly_tied_distinct_parameters_are_written_once():
     model = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh())
     model[2].weight = nn.Parameter(model[0].weight.detach())  # same memory, another Parameter
-    initwise.init(model, seed=0)
+    p = initwise.init(model, seed=0, distribution="uniform")
     assert torch.equal(model[0].weight, model[2].weight)
-    std = initwise.plan(model)["0.weight"].std
-    assert torch.equal(model[0].weight.view(-1), streams.draw(0, "0.weight", 64, std=std))
+    std = p["0.weight"].std
+    assert torch.equal(model[0].weight.view(-1), streams.draw(0, "0.weight", 64, distribution="uniform", std=std))
     other = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.Tanh())
     other[2].weight = nn.Parameter(other[0].weight.detach())  # He before the ReLU, Xavier before tanh
-    with pytest.raises(ValueError, match="same memory but the plan gives them different schemes"):
-        initwise.init(other, seed=0)
+    p = initwise.init(other, seed=0)  # one tensor: planned once, the most conservative choice
+    assert p["0.weight"].shared_with == ("2.weight",) and "tied" in p["0.weight"].reason
+    assert torch.equal(other[0].weight, other[2].weight)
 
 
 def test_failure_in_any_entry_changes_nothing():

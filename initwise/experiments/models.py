@@ -18,6 +18,7 @@ ARCHS: tuple[str, ...] = ("mlp", "cnn", "rnn", "lstm", "gru")
 
 #: activation name -> module factory (names as accepted by initwise.gain)
 ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "softplus": nn.Softplus,
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
     "tanh": nn.Tanh,
@@ -206,3 +207,112 @@ def model_inputs(arch: str, data: Dataset, x: torch.Tensor, seq_mode: str = "pix
     if arch in ("rnn", "lstm", "gru"):
         return data.as_sequence(x, seq_mode)
     return x
+
+
+# ---------------------------------------------------------------------------- deeper builders
+# Used by benchmarks/peers.py (the head-to-head with other initialization libraries). Built with
+# PyTorch's default initialization, like every builder above.
+class ResidualBlock(nn.Module):
+    """``x + fc2(act(fc1(x)))``: a residual branch of two ``Linear`` layers, no normalization.
+
+    ``fc2`` ends the branch (its output is added to the stream), as in He et al. 2016's
+    residual unit without batch normalization.
+    """
+
+    def __init__(self, width: int, hidden: int, activation: str = "relu") -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.act = make_activation(activation)
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(self.act(self.fc1(x)))
+
+
+class ResidualMLP(nn.Module):
+    """``stem -> blocks x ResidualBlock -> act -> head``, without any normalization layer.
+
+    ``stem`` is ``Linear(in_features, width)``, ``head`` is ``Linear(width, n_classes)``; the
+    stream keeps ``width`` features; each branch's hidden layer has ``hidden`` (default
+    ``width``) units. Whether the stream's variance stays bounded over depth is decided by the
+    initialization of the branch ends ``blocks[i].fc2`` alone.
+    """
+
+    def __init__(self, in_features: int, n_classes: int, *, blocks: int = 50, width: int = 64,
+                 hidden: int | None = None, activation: str = "relu") -> None:
+        super().__init__()
+        hidden = width if hidden is None else hidden
+        _check_positive(in_features=in_features, n_classes=n_classes, blocks=blocks,
+                        width=width, hidden=hidden)
+        self.stem = nn.Linear(in_features, width)
+        self.blocks = nn.Sequential(*[ResidualBlock(width, hidden, activation)
+                                      for _ in range(blocks)])
+        self.act = make_activation(activation)
+        self.head = nn.Linear(width, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act(self.blocks(self.stem(x))))
+
+
+class ConvBlock(nn.Module):
+    """Pre-activation residual unit without normalization: ``x + conv2(act(conv1(act(x))))``
+    (He et al. 2016, "Identity mappings in deep residual networks", with the BN layers removed).
+    3x3 convolutions, "same" padding, ``channels`` in and out."""
+
+    def __init__(self, channels: int, activation: str = "relu") -> None:
+        super().__init__()
+        self.act1 = make_activation(activation)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.act2 = make_activation(activation)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.act2(self.conv1(self.act1(x))))
+
+
+class ConvResNet(nn.Module):
+    """A ResNet without BatchNorm for small images (C, H, W):
+    ``stem conv3x3 -> blocks x ConvBlock -> act -> global average pool -> Linear``."""
+
+    def __init__(self, image_shape: tuple[int, int, int], n_classes: int, *, blocks: int = 8,
+                 channels: int = 16, activation: str = "relu") -> None:
+        super().__init__()
+        if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3:
+            raise ValueError(f"image_shape must be (C, H, W), got {image_shape!r}")
+        _check_positive(n_classes=n_classes, blocks=blocks, channels=channels)
+        self.stem = nn.Conv2d(int(image_shape[0]), channels, 3, padding=1)
+        self.blocks = nn.Sequential(*[ConvBlock(channels, activation) for _ in range(blocks)])
+        self.act = make_activation(activation)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(channels, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.pool(self.act(self.blocks(self.stem(x))))
+        return self.head(h.flatten(1))
+
+
+class TransformerClassifier(nn.Module):
+    """A small pre-norm transformer encoder over a sequence (batch, steps, features):
+    ``Linear(features, d_model) + learned positions -> nn.TransformerEncoder (norm_first, GELU,
+    no dropout) -> LayerNorm -> mean over steps -> Linear(d_model, n_classes)``."""
+
+    def __init__(self, steps: int, features: int, n_classes: int, *, d_model: int = 64,
+                 heads: int = 4, layers: int = 4, ffn: int | None = None) -> None:
+        super().__init__()
+        _check_positive(steps=steps, features=features, n_classes=n_classes, d_model=d_model,
+                        heads=heads, layers=layers)
+        if d_model % heads:
+            raise ValueError(f"d_model ({d_model}) must be a multiple of heads ({heads})")
+        self.embed = nn.Linear(features, d_model)
+        self.pos = nn.Embedding(steps, d_model)
+        layer = nn.TransformerEncoderLayer(d_model, heads, dim_feedforward=ffn or 2 * d_model,
+                                           dropout=0.0, activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(x.shape[1], device=x.device)
+        h = self.encoder(self.embed(x) + self.pos(positions))
+        return self.head(self.norm(h).mean(dim=1))

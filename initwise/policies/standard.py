@@ -15,7 +15,7 @@ activation ``phi``       ``s`` with ``s E[phi'(z)^2] = 1`` for ``z ~ N(0, s q_x)
                          Poole et al. 2016, Schoenholz et al. 2017). ReLU: ``s = 2``, He exactly;
                          SELU: ``s = 1 / q_x`` (LeCun); saturating ones (tanh, sigmoid) are kept in
                          their linear regime (``E[z^2] <= 1``, Glorot & Bengio 2010)
-model output (logits)    ``s = 0.05 / q_x``: logits of std ~0.22, initial loss ~ ln(classes) + 0.025
+model output (logits)    ``s = 0.02 / q_x``: logits of std 0.14, initial loss ~ ln(classes) + 0.01
 attention query / key    logits ``scale^2 d q_q q_k`` of std 0.5 whatever the model's scaling (T5)
 sum of embeddings        each of the ``k`` summed embeddings gets ``1/k`` of the unit variance
 other (layer, norm...)   ``s = 1 / q_x``: the consumer receives unit second moment
@@ -41,20 +41,15 @@ import torch
 from torch import nn
 
 from ..graph import Graph, Node
-from ..moments import act_moments
 from ..plan import PlanEntry
 from ..propagate import Context, Moments, effective_fan_in, propagate
 from ..structure import Residual, branch_end, consumer, residual_adds, streams, sum_group
-from .common import XAVIER_ACTS, dist_scheme
+from .common import dist_scheme
+from .targets import TARGET_ATTENTION_STD, TARGET_LOGITS, _top_sum, target
 
 __all__ = ["refine", "RESIDUAL_MODES", "TARGET_LOGITS", "TARGET_ATTENTION_STD"]
 
 RESIDUAL_MODES = ("scaled", "zero", "none")
-#: Second moment of a model's outputs at initialization (std ~0.22: loss ~ ln C + 0.025).
-TARGET_LOGITS = 0.05
-#: Std of attention logits at initialization.
-TARGET_ATTENTION_STD = 0.5
-_HE_LIKE_CAP = 1e3
 
 
 @dataclass
@@ -210,13 +205,14 @@ def _weight_node(node: Node, ctx: Context, st: _State) -> None:
             _embedding(e, _share(g, node), st)
     else:
         uses = consumer(g, node.id, st.res)
-        s, family, why = _target(uses, x, g, node, e.family)
+        s, family, why = target(uses, x, g, node, e.family)
         fan_in = float(fans[0] or 1.0)
         fan_out = float(fans[1]) if fans[1] is not None else e.fan_out
         nominal = float(e.fan_in) if fans[1] is None and e.fan_in else fan_in
         if abs(nominal - fan_in) > 1e-6 * nominal:
             why += f" [{fan_in:.4g} of the {nominal:g} inputs of an output lie inside the zero padding, on average]"
-        _random(e, family, math.sqrt(s / fan_in), nominal, fan_out, why, st)
+        _random(e, family, math.sqrt(s / fan_in), nominal, fan_out, why, st,
+                hidden=bool(uses) and all(u.kind == "act" for u in uses))
     st.decided.add(id(e))
     _set_stats(ctx, e)
 
@@ -247,15 +243,6 @@ def _share(g: Graph, node: Node) -> tuple[int, int] | None:
             if group is not None:
                 return len(group), top
     return None
-
-
-def _top_sum(g: Graph, add_id: int) -> int:
-    cur = add_id
-    while True:
-        nxt = [c for c in g.consumers(cur) if g.nodes[c].kind == "add" and sum_group(g, c) is not None]
-        if not nxt:
-            return cur
-        cur = nxt[0]
 
 
 def _embedding(e: PlanEntry, share: tuple[int, int] | None, st: _State, std: float | None = None,
@@ -310,90 +297,12 @@ def _param_node(node: Node, ctx: Context, st: _State) -> None:
     _set_stats(ctx, e)
 
 
-# ----------------------------------------------------------------------------- targets
-def _target(uses: list, x: Moments, g: Graph, node: Node, table_family: str) -> tuple[float, str, str]:
-    """``(s, family, reason)``: the weight's ``n E[w^2] = s / q_x`` for the most conservative use
-    (``table_family``: the table's family, kept where no activation follows directly)."""
-    q = max(x.m2, 1e-12)
-    options = [_one_target(u, q, g, table_family) for u in uses]
-    s, family, why = min(options, key=lambda o: o[0])
-    if len(options) > 1:
-        names = ", ".join(dict.fromkeys(_use_label(u) for u in uses))
-        why = f"output has {len(options)} uses ({names}); the most conservative: {why}"
-    return s, family, why + f" [input E[x^2] = {q:.3g}]"
-
-
-def _use_label(u: Any) -> str:
-    act = u.node.info.get("activation") if u.node is not None and u.kind == "act" else None
-    return act.label() if act is not None else u.kind
-
-
-def _one_target(u: Any, q: float, g: Graph, table_family: str = "xavier") -> tuple[float, str, str]:
-    kind = u.kind
-    if kind == "act":
-        act = u.node.info.get("activation")
-        name = act.name if act is not None else "custom"
-        label = act.label() if act is not None else "custom"
-        if all(c.kind == "output" for c in consumer(g, u.node.id)) and name in XAVIER_ACTS:
-            return TARGET_LOGITS / q, "xavier", f"feeds {label} at the model output: logits of E[z^2] = {TARGET_LOGITS}"
-        if name == "selu":
-            return 1.0 / q, "lecun", "feeds selu: LeCun, E[z^2] = 1 keeps SELU self-normalizing (Klambauer et al. 2017)"
-        s, slope2 = _edge_of_chaos(u.node.phi if u.node.info.get("chain") else act.fn, q, name in XAVIER_ACTS)
-        family = "xavier" if name in XAVIER_ACTS else "kaiming"
-        rule = ("in its linear regime (E[z^2] <= 1, Glorot & Bengio 2010) with" if name in XAVIER_ACTS else "with")
-        return s / q, family, (f"feeds {label}: {'Xavier' if family == 'xavier' else 'He'} family {rule} "
-                               f"s E[phi'(z)^2] = {s * slope2:.3g} at E[z^2] = {s:.3g} (chi_1 = 1: the gradient "
-                               "keeps its scale, Schoenholz et al. 2017)")
-    if kind == "output":
-        return TARGET_LOGITS / q, "xavier", f"model output: logits of E[y^2] = {TARGET_LOGITS} (initial loss ~ ln C)"
-    if kind in ("query", "key"):
-        d, scale = _attention_dims(g, u.node)
-        scale *= abs(u.slope) or 1.0
-        target = TARGET_ATTENTION_STD / (scale * math.sqrt(d))
-        return target / q, "xavier", (f"attention {kind}: logits scale*q.k (scale {scale:.3g}, {d:g} dims) of std "
-                                      f"{TARGET_ATTENTION_STD}")
-    if kind == "residual":
-        family = {"he": "kaiming", "lecun": "lecun"}.get(table_family, "xavier")
-        return 1.0 / q, family, "ends a residual branch"
-    return 1.0 / q, "xavier", "no activation follows: its consumer receives E[y^2] = 1"
-
-
-def _edge_of_chaos(phi: Any, q: float, linear_regime: bool) -> tuple[float, float]:
-    """``(s, E[phi'^2])`` with ``s E[phi'(z)^2] = 1``, ``z ~ N(0, s)`` (``s`` the pre-activation's
-    second moment), by fixed-point iteration; capped at 1 for saturating activations."""
-    s = 1.0
-    slope2 = 1.0
-    for _ in range(30):
-        slope2 = act_moments(phi, 0.0, s, 0.0).slope2
-        if slope2 <= 0:
-            break
-        new = min(max(1.0 / slope2, 1e-3), _HE_LIKE_CAP)
-        if linear_regime:
-            new = min(new, 1.0)
-        if abs(new - s) < 1e-6 * s:
-            s = new
-            break
-        s = 0.5 * (s + new)
-    return s, slope2
-
-
-def _attention_dims(g: Graph, att: Node) -> tuple[float, float]:
-    if att.kind == "attention":
-        d = float(g.nodes[att.inputs[0]].shape[-1] or 1)
-        scale = att.info.get("scale")
-        return d, (1.0 / math.sqrt(d) if scale is None else float(scale))
-    d = float(g.nodes[att.inputs[0]].shape[-1] or 1) if att.inputs else 1.0
-    scale = 1.0
-    for c in g.consumers(att.id):
-        n = g.nodes[c]
-        if n.kind == "act" and all(s[1].__name__.strip("_") in ("mul", "rmul", "div", "truediv")
-                                   for s in n.info.get("chain", [])):
-            scale = float(n.phi(torch.ones(1, dtype=torch.float64)))
-    return d, abs(scale) or 1.0
+#: Square hidden weights up to this size are drawn orthogonal (a QR of 512 x 512 takes ~20 ms).
+ORTHOGONAL_MAX = 512
 
 
 def _random(e: PlanEntry, family: str, std: float, fan_in: float, fan_out: float | None, why: str,
-            st: _State) -> None:
+            st: _State, hidden: bool = False) -> None:
     fan_out = fan_out or fan_in
     if family == "xavier":
         gain = std / math.sqrt(2.0 / (fan_in + fan_out))
@@ -407,6 +316,13 @@ def _random(e: PlanEntry, family: str, std: float, fan_in: float, fan_out: float
     e.scheme, e.distribution = dist_scheme(family, st.distribution), st.distribution
     e.fan_in, e.fan_out, e.gain, e.std, e.params = _num(fan_in), _num(fan_out), float(gain), std, params
     e.reason = why
+    rows, cols = (e.shape[0], math.prod(e.shape[1:])) if len(e.shape) >= 2 else (0, 0)
+    if hidden and st.distribution == "normal" and rows == cols and 2 <= rows <= ORTHOGONAL_MAX \
+            and "padding_idx" not in params and params.get("blocks", 1) == 1:
+        e.scheme, e.distribution = f"{family}_orthogonal", "orthogonal"
+        e.reason = (why + f"; drawn as a scaled orthogonal matrix of that std (all singular values "
+                    f"{std * math.sqrt(rows):.3g}): a square hidden layer then keeps every input's norm exactly at "
+                    "finite width (Saxe et al. 2014), where a Gaussian one fluctuates")
 
 
 def _num(v: float) -> int | float:
