@@ -255,14 +255,47 @@ def test_recipes_that_scale_branches_refuse_a_model_without_them():
     assert all(close(e.std, 0.02) for e in p if e.name.endswith("weight"))
 
 
-def test_t_fixup_needs_attention_and_separate_value_projections():
+def test_t_fixup_needs_attention_and_value_projections_it_can_split():
     with pytest.raises(ValueError, match="attention"):
         res_plan("t_fixup")
-    layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
-    model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+
+    class FusedQKV(nn.Module):   # one Linear for q, k, v: which rows are v is the model's own layout
+        def __init__(self):
+            super().__init__()
+            self.qkv, self.proj = nn.Linear(16, 48), nn.Linear(16, 16)
+
+        def forward(self, x):
+            q, k, v = self.qkv(x).view(2, 5, 3, 2, 8).permute(2, 0, 3, 1, 4)
+            a = torch.softmax(q @ k.transpose(-2, -1) / 8 ** 0.5, dim=-1) @ v
+            return x + self.proj(a.transpose(1, 2).reshape(2, 5, 16))
+
     for name in ("t_fixup", "deepnorm"):
-        with pytest.raises(ValueError, match="in_proj_weight.*fused"):
-            initwise.plan(model, torch.randn(2, 5, 16), policy=name)
+        with pytest.raises(ValueError, match="'0.qkv.weight' holds it fused"):
+            initwise.plan(nn.Sequential(FusedQKV(), FusedQKV()), torch.randn(2, 5, 16), policy=name)
+
+
+def test_multihead_attention_gets_its_value_third_scaled():
+    """nn.MultiheadAttention stacks q, k, v in in_proj_weight's rows: only the last third is scaled
+    (params.block_gains), drawn from the same stream as the rest."""
+    layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.TransformerEncoder(layer, 3, enable_nested_tensor=False))
+    x = torch.randn(2, 5, 4)
+    p = initwise.init(model, x, policy="deepnorm", seed=0)
+    beta = (8 * 3) ** -0.25
+    name = "1.layers.1.self_attn.in_proj_weight"
+    e = p[name]
+    assert e.params["block_gains"] == [1.0, 1.0, beta] and close(e.std, xavier(16, 16))
+    assert close(p["1.layers.1.self_attn.out_proj.weight"].std, xavier(16, 16, beta))
+    w = model[1].layers[1].self_attn.in_proj_weight.detach().clone()
+    rest = Plan.from_json(p.to_json())
+    rest[name].params.pop("block_gains")
+    rest.apply(model, seed=0)
+    v = model[1].layers[1].self_attn.in_proj_weight.detach()
+    assert torch.equal(w[:32], v[:32]) and torch.allclose(w[32:], v[32:] * beta, rtol=1e-6, atol=0)
+    for l in range(3):
+        t = initwise.plan(model, x, policy="t_fixup")[f"1.layers.{l}.self_attn.in_proj_weight"]
+        assert close(t.params["block_gains"][2], 0.67 * 3 ** -0.25)
 
 
 def test_skipinit_refuses_a_branch_that_ends_in_a_relu():
@@ -349,3 +382,14 @@ def test_gpt2_recipe_matches_huggingface_gpt2_init():
             assert close(e.std, 0.02), name
         elif ".ln_" in name or "ln_f" in name:
             assert e.scheme in ("constant", "zeros"), name
+
+
+def test_block_gains_are_checked():
+    from initwise.plan import PlanEntry
+    good = PlanEntry("w", (6, 4), "Linear", "-", "xavier_normal", "normal", 4, 2, 1.0, math.sqrt(2 / 6), "",
+                     params={"block_gains": [1.0, 1.0, 0.5]})
+    good.check()
+    for bad in ([1.0, 0.5, 0.5, 1.0], [], "0.5", [1.0, -1.0, 1.0]):
+        e = PlanEntry(**{**good.__dict__, "params": {"block_gains": bad}})
+        with pytest.raises(ValueError, match="block_gains"):
+            e.check()

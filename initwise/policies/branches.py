@@ -308,12 +308,13 @@ def entry_of(n: Node, by_name: dict[str, PlanEntry]) -> PlanEntry | None:
     return by_name[named[0]] if named else None
 
 
-def value_names(g: Graph, branch: Branch) -> tuple[list[str], list[str]]:
-    """``(values, fused)``: the weights of the branch's value projections (a layer whose output
-    is an attention's value, or is multiplied by attention probabilities) and the names of
-    weights that hold the value projection fused with the query or key (which a recipe that
-    scales the values alone cannot scale)."""
-    values, fused = [], []
+def value_names(g: Graph, branch: Branch) -> tuple[list[str], list[str], list[str]]:
+    """``(values, thirds, fused)``: the weights of the branch's value projections (a layer whose
+    output is an attention's value, or is multiplied by attention probabilities), the
+    ``in_proj_weight`` of ``nn.MultiheadAttention`` layers (q, k, v stacked in equal thirds of its
+    rows, v last), and weights that hold the value projection fused with the query or key in a
+    layout initwise cannot split (a recipe that scales the values alone cannot scale them)."""
+    values, thirds, fused = [], [], []
     for n in branch.layers:
         module = n.info.get("module")
         if isinstance(module, nn.MultiheadAttention):
@@ -321,7 +322,7 @@ def value_names(g: Graph, branch: Branch) -> tuple[list[str], list[str]]:
             if module.v_proj_weight is not None:
                 values.append(prefix + "v_proj_weight")
             else:
-                fused.append(prefix + "in_proj_weight")
+                thirds.append(prefix + "in_proj_weight")
             continue
         w = weight_name(n)
         if w is None:
@@ -329,7 +330,7 @@ def value_names(g: Graph, branch: Branch) -> tuple[list[str], list[str]]:
         kinds = set(_uses(g, n))
         if "value" in kinds:
             (fused if kinds & {"query", "key"} else values).append(w)
-    return values, fused
+    return values, thirds, fused
 
 
 def _uses(g: Graph, n: Node) -> list[str]:

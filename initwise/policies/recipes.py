@@ -8,9 +8,11 @@ number of branches of a chain, ``L`` the number of its blocks and ``l`` (from 0)
 position on it; ``d_in`` a layer's fan-in. A recipe decides the tensors it has a rule for
 (biases 0 and normalization layers 1/0 included); initwise's standard policy decides the rest
 (``residual="none"``), seeing the recipe's values upstream. Where a recipe's assumptions do not
-hold (Fixup on a model with normalization layers, T-Fixup without attention, any recipe that
-needs residual branches on a model without them) it raises ``ValueError`` naming what is
-missing. The residual scalings that a recipe puts in the model's forward (DeepNorm's ``alpha``,
+hold (Fixup on a model with normalization layers, T-Fixup without attention, T-Fixup or
+DeepNorm with a value projection fused with the queries and keys in a layout initwise cannot
+split, any recipe that needs residual branches on a model without them) it raises
+``ValueError`` naming what is missing. ``nn.MultiheadAttention``'s ``in_proj_weight`` is split:
+its value rows (the last third) get their own gain through ``params["block_gains"]``. The residual scalings that a recipe puts in the model's forward (DeepNorm's ``alpha``,
 Fixup's scalar multipliers and biases) are the model's: the recipes set weights only.
 
 ==============  ====================================================================================
@@ -137,20 +139,31 @@ def _olmo(ctx: Ctx) -> None:
                              f"d_in = {num(d)}, l = {b.block}, cut +-3 std")
 
 
-def _value_and_out(ctx: Ctx, b: br.Branch) -> tuple[list[str], list[str]]:
-    """The weights a T-Fixup/DeepNorm branch scales and the attention weights it keeps at gain 1."""
+def _value_and_out(ctx: Ctx, b: br.Branch) -> tuple[list[str], list[str], list[str]]:
+    """``(scaled, kept, thirds)``: the weights a T-Fixup/DeepNorm branch scales, the attention
+    weights it keeps at gain 1 (queries, keys), and fused ``in_proj_weight``s whose value third
+    alone is scaled (``params["block_gains"]``)."""
     g = ctx.graph
     if not b.attention:
-        return [w for n in b.layers for w in br.dense_weights(n)], []
-    values, fused = br.value_names(g, b)
+        return [w for n in b.layers for w in br.dense_weights(n)], [], []
+    values, thirds, fused = br.value_names(g, b)
     if fused:
         raise ValueError(f"policy {ctx.name!r} scales the value projection of each attention alone, but "
                          f"{fused[0]!r} holds it fused with the query/key projections in one tensor "
-                         f"({where(ctx, b)}); use separate q/k/v layers (or nn.MultiheadAttention with kdim/vdim), "
-                         "or another recipe")
+                         f"({where(ctx, b)}); use separate q/k/v layers (or nn.MultiheadAttention, whose "
+                         "in_proj_weight initwise splits), or another recipe")
     out = [br.weight_name(b.last)] if b.last is not None else []
     chosen = list(dict.fromkeys(values + out))
-    return chosen, [w for n in b.layers for w in br.dense_weights(n) if w not in chosen]
+    kept = [w for n in b.layers for w in br.dense_weights(n) if w not in chosen and w not in thirds]
+    return chosen, kept, thirds
+
+
+def _scale_value_third(ctx: Ctx, w: str, family_dist: tuple[str, str], factor: float, why: str) -> None:
+    """q and k at gain 1, the value third of a fused ``in_proj_weight`` times ``factor``."""
+    e = ctx.entry(w)
+    if e is not None:
+        scaled(e, *family_dist, 1.0, ctx.fans(w, e), why)
+        e.params["block_gains"] = [1.0, 1.0, float(factor)]
 
 
 def _feeds(g: Graph, chain: br.Chain, emb: Node) -> bool:
@@ -177,12 +190,17 @@ def _t_fixup(ctx: Ctx) -> None:
         rule = "(9L)^(-1/4)" if big else "0.67 L^(-1/4)"
         for b in c.branches:
             what = "MLP weight" if not b.attention else "value/output projection"
-            for w in _value_and_out(ctx, b)[0]:
+            chosen, _, thirds = _value_and_out(ctx, b)
+            for w in chosen:
                 e = ctx.entry(w)
                 if e is not None:
                     scaled(e, "xavier", "uniform", factor, ctx.fans(w, e),
                            f"T-Fixup: {what} of {where(ctx, b)}: Xavier times {rule} = {fmt(factor)}, L = {c.blocks} "
                            f"blocks with {c.per_block} branches each")
+            for w in thirds:
+                _scale_value_third(ctx, w, ("xavier", "uniform"), factor,
+                                   f"T-Fixup: q/k/v projection of {where(ctx, b)}: Xavier, its value rows (the last "
+                                   f"third) times {rule} = {fmt(factor)}, L = {c.blocks}")
     for n, w in br.embedding_weights(g):
         chain = next((c for c in ctx.chains if _feeds(g, c, n)), None)
         e = ctx.entry(w) if chain is not None else None
@@ -220,7 +238,11 @@ def _deepnorm(ctx: Ctx) -> None:
             beta, alpha = (8 * c.blocks) ** -0.25, (2 * c.blocks) ** 0.25
             rule = f"(8N)^(-1/4) with N = {c.blocks} blocks"
         for b in c.branches:
-            chosen, rest = _value_and_out(ctx, b)
+            chosen, rest, thirds = _value_and_out(ctx, b)
+            for w in thirds:
+                _scale_value_third(ctx, w, ("xavier", "normal"), beta,
+                                   f"DeepNorm: q/k/v projection of {where(ctx, b)}: xavier_normal_, gain 1 for q and "
+                                   f"k, beta = {rule} = {fmt(beta)} for the value rows (Wang et al. 2022)")
             what = "value/output projection" if b.attention else "weight"
             for w in chosen:
                 e = ctx.entry(w)
