@@ -44,6 +44,8 @@ from .discover import Discovery, discover
 from .plan import Plan, PlanEntry
 from .policies.table import recommend
 from .api import apply_scheme, init, load_target, plan  # the function `plan` hides the submodule name
+from .lsuv import lsuv  # the function hides the submodule name
+from .policies import RECIPES
 from .diagnose import (
     Comparison,
     DiagnosisThresholds,
@@ -67,6 +69,7 @@ __all__ = [
     "ones_", "eye_", "dirac_", "uniform_", "normal_", "trunc_normal_", "sparse_", "variance_scaling_std",
     "get_initializer", "canonical_name", "SCHEME_NAMES",
     "discover", "Discovery", "Activation", "plan", "init", "Plan", "PlanEntry", "recommend", "load_target", "apply_scheme",
+    "lsuv", "RECIPES",
     "diagnose", "compare_schemes", "Report", "Comparison", "LayerDiagnosis", "Finding",
     "DiagnosisThresholds", "plot_reports",
 ]

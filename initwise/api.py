@@ -41,7 +41,9 @@ def plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[Any, Any
     ``example_input`` (a tensor, a tuple of positional inputs or a dict of keyword inputs) is
     used only when ``torch.fx`` cannot trace the model, to follow the data flow in a recorded
     forward pass. ``policy`` is ``"standard"`` (per layer, from the activation consuming its
-    output), ``"torch"`` (PyTorch's defaults) or any scheme name (``"xavier_uniform"``, ``"he"``,
+    output), ``"torch"`` (PyTorch's defaults), a recipe (``"gpt2"``, ``"torchtitan"``,
+    ``"olmo_mitchell"``, ``"t_fixup"``, ``"deepnorm"``, ``"fixup"``, ``"skipinit"``: see
+    :mod:`initwise.policies.recipes`) or any scheme name (``"xavier_uniform"``, ``"he"``,
     ``"lecun"``, ``"orthogonal"``, ``"zeros"`` ...) for every weight. ``distribution``
     (``"normal"``, ``"uniform"``, ``"truncated_normal"``, same variance) applies to the choices
     of the standard policy; a scheme name carries its own. ``rules`` override per parameter

@@ -27,6 +27,7 @@ from .write import _effective_note, _effective_shape, _is_lazy, _originals
 from .policies import normalize_policy
 from .policies.common import DISTRIBUTIONS, FAN_FREE, fan_free
 from .policies.pytorch import torch_entry, torch_tags
+from .policies.recipes import RECIPES, apply_recipe
 from .policies.schemes import scheme_entry
 from .policies.standard import RESIDUAL_MODES, refine
 from .policies.table import standard_entry
@@ -122,6 +123,7 @@ def build_plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[An
     if not isinstance(include_frozen, bool):
         raise TypeError(f"include_frozen must be True or False, got {include_frozen!r}")
     policy = normalize_policy(policy, distribution)
+    recipe, policy = (policy, "standard") if policy in RECIPES else (None, policy)  # a recipe starts as standard
     parsed = parse_rules(rules, model, distribution)
     needs_graph = (policy == "standard" or any(r.value == "standard" or r.kind == "activation" for r in parsed))
     if graph is None and needs_graph:
@@ -187,10 +189,14 @@ def build_plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[An
     if graph is not None and graph.method == "order":
         notes = [f"FALLBACK: activations {ORDER_GUESS}, which cannot see functional calls such as torch.relu, because "
                  f"{graph.note.split(' because ', 1)[-1]}; pass example_input (CLI: --input-shape) to follow the data flow"]
-    if owned and graph is not None and graph.method != "order":
+    if recipe is not None:  # the recipe decides its tensors, the standard policy the rest (policies/recipes.py)
+        owned, more = apply_recipe(recipe, entries, owned, graph, distribution=distribution, tensors=tensors)
+        notes += more
+    elif owned and graph is not None and graph.method != "order":
         notes += refine(entries, owned, graph, residual=residual, distribution=distribution, tensors=tensors)
     notes += _kept_notes(entries, tensors, owned)
-    return Plan(entries, policy=policy, distribution=distribution, method=method, note="; ".join(n for n in notes if n))
+    return Plan(entries, policy=recipe or policy, distribution=distribution, method=method,
+                note="; ".join(n for n in notes if n))
 
 
 def _frozen(item: _Tensor) -> bool:

@@ -752,7 +752,8 @@ def _ap_add_plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-dtype", choices=("float", "long"), default="float",
                    help="dtype of the example input: float (randn) or long (token ids 0) (default float)")
     p.add_argument("--policy", default=None,
-                   help="standard (per layer, from its activation), torch (PyTorch defaults) or a "
+                   help="standard (per layer, from its activation), torch (PyTorch defaults), a recipe "
+                        "(gpt2, torchtitan, olmo_mitchell, t_fixup, deepnorm, fixup, skipinit) or a "
                         "scheme name for every weight, e.g. he_normal (default standard)")
     p.add_argument("--distribution", default=None, choices=("normal", "uniform", "truncated_normal"),
                    help="distribution of the standard policy's choices (default normal)")
@@ -848,6 +849,9 @@ def _add_init(sub: argparse._SubParsersAction) -> None:
                         "every scheme, so --policy, --rule and --distribution cannot be combined "
                         "with it")
     p.add_argument("--quiet", action="store_true", help="do not print the plan")
+    p.add_argument("--lsuv", action="store_true",
+                   help="then LSUV (Mishkin & Matas 2016): rescale each layer, in data-flow order, to output "
+                        "variance 1 +- 0.1 on the --input-shape batch (needs --input-shape)")
     p.set_defaults(func=_cmd_init)
 
 
@@ -870,6 +874,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
     from .atomic import torch_save
 
     _ap_reject(args)
+    if args.lsuv and args.input_shape is None:
+        raise CLIError("--lsuv measures each layer's output on a batch: give --input-shape, batch first, e.g. "
+                       "--input-shape 256,3,32,32")
     if args.from_plan:
         given = [opt for opt, used in (("--policy", args.policy is not None),
                                        ("--rule", bool(args.rule)),
@@ -899,7 +906,12 @@ def _cmd_init(args: argparse.Namespace) -> int:
             p.validate(model)
         except ValueError as exc:
             raise CLIError(f"--from-plan {args.from_plan!r} does not fit {args.target}: {one_line(exc, 300)}") from None
-    p.apply(model, seed=seed)
+    if args.lsuv:
+        from .lsuv import lsuv
+
+        p = lsuv(model, example, plan=p, seed=seed)
+    else:
+        p.apply(model, seed=seed)
     if not args.quiet:
         _ap_print_plan(p, args.plain)
     if args.json:

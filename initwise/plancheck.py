@@ -42,7 +42,7 @@ _MODES = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
 _DEFAULT_MODE = {"xavier": "fan_avg", "kaiming": "fan_in", "lecun": "fan_in"}
 _FIXED = {"normal": ("normal", "std", 0.01), "small_normal": ("normal", "std", 0.01),
           "uniform": ("uniform", "bound", 0.01), "small_uniform": ("uniform", "bound", 0.01)}
-_DRAWN_EXTRA = ("padding_idx", "effective_std")
+_DRAWN_EXTRA = ("padding_idx", "effective_std", "cut", "block_gains")
 #: The params each scheme takes (a key not listed is an error: a typo would be ignored).
 _PARAMS = {
     "variance": ("mode", *_DRAWN_EXTRA),
@@ -190,6 +190,20 @@ def _check_consistency(e: dict[str, Any], family: str, where: _Where) -> None:
         _padding(p["padding_idx"], shape, where)
     if "effective_std" in p:
         _num(p["effective_std"], "params.effective_std", where, nonneg=True)
+    if "block_gains" in p:
+        gains = p["block_gains"]
+        if not isinstance(gains, list) or not gains or not shape or shape[0] % len(gains) \
+                or scheme.endswith("orthogonal"):
+            raise where("params.block_gains", f"must be a list of gains, one per equal block of the rows "
+                                              f"(shape {list(shape)}), of a non-orthogonal draw; got {gains!r}")
+        for k in gains:
+            _num(k, "params.block_gains", where, nonneg=True)
+    if "cut" in p:
+        _num(p["cut"], "params.cut", where, positive=True)
+        if e["distribution"] != "truncated_normal":
+            raise where("params.cut", f"cuts a truncated_normal draw (in its standard deviations), but scheme "
+                                      f"{scheme!r} draws {e['distribution']!r}: drop it or use a *_truncated_normal "
+                                      "scheme")
     std = e["std"]
     if scheme in ("keep", "weight_norm_g"):
         if std is not None:

@@ -22,7 +22,9 @@ Distributions, each a whole-block function of the block's generator:
 * ``truncated_normal``: the inverse CDF of a uniform, ``sqrt(2) erfinv(u) s`` with
   ``u ~ U(-erf(sqrt 2), erf(sqrt 2))`` (a standard normal cut at +-2) and
   ``s = std / 0.87962566103423978``, the std of that cut normal, so the variance is ``std^2``
-  (elementwise after the uniform draw, so thread-independent).
+  (elementwise after the uniform draw, so thread-independent). ``cut=c`` cuts at ``+-c``
+  instead (``s = std / truncated_std(c)``; OLMo's and torchtitan's ``trunc_normal_(std=s,
+  a=-3s, b=3s)`` is ``cut=3`` with ``std = 0.98664 s``).
 
 Why this design, measured (``python benchmarks/bench_scale.py --streams``, 2-core AVX-512 VM,
 1 thread, 16M float32 elements, ns per element, ranges over runs): a raw ``t.normal_()`` of the
@@ -51,7 +53,7 @@ from typing import Iterator
 
 import torch
 
-__all__ = ["BLOCK", "stream_key", "stream_seed", "param_generator", "block_generator", "draw", "fill_",
+__all__ = ["BLOCK", "truncated_std", "stream_key", "stream_seed", "param_generator", "block_generator", "draw", "fill_",
            "orthogonal", "one_thread", "DISTRIBUTIONS"]
 
 #: Elements per block of a stream (1 MiB of float32).
@@ -60,6 +62,8 @@ DISTRIBUTIONS = ("normal", "uniform", "truncated_normal")
 #: Standard deviation of a standard normal truncated to [-2, 2].
 TRUNCATED_NORMAL_STD = 0.87962566103423978
 _CUT = 2.0
+#: Where ``truncated_normal`` is cut unless told (in standard deviations of the normal).
+TRUNCATED_CUT = _CUT
 _MT_WORDS = 624        # Mersenne Twister state: 624 32-bit words
 _STATE_OFFSET = 24     # torch's CPU generator state: int64 seed, int left, int seeded, uint64 next, then the words
 _template: bytes | None = None
@@ -123,25 +127,37 @@ def param_generator(seed: int, name: str) -> torch.Generator:
 
 
 # ----------------------------------------------------------------------------- one block
-def _check(distribution: str, std: float) -> None:
+def truncated_std(cut: float = _CUT) -> float:
+    """Standard deviation of a standard normal truncated to ``[-cut, cut]``:
+    ``sqrt(1 - 2 c phi(c) / (2 Phi(c) - 1))`` (0.87963 at 2, 0.98664 at 3)."""
+    if not (isinstance(cut, (int, float)) and not isinstance(cut, bool) and math.isfinite(cut) and cut > 0):
+        raise ValueError(f"cut must be a finite number > 0 (in standard deviations), got {cut!r}")
+    if cut == _CUT:
+        return TRUNCATED_NORMAL_STD
+    density = math.exp(-0.5 * cut * cut) / math.sqrt(2.0 * math.pi)
+    return math.sqrt(1.0 - 2.0 * cut * density / math.erf(cut / math.sqrt(2.0)))
+
+
+def _check(distribution: str, std: float, cut: float = _CUT) -> None:
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}; got {distribution!r}")
     if not (isinstance(std, (int, float)) and math.isfinite(std) and std >= 0):
         raise ValueError(f"std must be a finite number >= 0, got {std!r}")
+    truncated_std(cut)
 
 
-def _draw_block(out: torch.Tensor, g: torch.Generator, distribution: str, std: float) -> None:
+def _draw_block(out: torch.Tensor, g: torch.Generator, distribution: str, std: float, cut: float = _CUT) -> None:
     """Fill ``out`` (a contiguous 1-D float32 CPU tensor: one whole block) from ``g``."""
     if distribution == "normal":
         out.normal_(0.0, std, generator=g)
     elif distribution == "uniform":
         bound = math.sqrt(3.0) * std
         out.uniform_(-bound, bound, generator=g)
-    else:  # inverse CDF: u ~ U(Phi(-2), Phi(2)) mapped to [-1, 1], x = sqrt(2) erfinv(u) s
-        edge = math.erf(_CUT / math.sqrt(2.0))
-        scale = std / TRUNCATED_NORMAL_STD
+    else:  # inverse CDF: u ~ U(Phi(-c), Phi(c)) mapped to [-1, 1], x = sqrt(2) erfinv(u) s
+        edge = math.erf(cut / math.sqrt(2.0))
+        scale = std / truncated_std(cut)
         out.uniform_(-edge, edge, generator=g)
-        out.erfinv_().mul_(math.sqrt(2.0) * scale).clamp_(-_CUT * scale, _CUT * scale)
+        out.erfinv_().mul_(math.sqrt(2.0) * scale).clamp_(-cut * scale, cut * scale)
 
 
 def _blocks(numel: int, start: int, stop: int) -> Iterator[tuple[int, int, int]]:
@@ -161,17 +177,18 @@ def _range(numel: int, start: int, stop: int | None) -> tuple[int, int]:
 
 # ----------------------------------------------------------------------------- ranges
 def draw(seed: int, name: str, numel: int, start: int = 0, stop: int | None = None, *,
-         distribution: str = "normal", std: float = 1.0) -> torch.Tensor:
+         distribution: str = "normal", std: float = 1.0, cut: float = _CUT) -> torch.Tensor:
     """Elements ``[start, stop)`` of the flattened ``numel``-element parameter ``name``, as a
-    new 1-D float32 CPU tensor (only the blocks overlapping the range are drawn)."""
-    _check(distribution, std)
+    new 1-D float32 CPU tensor (only the blocks overlapping the range are drawn). ``cut``: where
+    a ``truncated_normal`` is cut, in its standard deviations (default 2)."""
+    _check(distribution, std, cut)
     start, stop = _range(numel, start, stop)
     return fill_(torch.empty(stop - start, dtype=torch.float32), seed, name, numel, start,
-                 distribution=distribution, std=std)
+                 distribution=distribution, std=std, cut=cut)
 
 
 def fill_(flat: torch.Tensor, seed: int, name: str, numel: int | None = None, start: int = 0, *,
-          distribution: str = "normal", std: float = 1.0) -> torch.Tensor:
+          distribution: str = "normal", std: float = 1.0, cut: float = _CUT) -> torch.Tensor:
     """Write elements ``[start, start + len(flat))`` of parameter ``name``'s stream (``numel``
     elements in all, default ``len(flat)``) into the 1-D tensor ``flat``, in place, in its dtype
     and on its device.
@@ -182,7 +199,7 @@ def fill_(flat: torch.Tensor, seed: int, name: str, numel: int | None = None, st
     of them, so the bits do not depend on how many there are)."""
     if not isinstance(flat, torch.Tensor) or flat.dim() != 1 or not flat.is_floating_point():
         raise TypeError("fill_ expects a 1-D floating-point tensor (use tensor.view(-1))")
-    _check(distribution, std)
+    _check(distribution, std, cut)
     numel = flat.numel() if numel is None else numel
     start, stop = _range(numel, start, start + flat.numel())
     key = stream_key(seed, name)
@@ -194,11 +211,11 @@ def fill_(flat: torch.Tensor, seed: int, name: str, numel: int | None = None, st
             for j, a, b in blocks:
                 lo, hi = max(a, start), min(b, stop)
                 if direct and (lo, hi) == (a, b):
-                    _draw_block(flat[a - start:b - start], block_generator(key, j), distribution, std)
+                    _draw_block(flat[a - start:b - start], block_generator(key, j), distribution, std, cut)
                     continue
                 if buf is None or buf.numel() != b - a:
                     buf = torch.empty(b - a, dtype=torch.float32)
-                _draw_block(buf, block_generator(key, j), distribution, std)
+                _draw_block(buf, block_generator(key, j), distribution, std, cut)
                 flat[lo - start:hi - start].copy_(buf[lo - a:hi - a])
 
     blocks = list(_blocks(numel, start, stop))

@@ -97,6 +97,19 @@ def _check_entry(entry: PlanEntry) -> None:
     elif entry.family in _RANDOM_FAMILIES:
         _distribution(entry)
         _number(entry, "std", entry.std)
+        gains = entry.params.get("block_gains")
+        if gains is not None:
+            if not isinstance(gains, (list, tuple)) or not gains or not shape or shape[0] % len(gains) \
+                    or s.endswith("_orthogonal"):
+                raise ValueError(f"plan entry {entry.name!r}: block_gains {gains!r} must be a list of gains, one per "
+                                 f"equal block of the {shape[0] if shape else 0} rows, of a non-orthogonal draw")
+            for k in gains:
+                _number(entry, "params.block_gains", k)
+        if "cut" in entry.params:
+            if _distribution(entry) != "truncated_normal":
+                raise ValueError(f"plan entry {entry.name!r}: 'cut' applies to a truncated_normal draw, not "
+                                 f"{entry.scheme!r}")
+            _number(entry, "params.cut", entry.params["cut"], positive=True)
     elif s == "orthogonal":
         if len(shape) < 2:
             raise ValueError(f"plan entry {entry.name!r}: orthogonal needs 2+ dimensions, got shape {list(shape)}")
@@ -131,7 +144,7 @@ def _full_box(shape: tuple[int, ...]) -> tuple[slice, ...]:
 
 
 def _write_random(local: torch.Tensor, box: tuple[slice, ...], name: str, shape: tuple[int, ...],
-                  seed: int, distribution: str, std: float) -> None:
+                  seed: int, distribution: str, std: float, cut: float = streams.TRUNCATED_CUT) -> None:
     numel = math.prod(shape)
     if numel == 0 or local.numel() == 0:
         return
@@ -139,12 +152,13 @@ def _write_random(local: torch.Tensor, box: tuple[slice, ...], name: str, shape:
     rowlen = math.prod(shape[1:])
     whole_rows = all(b.start == 0 and b.stop == s for b, s in zip(box[1:], shape[1:]))
     if whole_rows and local.is_contiguous():  # the shard is one range of the flattened tensor
-        streams.fill_(local.view(-1), seed, name, numel, rows.start * rowlen, distribution=distribution, std=std)
+        streams.fill_(local.view(-1), seed, name, numel, rows.start * rowlen, distribution=distribution, std=std,
+                      cut=cut)
         return
     step = max(1, _CHUNK // max(rowlen, 1))
     for a in range(rows.start, rows.stop, step):
         b = min(a + step, rows.stop)
-        values = streams.draw(seed, name, numel, a * rowlen, b * rowlen, distribution=distribution, std=std)
+        values = streams.draw(seed, name, numel, a * rowlen, b * rowlen, distribution=distribution, std=std, cut=cut)
         local[a - rows.start:b - rows.start].copy_(values.view(b - a, *shape[1:])[(slice(None), *box[1:])])
 
 
@@ -167,10 +181,19 @@ def _write(entry: PlanEntry, local: torch.Tensor, box: tuple[slice, ...] | None,
             q = streams.orthogonal(seed, entry.name, rows, cols, 1, gain)
             local.copy_(_narrow(q, local).view(shape)[box])
         elif entry.family in _RANDOM_FAMILIES:
+            cut = float(entry.params.get("cut", streams.TRUNCATED_CUT))
             if entry.std == 0:
                 local.zero_()
-            else:
-                _write_random(local, box, entry.name, shape, seed, _distribution(entry), float(entry.std))
+            elif not box or not entry.params.get("block_gains"):
+                _write_random(local, box, entry.name, shape, seed, _distribution(entry), float(entry.std), cut)
+            else:  # params.block_gains scale equal blocks of rows (a value projection fused with q and k)
+                for rows, k in _row_blocks(entry, box):
+                    part = local[rows.start - box[0].start:rows.stop - box[0].start]
+                    if k == 0:
+                        part.zero_()
+                    else:
+                        _write_random(part, (rows, *box[1:]), entry.name, shape, seed, _distribution(entry),
+                                      float(entry.std) * k, cut)
         elif s == "orthogonal":
             rows, cols = shape[0], math.prod(shape[1:])
             q = streams.orthogonal(seed, entry.name, rows, cols, _blocks(entry, rows), float(entry.gain))
@@ -184,6 +207,20 @@ def _write(entry: PlanEntry, local: torch.Tensor, box: tuple[slice, ...] | None,
         for r in _padding_rows(entry):
             if box[0].start <= r < box[0].stop:
                 local[r - box[0].start].zero_()
+
+
+def _row_blocks(entry: PlanEntry, box: tuple[slice, ...]) -> list[tuple[slice, float]]:
+    """The rows of ``box`` by block of ``params["block_gains"]`` (equal blocks of rows, each
+    drawn with ``std`` times its gain: the same stream, so a block's values are those of the
+    whole tensor scaled), or all of them with gain 1."""
+    rows, gains = box[0], entry.params["block_gains"]
+    per = entry.shape[0] // len(gains)
+    out = []
+    for b, k in enumerate(gains):
+        lo, hi = max(b * per, rows.start), min((b + 1) * per, rows.stop)
+        if lo < hi:
+            out.append((slice(lo, hi), float(k)))
+    return out
 
 
 def _narrow(q: torch.Tensor, local: torch.Tensor) -> torch.Tensor:

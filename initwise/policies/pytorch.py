@@ -61,7 +61,7 @@ def torch_entry(make, kind, role, module, local, shape, tags: frozenset[str] = f
     if kind == "embedding":
         pad = getattr(module, "padding_idx", None)
         return make("normal", "normal", None, None, None, 1.0, "PyTorch default: embedding N(0, 1)",
-                    std=1.0, padding_idx=pad)
+                    std=1.0, **({"padding_idx": pad} if pad is not None else {}))
     if kind == "rnn":
         bound = 1 / math.sqrt(module.hidden_size)
         return make("uniform", "uniform", None, None, None, bound / math.sqrt(3),

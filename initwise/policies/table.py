@@ -87,7 +87,8 @@ def standard_entry(make, kind, role, module, local, shape, fan_in, fan_out, acts
         pad = getattr(module, "padding_idx", None)
         return make("normal", "normal", fan_in, fan_out, 1.0, 1.0,
                     "embedding: N(0, 1), since each output reads one row (fan_in 1)"
-                    + ("; padding row 0" if pad is not None else ""), std=1.0, padding_idx=pad)
+                    + ("; padding row 0" if pad is not None else ""), std=1.0,
+                    **({"padding_idx": pad} if pad is not None else {}))  # no key when None: plans round-trip JSON
     if kind == "rnn":
         blocks = param_blocks(module, local)
         if role == "hh":
