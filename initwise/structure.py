@@ -200,11 +200,13 @@ def residual_adds(g: Graph) -> dict[int, Residual]:
         if n.kind != "add":
             continue
         sig = list(dict.fromkeys(_signals(g, n)))
-        if len(sig) != 2 or sum_group(g, n.id) is not None:
+        if len(sig) != 2:
             continue
         a, b = sorted(sig)
         if _derives(g, b, a):
             skip, branch, fork = a, b, False
+        elif sum_group(g, n.id) is not None:
+            continue
         else:
             common = _common_source(g, a, b)
             if common is None:
@@ -213,9 +215,33 @@ def residual_adds(g: Graph) -> dict[int, Residual]:
             if la == lb:  # parallel branches of equal depth (or two pieces of one signal): a plain sum
                 continue
             skip, branch, fork = (a, b, True) if la <= lb else (b, a, True)
-        post = _feeds_norm(g, n.id)
-        out[n.id] = Residual(n.id, skip, branch, fork, post)
+        out[n.id] = Residual(n.id, skip, branch, fork, _feeds_norm(g, n.id))
+    # post-norm only when the norm's output carries the stream on to the next sum (BERT); the
+    # last sum of a pre-norm stack also feeds a norm (the final one), but nothing follows it
+    order = sorted(out)
+    for i, add in enumerate(order):
+        r = out[add]
+        if r.post_norm:
+            r.post_norm = any(_through_norm(g, out[later].skip, add) for later in order[i + 1:i + 4])
     return out
+
+
+def _through_norm(g: Graph, nid: int, add: int) -> bool:
+    """Whether node ``nid`` comes from sum ``add`` through a norm and pass-through nodes."""
+    cur, seen_norm = nid, False
+    for _ in range(10_000):
+        if cur == add:
+            return seen_norm
+        n = g.nodes[cur]
+        if (n.kind == "layer" and n.info.get("norm")) or n.kind == "norm":
+            seen_norm = True
+        elif not (n.kind in PASS_KINDS or is_identity(n)):
+            return False
+        sig = _signals(g, n)
+        if len(sig) != 1:
+            return False
+        cur = sig[0]
+    return False
 
 
 def _feeds_norm(g: Graph, nid: int) -> bool:

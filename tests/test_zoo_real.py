@@ -144,7 +144,7 @@ def test_predicted_std_matches_measured(name: str) -> None:
 #: position, same sample".
 KNOWN_MISSES = {
     "vit": {"vit.layers.0.attention.o_proj.weight": 0.35, "vit.layers.0.attention.o_proj.bias": 0.35},
-    "whisper": {"classifier.weight": 0.40, "classifier.bias": 0.40},
+    "whisper": {"classifier.weight": 0.60, "classifier.bias": 0.60},
 }
 
 
