@@ -215,7 +215,7 @@ def initwise_lsuv(model: nn.Module, batch: torch.Tensor, seed: int) -> None:
 def _policy_method(policy: str) -> InitFn:
     def run(model: nn.Module, batch: torch.Tensor, seed: int) -> None:
         try:
-            from initwise.plan import normalize_policy
+            from initwise.policies import normalize_policy
             normalize_policy(policy)
         except ImportError:
             pass  # the planner moved; let init say whether it knows the policy
