@@ -1,51 +1,14 @@
-"""Plans: which scheme every parameter of a model gets, and why.
+"""Plans: which scheme every parameter of a model gets, and why (data only).
 
 A :class:`Plan` is an ordered sequence of :class:`PlanEntry` (one per parameter tensor; tied
-parameters once), built by :func:`build_plan` from the activations that :mod:`initwise.discover`
-finds downstream of each layer, the policy and the user's rules. Building reads the model only;
-:meth:`Plan.apply` writes it (all or nothing). A plan round-trips through JSON, and applying the
-same plan with the same seed gives the same weights on any fresh copy of the model.
-
-Policies
---------
-``"standard"`` (initwise's choice per layer, from the activation that consumes its output):
-
-=====================================================  =========================================
-activation after the layer                             weight
-=====================================================  =========================================
-none (output layer), identity, sigmoid, tanh, softmax,  Xavier/Glorot, gain 1: var 2/(fan_in +
-softsign, hardtanh                                      fan_out) (Glorot & Bengio 2010 derive it
-                                                        in the linear regime of these units)
-relu, leaky_relu (slope a), elu, celu, gelu, silu,      He: var gain^2/fan_in with initwise's
-mish, softplus, relu6, hardswish, any other callable    gain 1/sqrt(E[phi(z)^2]) (He et al. 2015):
-                                                        relu 2, leaky 2/(1+a^2), gelu/silu/... by
-                                                        their numeric gain
-selu                                                    LeCun: var 1/fan_in (Klambauer et al. 2017)
-=====================================================  =========================================
-
-RNN/LSTM/GRU: ``weight_ih`` by the gate activations (sigmoid/tanh gates: Xavier with the fans of
-one gate block; a ReLU ``nn.RNN``: He), ``weight_hh`` orthogonal per gate block (Saxe et al.
-2014), ``weight_hr`` Xavier. MultiheadAttention: q/k/v projections Xavier with per-block fans.
-Embeddings ``N(0, 1)`` (their fan-in is 1), the ``padding_idx`` row 0 (under every policy,
-also when the weight is tied to another layer). Biases 0; norm layers
-weight 1, bias 0; PReLU slopes 0.25. A layer whose output feeds several different activations
-gets the most conservative (smallest std) of their choices. A weight whose layer ends a
-residual branch keeps this choice; its reason and the plan's note say that the branch variances
-add up at the sum (He et al. 2016; Fixup, Zhang et al. 2019) and which rule zeroes the branches.
-
-``"torch"``: PyTorch's own ``reset_parameters`` distributions (Linear/Conv ``kaiming_uniform_(a=
-sqrt(5))`` i.e. ``U(+-1/sqrt(fan_in))`` with torch's fan rule, biases ``U(+-1/sqrt(fan_in))``,
-RNN everything ``U(+-1/sqrt(hidden))``, embeddings ``N(0, 1)``, attention as
-``MultiheadAttention._reset_parameters``: q/k/v ``xavier_uniform_``, ``in_proj_bias`` and
-``out_proj.bias`` 0, ``bias_k``/``bias_v`` ``xavier_normal_``, ``out_proj.weight`` as a Linear;
-inside an ``nn.Transformer`` every tensor with 2+ dims ``xavier_uniform_``).
-
-Any scheme name accepted by :func:`initwise.get_initializer` (``"xavier_normal"``, ``"he"``,
-``"lecun"``, ``"orthogonal"``, ``"zeros"``, ``"small"`` ...): that scheme for every weight with at
-least 2 dimensions (He with the ReLU gain, Xavier and orthogonal with gain 1; fused gate/q-k-v
-weights with per-block fans or per-block orthogonality), biases 0, norm layers 1 and 0.
-
-Parameters of layer types initwise does not know are kept and listed as ``keep``.
+parameters once, their other names in ``shared_with``; parametrized weights through the
+originals in ``writes``). It is built by :func:`initwise.build.build_plan` (the policies are in
+:mod:`initwise.policies`, the rules in :mod:`initwise.rules`), reads like a table
+(:meth:`Plan.table`), round-trips through strict, validated JSON (:mod:`initwise.plancheck`),
+and is applied by :meth:`Plan.apply` (:mod:`initwise.write`: all or nothing, tensor by tensor;
+element ``i`` of parameter ``name`` depends only on ``(seed, name, i)``, :mod:`initwise.streams`).
+Applying the same plan with the same seed gives the same weights on any fresh copy of the model,
+on any device, layout of shards or number of processes.
 """
 from __future__ import annotations
 
