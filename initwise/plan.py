@@ -30,11 +30,6 @@ from .write import apply_plan
 
 __all__ = ["Plan", "PlanEntry", "param_generator", "stream_seed"]
 
-POLICIES = ("standard", "torch")
-_DISTRIBUTIONS = ("normal", "uniform", "truncated_normal")
-_XAVIER_ACTS = frozenset({"none", "identity", "linear", "sigmoid", "hardsigmoid", "tanh", "softmax",
-                          "log_softmax", "softmin", "softsign", "hardtanh"})
-_FAN_FREE = frozenset({"zeros", "small_normal", "small_uniform"})
 _JSON_VERSION = 1
 
 
