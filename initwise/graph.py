@@ -196,6 +196,12 @@ class _Recorder(TorchFunctionMode):
         self.module_out: dict[str, int] = {}
         self.roots: dict[int, int] = {}
         self.outputs: tuple[int, ...] = ()
+        # torch-function calls seen so far (not counting the recorder's own, made in its hooks):
+        # node.info["call"] is the count at the call that made the node, so that another pass
+        # over the same forward (diagnose's) can find the node's tensor by counting the same way
+        self.calls = 0
+        self.busy = False
+        self.module_calls: dict[str, int] = {}
 
     # nodes
     def add(self, kind: str, op: str, inputs: tuple[int, ...], out: Any, **kw: Any) -> Node:
@@ -228,6 +234,20 @@ class _Recorder(TorchFunctionMode):
 
     # hooks (on every module: scope for names; a known layer becomes one node)
     def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self.busy = True
+        try:
+            self._pre_hook(module, args, kwargs)
+        finally:
+            self.busy = False
+
+    def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        self.busy = True
+        try:
+            self._post_hook(module, args, kwargs, output)
+        finally:
+            self.busy = False
+
+    def _pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if self.depth:
             self.depth += 1
         elif id(module) in self.layer_names:
@@ -237,7 +257,7 @@ class _Recorder(TorchFunctionMode):
         else:
             self.scope.append(self.module_names.get(id(module), ""))
 
-    def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+    def _post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         if not self.depth:
             if self.scope:
                 self.scope.pop()
@@ -250,7 +270,8 @@ class _Recorder(TorchFunctionMode):
             return
         name, ins, kw = self.pending
         first = next(iter(tensors_in(output)), None)
-        info = {"type": type(module).__name__, "module": module,
+        self.module_calls[name] = self.module_calls.get(name, 0) + 1
+        info = {"type": type(module).__name__, "module": module, "call_no": self.module_calls[name],
                 "kwargs": {k: v for k, v in kw.items() if not isinstance(v, torch.Tensor)}}
         weights = tuple(dict.fromkeys(self.param_names[id(p)] for p in module.parameters()))
         node = self.add("layer", f"{type(module).__name__} '{name}'", ins, first, module=name,
@@ -264,8 +285,10 @@ class _Recorder(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
+        if not self.busy:
+            self.calls += 1
         out = func(*args, **kwargs)
-        if self.depth:
+        if self.depth or self.busy:
             return out
         kind = ops.classify(func)
         outs = tensors_in(out)
@@ -333,6 +356,7 @@ class _Recorder(TorchFunctionMode):
             ratio = recstats.ratio(first, outs[0])
             if ratio is not None:
                 info["ratio"] = ratio
+        info["call"] = self.calls
         node = self.add(kind, name, unique, outs[0], weights=weights, info=info)
         if kind == "elementwise":
             node.info["root"] = self.roots[node.id] = self.roots.get(signals[0].id, signals[0].id)
@@ -370,12 +394,13 @@ def _template(obj: Any, rec: _Recorder) -> Any:
 
 
 # ----------------------------------------------------------------------------- entry point
-def record(model: nn.Module, example_input: Any = None) -> Graph:
+def record(model: nn.Module, example_input: Any = None, *, training: bool | None = None) -> Graph:
     """Record ``model``'s forward pass on ``example_input`` (see the module docstring).
 
     Runs in training mode (BatchNorm uses batch statistics, as at the first training step),
     then in eval mode if that fails. Raises ``ValueError`` when a given ``example_input`` does
-    not fit the model. When no input is given and neither ``dummy_inputs`` nor a guessed input
+    not fit the model. ``training=True`` or ``False`` records in that mode only (diagnose
+    records in the mode it measures in). When no input is given and neither ``dummy_inputs`` nor a guessed input
     runs, the graph is built from declaration order (``method == "order"``; ``note`` says why).
     """
     if not isinstance(model, nn.Module):
@@ -384,9 +409,10 @@ def record(model: nn.Module, example_input: Any = None) -> Graph:
     if not tries:
         return _order_graph(model, "no example input was given and none could be guessed from the first layer")
     errors: list[str] = []
-    for (inputs, source, guessed), training in [(t, mode) for t in tries for mode in (True, False)]:
+    modes = (True, False) if training is None else (bool(training),)
+    for (inputs, source, guessed), mode_ in [(t, m) for t in tries for m in modes]:
         try:
-            rec = _run(model, inputs, training, guessed)
+            rec = _run(model, inputs, mode_, guessed)
         except Exception as exc:  # noqa: BLE001 - try eval mode, the next input, then report
             if isinstance(exc, ValueError) and "changed parameter" in str(exc):
                 raise
@@ -395,7 +421,7 @@ def record(model: nn.Module, example_input: Any = None) -> Graph:
             if message not in errors:
                 errors.append(message)
             continue
-        mode = "" if training else " (in eval mode: training mode failed)"
+        mode = "" if mode_ or training is not None else " (in eval mode: training mode failed)"
         return Graph(_fuse(rec.nodes, rec.outputs), rec.outputs, _aliases(model),
                      note=f"recorded forward pass with {source}{mode}", modules=rec.module_out)
     error = "; ".join(errors)

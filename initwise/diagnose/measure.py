@@ -1,0 +1,481 @@
+"""The measuring pass of diagnose: forward hooks on the layers and a torch-function mode that
+sees every activation call and taps the graph's residual sums; statistics after backward."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from ..inputs import call_model
+from .results import DiagnosisThresholds, LayerDiagnosis
+from .stats import (_ACTIVATIONS, _CHANNEL_FIRST, _MAX_DUP_COLUMNS, _chunks, _duplicate_mask, _first_tensor,
+                    _grouped, _layer_params, _maybe_duplicates, _mean_spreads, _output_columns, _quiet,
+                    _sampled_units, _stack, _stds, _units, _weight, _weight_rows)
+
+@dataclass
+class _Output:
+    """A layer's output, kept (a float copy) until the statistics are computed."""
+
+    rec: LayerDiagnosis
+    module: nn.Module
+    params: list[nn.Parameter]
+    y: torch.Tensor
+    cdim: int | None  #: the units' dim, None if the output cannot be split per unit
+    version: int = 0  #: ``y._version`` when kept (a later in-place change shows in it)
+
+
+@dataclass
+class _Post:
+    """The activation that follows a layer, and its output (a float copy)."""
+
+    rec: LayerDiagnosis
+    kind: str | None
+    y: torch.Tensor
+    bounds: tuple[float, float] | None = None  #: a hardtanh's (min_val, max_val)
+    version: int = 0  #: ``y._version`` when kept
+    src: torch.Tensor | None = None  #: the activation's output itself (for a gradient hook)
+
+
+@dataclass
+class _Input:
+    """A layer's input (batch, -1), kept until the statistics are computed; or ``alias``, the
+    kept output or activation output of the previous layer that it is (then nothing is kept)."""
+
+    rec: LayerDiagnosis
+    y: torch.Tensor | None
+    alias: _Output | _Post | None = None
+    version: int = 0
+
+
+def _same_values(x: torch.Tensor, item: _Output | _Post) -> bool:
+    """Whether ``x`` holds the values kept in ``item`` now (same memory, size, batch dim, not
+    written since), so that its spread is the one measured there."""
+    y = item.y
+    return (x.data_ptr() == y.data_ptr() and x.numel() == y.numel() and x.shape[0] == y.shape[0]
+            and x.dtype == y.dtype and x._version == item.version and x.is_contiguous()
+            and y.is_contiguous())
+
+
+def _copy(t: torch.Tensor) -> torch.Tensor:
+    """A float copy of ``t``."""
+    t = t.detach()
+    return t.clone() if t.dtype == torch.float32 else t.float()
+
+
+def _writes_in_place(func: Any, kwargs: dict) -> bool:
+    """Whether a torch function call may write into its first argument or ``out``: ``add_``,
+    ``__iadd__``, ``__setitem__``, ``F.relu(x, inplace=True)``, ``torch.add(a, b, out=c)``."""
+    name = getattr(func, "__name__", "")
+    if name.endswith("__"):
+        return name.startswith("__i") or name == "__setitem__"
+    return name.endswith("_") or kwargs.get("inplace") is True or kwargs.get("out") is not None
+
+
+def _storage_key(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+class _Recorder(TorchFunctionMode):
+    """Forward hooks on the layers + a torch-function mode that sees every activation call.
+
+    During the passes the hooks only keep copies of the tensors to measure (layer outputs,
+    activation outputs, gradients w.r.t. the layer outputs); :meth:`measure` computes every
+    statistic afterwards, stacking same-shaped tensors of several layers so that the cost is a
+    few tensor operations per shape rather than per layer.
+    """
+
+    def __init__(self, layers: list[tuple[str, nn.Module]], thresholds: DiagnosisThresholds,
+                 n_samples: int, copy: bool = False, batch: int | None = None,
+                 watch: dict[int, tuple[int, tuple[int, ...]]] | None = None) -> None:
+        super().__init__()
+        self.batch = batch
+        # taps: the tensors of graph nodes (residual sums, branches) found by counting torch
+        # function calls the way :func:`initwise.graph.record` counts them (node.info["call"])
+        self.watch = watch or {}
+        self.calls = 0
+        self.taps: dict[int, torch.Tensor] = {}  # node id -> a float copy of its tensor
+        self.tap_grads: dict[int, torch.Tensor] = {}  # node id -> gradient w.r.t. it
+        self.th = thresholds
+        self.n_samples = n_samples
+        self.copy = copy
+        # kept tensors that are not copies, by storage: copied before an in-place write
+        self.shared: dict[int, list[_Output | _Post]] = {}
+        self.names = {id(m): name for name, m in layers}
+        self.params = {id(m): _layer_params(m) for _, m in layers}
+        self.records: dict[int, LayerDiagnosis] = {}
+        self.order: list[LayerDiagnosis] = []
+        self.pending: tuple[LayerDiagnosis, torch.Size] | None = None
+        self.outputs: list[_Output] = []
+        self.posts: list[_Post] = []
+        self.inputs: list[_Input] = []
+        self.grads: dict[int, torch.Tensor] = {}  # rec.index -> grad w.r.t. the layer output
+        self.grads_in: dict[int, torch.Tensor] = {}  # rec.index -> grad w.r.t. the layer input
+        self.grads_post: dict[int, torch.Tensor] = {}  # rec.index -> grad w.r.t. its activation
+
+    # -- torch function mode: activation calls
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        self.calls += 1
+        if self.shared and _writes_in_place(func, kwargs):
+            self._protect(args[0] if args else None, kwargs.get("out"))
+        out = func(*args, **kwargs)
+        if self.calls in self.watch:
+            self._tap(self.calls, out)
+        if self.pending is not None and isinstance(out, torch.Tensor):
+            name = getattr(func, "__name__", "").rstrip("_")
+            if name in _ACTIVATIONS:
+                rec, shape = self.pending
+                if out.dim() >= 1 and out.shape[0] == shape[0] and out.numel() == shape.numel():
+                    self.pending = None
+                    self._post_activation(rec, name, out, args, kwargs)
+        return out
+
+    def _tap(self, call: int, out: Any) -> None:
+        nid, shape = self.watch[call]
+        if not (isinstance(out, torch.Tensor) and out.is_floating_point() and tuple(out.shape) == shape):
+            return  # the pass went another way than the recorded one: this node is not measured
+        with _quiet():
+            self.taps[nid] = _copy(out)
+            if out.requires_grad:
+                out.register_hook(self._grad_hook(nid, self.tap_grads))
+
+    def _post_activation(self, rec: LayerDiagnosis, name: str, out: torch.Tensor,
+                         args: tuple, kwargs: dict) -> None:
+        rec.activation = name
+        kind = _ACTIVATIONS[name]
+        bounds = None
+        if kind == "hardtanh":
+            bounds = (float(kwargs.get("min_val", args[1] if len(args) > 1 else -1.0)),
+                      float(kwargs.get("max_val", args[2] if len(args) > 2 else 1.0)))
+        self._keep(_Post(rec, kind, out.detach().reshape(out.shape[0], -1), bounds, src=out))
+
+    # -- module hooks
+    def pre_hook(self, module: nn.Module, args: Any) -> None:
+        self.pending = None
+
+    def hook(self, module: nn.Module, args: Any, output: Any) -> None:
+        if id(module) in self.records:  # called again (shared layer): first call only
+            return
+        with _quiet():
+            self._record(module, args, output)
+
+    def _record(self, module: nn.Module, args: Any, output: Any) -> None:
+        name = self.names[id(module)]
+        t = _first_tensor(output)
+        params = self.params[id(module)]
+        rec = LayerDiagnosis(index=len(self.order) + 1, name=name, type=type(module).__name__,
+                             weight_shape=tuple(_weight(module, params).shape),
+                             units=_units(module, params))
+        prev = self.order[-1] if self.order else None
+        self.records[id(module)] = rec
+        self.order.append(rec)
+        self._record_input(rec, prev, _first_tensor(args))
+        if t is None or not t.is_floating_point():
+            return
+        if t.dim() < 1 or t.shape[0] < 2:
+            # the same for every sample (a (1, L) position table broadcast over the batch)
+            rec.input_independent = True
+            return
+        rec.out_numel = t.numel() // t.shape[0]
+        # outputs per unit (channel): channel-first layers use dim 1, others the last dim
+        cdim = 1 if isinstance(module, _CHANNEL_FIRST) and t.dim() > 2 else t.dim() - 1
+        if not (t.dim() >= 2 and t.shape[cdim] == rec.units):
+            cdim = None
+        self._keep(_Output(rec, module, params, t.detach(), cdim))
+        if t.requires_grad:
+            t.register_hook(self._grad_hook(rec.index))
+        self.pending = (rec, t.shape)
+
+    def _record_input(self, rec: LayerDiagnosis, prev: LayerDiagnosis | None,
+                      x: torch.Tensor | None) -> None:
+        """Keep the layer's input (or note which kept tensor of the previous layer it is); around
+        a change of size from the previous layer, hook the gradients w.r.t. the input and
+        w.r.t. the previous layer's activation output."""
+        if x is None or not x.is_floating_point() or x.dim() < 1 or x.shape[0] < 2:
+            return
+        rec.in_numel = x.numel() // x.shape[0]
+        last = [item for item in (self.posts[-1:] + self.outputs[-1:]) if item.rec is prev]
+        alias = next((item for item in last if _same_values(x, item)), None)
+        if alias is not None:
+            self.inputs.append(_Input(rec, None, alias))
+        else:
+            self._keep(_Input(rec, x.detach().reshape(x.shape[0], -1)))
+        if prev is None or prev.out_numel is None or prev.out_numel == rec.in_numel:
+            return
+        if x.requires_grad:
+            x.register_hook(self._grad_hook(rec.index, self.grads_in))
+        post = next((p for p in self.posts[-1:] if p.rec is prev), None)
+        if post is not None and post.src is not None and post.src.requires_grad:
+            post.src.register_hook(self._grad_hook(prev.index, self.grads_post))
+
+    # -- kept tensors
+    def _keep(self, item: _Output | _Post | _Input) -> None:
+        """Keep ``item.y`` until the statistics are computed: a reference (copied only if an
+        in-place operation is about to change it), or a float copy with ``copy=True``."""
+        if self.copy or item.y.dtype != torch.float32:
+            item.y = _copy(item.y)
+        else:
+            self.shared.setdefault(_storage_key(item.y), []).append(item)
+        item.version = item.y._version
+        (self.outputs if isinstance(item, _Output) else
+         self.posts if isinstance(item, _Post) else self.inputs).append(item)
+
+    def _protect(self, *targets: Any) -> None:
+        """Copy the kept tensors that share storage with ``targets`` (about to be written)."""
+        for t in targets:
+            if isinstance(t, (tuple, list)):
+                self._protect(*t)
+            elif isinstance(t, torch.Tensor):
+                for item in self.shared.pop(_storage_key(t), ()):
+                    if item.y._version == item.version:
+                        item.y = _copy(item.y)
+                        item.version = item.y._version
+
+    def stale(self) -> bool:
+        """Whether a kept tensor was changed in place without being copied first (an in-place
+        write this mode did not see): the statistics would be wrong, measure again with copies."""
+        return any(item.y._version != item.version
+                   for item in (*self.outputs, *self.posts, *self.inputs) if item.y is not None)
+
+    def _grad_hook(self, index: int, into: dict[int, torch.Tensor] | None = None
+                   ) -> Callable[[torch.Tensor], None]:
+        into = self.grads if into is None else into
+
+        def hook(grad: torch.Tensor) -> None:
+            if index not in into:
+                into[index] = grad.detach()
+        return hook
+
+    # -- statistics, after the backward pass
+    def measure(self) -> None:
+        """Fill in every statistic of the records from the kept tensors (and drop them)."""
+        with _quiet(), torch.no_grad():
+            self._measure_outputs()
+            self._measure_posts()
+            self._measure_inputs()
+            self._measure_grads()
+        self.outputs, self.posts, self.inputs = [], [], []
+        self.grads, self.grads_in, self.grads_post = {}, {}, {}
+
+    def _samples(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """An even subsample of ``n_samples`` values of each row of ``flat`` (layers, n)."""
+        if flat.shape[1] > self.n_samples:
+            flat = flat[:, :: -(-flat.shape[1] // self.n_samples)]
+        return list(flat.to("cpu", copy=True).unbind(0))
+
+    def _measure_outputs(self) -> None:
+        rtol = self.th.duplicate_rtol
+        groups = _grouped(self.outputs, lambda o: (o.y.shape, o.y.device, o.cdim))
+        for group in groups:
+            shape = group[0].y.shape
+            for chunk in _chunks(group, shape.numel()):
+                y = _stack([o.y for o in chunk])
+                flat = y.reshape(len(chunk), shape[0], -1)
+                means, spreads = _mean_spreads(flat)
+                samples = self._samples(flat.reshape(len(chunk), -1))
+                for o, m, s, sample in zip(chunk, means.tolist(), spreads.tolist(), samples):
+                    o.rec.out_mean, o.rec.out_std = m, s
+                    # post-activation = the output itself until an activation is seen
+                    o.rec.post_std = s
+                    o.rec.samples = sample
+                cdim = chunk[0].cdim
+                maybe = (range(len(chunk)) if cdim is None else
+                         _maybe_duplicates(_sampled_units(y, cdim, _MAX_DUP_COLUMNS), rtol))
+                for i in maybe:
+                    o = chunk[i]
+                    self._duplicates(o.rec, o.module, o.params, y[i], o.cdim)
+
+    def _measure_posts(self) -> None:
+        th = self.th
+        for group in _grouped(self.posts, lambda p: (p.y.shape, p.y.device, p.kind, p.bounds)):
+            shape, kind, bounds = group[0].y.shape, group[0].kind, group[0].bounds
+            for chunk in _chunks(group, shape.numel()):
+                y = _stack([p.y for p in chunk])
+                _, spreads = _mean_spreads(y)
+                samples = self._samples(y.reshape(len(chunk), -1))
+                dead = saturated = None
+                if kind == "relu" or (kind == "hardtanh" and bounds[0] == 0):
+                    # relu6 = hardtanh(0, 6): its 0 is "dead", not saturated
+                    # (y == 0).all(dim=1), several times faster: NaN compares unequal either way
+                    silent = (y.amax(dim=1) == 0) & (y.amin(dim=1) == 0)
+                    dead = silent.float().mean(dim=1).tolist()
+                if kind == "tanh":
+                    sat = y.abs() > th.tanh_saturation
+                elif kind == "sigmoid":
+                    lo = th.sigmoid_saturation
+                    sat = (y < lo) | (y > 1 - lo)
+                elif kind == "hardtanh":
+                    sat = y >= bounds[1]
+                    if bounds[0] != 0:
+                        sat |= y <= bounds[0]
+                if kind in ("tanh", "sigmoid", "hardtanh"):
+                    saturated = sat.float().mean(dim=(1, 2)).tolist()
+                for i, (p, s, sample) in enumerate(zip(chunk, spreads.tolist(), samples)):
+                    p.rec.post_std = s
+                    p.rec.samples = sample
+                    p.rec.dead = None if dead is None else dead[i]
+                    if saturated is not None:
+                        p.rec.saturated = saturated[i]
+
+    def _measure_inputs(self) -> None:
+        for i in self.inputs:
+            if i.alias is not None:
+                i.rec.in_std = (i.alias.rec.post_std if isinstance(i.alias, _Post)
+                                else i.alias.rec.out_std)
+        kept = [i for i in self.inputs if i.y is not None]
+        for group in _grouped(kept, lambda i: (i.y.shape, i.y.device)):
+            for chunk in _chunks(group, group[0].y.shape.numel()):
+                _, spreads = _mean_spreads(_stack([i.y.float() for i in chunk]))
+                for i, s in zip(chunk, spreads.tolist()):
+                    i.rec.in_std = s
+
+    def _measure_grads(self) -> None:
+        out_grads = [(self.order[i - 1], "grad_out_std", g) for i, g in self.grads.items()]
+        out_grads += [(self.order[i - 1], "grad_in_std", g) for i, g in self.grads_in.items()]
+        out_grads += [(self.order[i - 1], "grad_post_std", g) for i, g in self.grads_post.items()]
+        for group in _grouped(out_grads, lambda rg: (rg[2].numel(), rg[2].device)):
+            numel = group[0][2].numel()
+            for chunk in _chunks(group, numel):
+                stds = _stds(_stack([g.float().reshape(-1) for _, _, g in chunk]))
+                for (rec, key, _), s in zip(chunk, stds.tolist()):
+                    setattr(rec, key, s)
+
+    def measure_weight_grads(self, layer_grads: list[tuple[LayerDiagnosis, list[torch.Tensor]]]) -> None:
+        """``grad_weight_std`` of each layer: the std over all elements of its weights' gradients."""
+        flats = []
+        for rec, gs in layer_grads:
+            if gs:
+                flats.append((rec, gs[0].detach().float().reshape(-1) if len(gs) == 1 else
+                              torch.cat([g.detach().float().reshape(-1) for g in gs])))
+        with _quiet(), torch.no_grad():
+            for group in _grouped(flats, lambda rf: (rf[1].numel(), rf[1].device)):
+                for chunk in _chunks(group, group[0][1].numel()):
+                    stds = _stds(_stack([f for _, f in chunk]))
+                    for (rec, _), s in zip(chunk, stds.tolist()):
+                        rec.grad_weight_std = s
+
+    def _duplicates(self, rec: LayerDiagnosis, module: nn.Module, params: list[nn.Parameter],
+                    y: torch.Tensor, cdim: int | None) -> None:
+        rtol = self.th.duplicate_rtol
+        cache: list[tuple[torch.Tensor, int]] = []
+
+        def weight_rows() -> torch.Tensor:
+            if not cache:
+                cache.append(_weight_rows(module, params))
+            return cache[0][0]
+
+        if cdim is not None:
+            dup = _duplicate_mask(_output_columns(y, cdim, _MAX_DUP_COLUMNS), rtol,
+                                  confirm=weight_rows)
+        else:  # outputs cannot be split per unit: weight rows only
+            dup = _duplicate_mask(weight_rows(), rtol)
+        if dup is None:
+            return
+        rec.duplicates = int(dup.sum())
+        rows = weight_rows()
+        w = rows[:, :cache[0][1]]
+        by_weight = _duplicate_mask(rows, rtol)
+        if not bool(w.any()):
+            rec.duplicate_cause = "zero initialization"
+        elif bool((w == w.reshape(-1)[0]).all()):
+            rec.duplicate_cause = "constant initialization"
+        elif by_weight is not None and bool((by_weight & dup).any()):
+            rec.duplicate_cause = "identical weight rows"
+        else:
+            rec.duplicate_cause = "identical outputs over the batch"
+
+
+def _float_leaves(obj: Any) -> list[torch.Tensor]:
+    """Every floating-point tensor in ``obj`` (a tensor, or tuples/lists/dicts of them, nested),
+    in order; other leaves (integers, strings, None) are skipped."""
+    if isinstance(obj, torch.Tensor):
+        return [obj] if obj.is_floating_point() else []
+    if isinstance(obj, Mapping):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        return [t for item in obj for t in _float_leaves(item)]
+    return []
+
+
+def _default_loss(outputs: list[torch.Tensor], targets: torch.Tensor | None) -> torch.Tensor:
+    """The default loss on the model's floating-point output tensors ``outputs``: without
+    targets, the sum over outputs of each one's mean of squares (every head gets a gradient);
+    with targets, cross entropy (integer targets) or MSE (float targets) on the one output."""
+    if targets is None:
+        loss = outputs[0].float().square().mean()
+        for t in outputs[1:]:
+            loss = loss + t.float().square().mean()
+        return loss
+    if len(outputs) != 1:
+        shapes = ", ".join(str(tuple(t.shape)) for t in outputs[:6])
+        raise ValueError(
+            f"the model returned {len(outputs)} output tensors (shapes {shapes}): the default "
+            "loss with targets needs exactly one; pass loss_fn=fn, called as fn(output, targets) "
+            "with the output as the model returns it, to combine them")
+    output = outputs[0]
+    if not targets.is_floating_point():
+        return F.cross_entropy(output.float(), targets)
+    return F.mse_loss(output.float(), targets.float())
+
+
+def _passes(model: nn.Module, inputs: Any, targets: torch.Tensor | None,
+            loss_fn: Callable[..., torch.Tensor] | None, layers: list[tuple[str, nn.Module]],
+            recorder: _Recorder) -> tuple[float, list[tuple[LayerDiagnosis, list[torch.Tensor]]]]:
+    """The forward and backward pass of :func:`diagnose`, recorded by ``recorder``; the model is
+    left as it was. Returns the loss and the gradients w.r.t. each layer's weights."""
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    handles = []
+    try:
+        for p in params:
+            if p.is_floating_point() or p.is_complex():
+                p.requires_grad_(True)
+        for _, module in layers:
+            handles.append(module.register_forward_pre_hook(recorder.pre_hook))
+            handles.append(module.register_forward_hook(recorder.hook))
+        with torch.enable_grad():
+            with recorder:
+                output = call_model(model, inputs)
+            if loss_fn is not None:
+                loss = loss_fn(output, targets) if targets is not None else loss_fn(output)
+            else:
+                leaves = _float_leaves(output)
+                if not leaves:
+                    raise TypeError(f"{type(model).__name__} returned {type(output).__name__} "
+                                    "with no floating-point tensor: diagnose needs one to build "
+                                    "the default loss; pass loss_fn=fn(output) -> scalar tensor")
+                loss = _default_loss(leaves, targets)
+            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                raise ValueError(f"the loss must be a scalar tensor, got {loss!r:.80}")
+            layer_params = [(rec, recorder.params[id(m)]) for _, m in layers
+                            if (rec := recorder.records.get(id(m))) is not None]
+            wanted = [p for _, ps in layer_params for p in ps]
+            unique = list({id(p): p for p in wanted}.values())
+            if not loss.requires_grad:
+                raise ValueError("the loss does not depend on any parameter: check that the "
+                                 "model's output is computed from its layers")
+            grads = torch.autograd.grad(loss.reshape(()), unique, allow_unused=True)
+        by_id = {id(p): g for p, g in zip(unique, grads)}
+        weight_grads = [(rec, [by_id[id(p)] for p in ps if by_id.get(id(p)) is not None])
+                        for rec, ps in layer_params]
+        loss_value = float(loss.detach())
+    finally:
+        for h in handles:
+            h.remove()
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.training = mode
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+    return loss_value, weight_grads
+
+
