@@ -28,6 +28,8 @@ class Table:
     rows: list[list[str]]
     right: frozenset[str] = frozenset()
     notes: list[str] = field(default_factory=list)
+    #: how many leading columns name a row (repeated in each block of a table too wide to print)
+    key: int = 1
 
     def __post_init__(self) -> None:
         self.columns = list(self.columns)
@@ -50,32 +52,69 @@ class Table:
     # ------------------------------------------------------------------ text
     def render(self, width: int | None = None) -> str:
         """Plain text at most ``width`` characters wide (default: the terminal's width, 80 when
-        it is unknown): columns are separated by two spaces; when the table is too wide, the
-        widest left-aligned columns wrap, down to 12 characters each."""
+        it is unknown). Columns are separated by two spaces; when the table is too wide, the
+        widest left-aligned columns wrap, down to 12 characters each; when it is still too
+        wide, the columns are printed in blocks, each repeating the first ``key`` columns.
+        Notes wrap at the width."""
         width = width or shutil.get_terminal_size((80, 24)).columns
-        cells = [list(self.columns)] + self.rows
-        widths = [max(len(line) for r in cells for line in r[i].split("\n")) if cells else 0
-                  for i in range(len(self.columns))]
-        wrap = [i for i, c in enumerate(self.columns) if c not in self.right]
-        while sum(widths) + 2 * (len(widths) - 1) > width:
+        widths = self._widths(range(len(self.columns)), width)
+        groups = self._groups(widths, width)
+        lines = [self.title] if self.title else []
+        for k, group in enumerate(groups):
+            if k:
+                lines.append("")
+            lines += self._block(group, self._widths(group, width))
+        for note in self.notes:
+            lines += textwrap.wrap(note, width, subsequent_indent="  ") or [""]
+        return "\n".join(lines) + "\n"
+
+    def _natural(self, i: int) -> int:
+        return max([len(self.columns[i])] + [len(r[i]) for r in self.rows])
+
+    def _widths(self, cols: Sequence[int], width: int) -> dict[int, int]:
+        """Column widths for the columns ``cols``: natural, the widest left-aligned ones
+        narrowed (wrapping) until the block fits ``width`` or reaches 12 characters."""
+        widths = {i: self._natural(i) for i in cols}
+        wrap = [i for i in cols if self.columns[i] not in self.right]
+        while sum(widths.values()) + 2 * (len(widths) - 1) > width:
             i = max(wrap, key=lambda j: widths[j], default=None)
             if i is None or widths[i] <= _MIN_WRAP:
                 break
             widths[i] -= 1
-        lines = [self.title] if self.title else []
-        for k, row in enumerate(cells):
-            parts = [textwrap.wrap(c, widths[i]) or [""] if self.columns[i] not in self.right and len(c) > widths[i]
-                     else [c] for i, c in enumerate(row)]
-            for j in range(max(len(p) for p in parts)):
+        return widths
+
+    def _groups(self, widths: dict[int, int], width: int) -> list[list[int]]:
+        """The columns in blocks that fit ``width`` (each starting with the key columns)."""
+        n = len(self.columns)
+        if sum(widths.values()) + 2 * (n - 1) <= width or n <= self.key + 1:
+            return [list(range(n))]
+        key = list(range(min(self.key, n)))
+        base = sum(min(widths[i], _MIN_WRAP) + 2 for i in key)
+        groups, cur, used = [], list(key), base
+        for i in range(len(key), n):
+            w = min(widths[i], max(_MIN_WRAP, self._natural(i) if self.columns[i] in self.right else _MIN_WRAP)) + 2
+            if cur != key and used + w > width:
+                groups.append(cur)
+                cur, used = list(key), base
+            cur.append(i)
+            used += w
+        groups.append(cur)
+        return groups
+
+    def _block(self, cols: list[int], widths: dict[int, int]) -> list[str]:
+        lines = []
+        for k, row in enumerate([list(self.columns)] + self.rows):
+            parts = {i: (textwrap.wrap(row[i], widths[i]) or [""]) if self.columns[i] not in self.right
+                     and len(row[i]) > widths[i] else [row[i]] for i in cols}
+            for j in range(max(len(p) for p in parts.values())):
                 out = []
-                for i, p in enumerate(parts):
-                    text = p[j] if j < len(p) else ""
+                for i in cols:
+                    text = parts[i][j] if j < len(parts[i]) else ""
                     out.append(text.rjust(widths[i]) if self.columns[i] in self.right else text.ljust(widths[i]))
                 lines.append("  ".join(out).rstrip())
             if k == 0:
-                lines.append("  ".join("-" * w for w in widths))
-        lines += self.notes
-        return "\n".join(lines) + "\n"
+                lines.append("  ".join("-" * widths[i] for i in cols))
+        return lines
 
     def __str__(self) -> str:
         return self.render()

@@ -236,12 +236,34 @@ def test_plan_without_input_uses_dummy_inputs(name: str) -> None:
 # ----------------------------------------------------------------------------- issue 9 point 1
 @pytest.mark.parametrize("init", ["framework", "initwise"])
 @pytest.mark.parametrize("name", ALL)
-def test_diagnose_runs(name: str, init: str) -> None:
-    """On the model as its framework builds it and after ``initwise.init``, with its natural
-    input and no other argument."""
+def test_diagnose_runs_and_agrees_with_itself(name: str, init: str) -> None:
+    """Issue 9, points 1-4. On the model as its framework builds it and after ``initwise.init``,
+    with its natural input and no other argument: it runs; every zoo model is healthy under both
+    (they train); every verdict that quotes a ratio quotes the two values it comes from, and
+    ``ratio == to / from x correction`` to 1e-9, with the three numbers in the sentence as
+    printed (2 significant digits); a model with a residual stream reports it sum by sum."""
     rm = initialized(name).rm if init == "initwise" else build(name)
-    verdict = zm.diagnose_verdict(rm)
-    assert not verdict.startswith("error"), f"{name} ({init} init): {verdict}"
+    with torch.random.fork_rng(devices=[]):
+        report = initwise.diagnose(rm.model, rm.example_input)
+    assert report.healthy, f"{name} ({init} init): {report.verdicts}"
+    quoted = [f for f in report.findings if f.ratio is not None]
+    assert quoted, report.verdicts  # the healthy verdict quotes its largest change
+    for f in quoted:
+        a, b = f.values
+        assert f.ratio == pytest.approx(b / a * f.correction, rel=1e-9), f
+        for number in (f.ratio, a, b):
+            assert f"{number:.2g}" in f.text, (number, f.text)
+    if rm.streams and not rm.post_norm:
+        assert report.streams and all(len(s.points) >= 2 for s in report.streams), report.streams
+        stream = max(report.streams, key=lambda s: len(s.points))
+        assert all(math.isfinite(p.std) and p.std > 0 for p in stream.points), stream
+        assert all(math.isfinite(p.branch_std) for p in stream.points), stream
+        assert len(report.stream_table()) == sum(len(s.points) + 1 for s in report.streams)
+    # the table prints within 80 columns, every number whole
+    text = report.table().render(80)
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    for r in report.layers[:3]:
+        assert f"{r.out_std:.3g}" in text if math.isfinite(r.out_std) else True
 
 
 # ----------------------------------------------------------------------------- the harness

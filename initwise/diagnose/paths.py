@@ -134,6 +134,15 @@ def _feeds_norm(g: Graph, nid: int) -> bool:
     return False
 
 
+def _feeds_kind(g: Graph, nid: int, kind: str) -> bool:
+    """Whether the output of node ``nid`` goes into a node of ``kind`` through nodes a chain passes."""
+    for c in g.consumers(nid):
+        n = g.nodes[c]
+        if n.kind == kind or (_through(g, n) and _feeds_kind(g, c, kind)):
+            return True
+    return False
+
+
 def read_paths(g: Graph, names: list[str]) -> Paths:
     """Chains, residual streams, roles and taps of ``g`` for the report layers ``names``."""
     paths = Paths()
@@ -161,6 +170,8 @@ def read_paths(g: Graph, names: list[str]) -> Paths:
         if end is not None and end.id in layer_of:
             paths.roles.setdefault(layer_of[end.id], "branch end")
     for s in structure.streams(g, residual):
+        if any(_feeds_kind(g, a, "softmax") for a in s.adds):
+            continue  # attention scores plus a mask or a position bias, not a residual stream
         branches = [residual[a].branch for a in s.adds]
         paths.streams.append(StreamNodes(s.start, list(s.adds), branches,
                                          [g.nodes[a].module for a in s.adds]))

@@ -91,7 +91,7 @@ class Report:
         cols = ["#", "layer", "type", "act", "out mean", "out std", "post std", "dead", "sat",
                 "grad out", "grad W", "dup", "note"]
         return Table(title or (f"diagnose: {self.label}" if self.label else "diagnose"), cols, rows,
-                     right=frozenset(cols[4:12]) | {"#"}, notes=list(self.verdicts))
+                     right=frozenset(cols[4:12]) | {"#"}, notes=list(self.verdicts), key=2)
 
     def stream_table(self, title: str | None = None) -> Table:
         """The residual streams block by block: the stream's std after each sum, the std of the

@@ -227,7 +227,9 @@ def _chain_findings(paths: list[list[LayerDiagnosis]], th: DiagnosisThresholds
             f"{_skip_note(skips)}"), ratio, (a, b), corr, _path_name(back[i::-1])))
     act_range = (act_lo[0], act_hi[0]) if act_lo else None
     grad_range = (grad_lo[0], grad_hi[0]) if grad_lo else None
-    return found, act_range, grad_range, judged, bridged
+    extremes = [(ratio, path[0].out_std, path[i].out_std, f"along {_path_name(path[:i + 1])}")
+                for ratio, path, i, _, _ in ((act_lo, act_hi) if act_lo else ())]
+    return found, act_range, grad_range, judged, bridged, extremes
 
 
 def _correction(ratio: float, a: float, b: float) -> float:
@@ -240,12 +242,13 @@ def _correction(ratio: float, a: float, b: float) -> float:
 
 # ----------------------------------------------------------------------------- streams
 def _stream_findings(streams: list[Stream], th: DiagnosisThresholds
-                     ) -> tuple[list[Finding], tuple[float, float] | None, int]:
+                     ) -> tuple[list[Finding], tuple[float, float] | None, int, list[tuple[float, float, float, str]]]:
     """Growth and decay of each residual stream against its input, and of the gradient w.r.t.
     the stream against the last sum's."""
     found: list[Finding] = []
     lo = hi = None
     judged = 0
+    extremes: list[tuple[float, float, float, str]] = []
     for s in streams:
         stds = [p.std for p in s.points]
         ref, ref_name = (s.start, "its input") if s.start > 0 and math.isfinite(s.start) else (
@@ -265,6 +268,8 @@ def _stream_findings(streams: list[Stream], th: DiagnosisThresholds
         k_hi = max(range(len(ratios)), key=ratios.__getitem__)
         lo = ratios[k_lo] if lo is None else min(lo, ratios[k_lo])
         hi = ratios[k_hi] if hi is None else max(hi, ratios[k_hi])
+        extremes += [(ratios[k], ref, stds[k], f"the residual stream {s.name} after {s.points[k].block}")
+                     for k in (k_lo, k_hi)]
         for k, kind, verb, hit in ((k_lo, "vanishing", "falls", ratios[k_lo] < th.vanish),
                                    (k_hi, "exploding", "grows", ratios[k_hi] > th.explode)):
             if hit:
@@ -287,7 +292,7 @@ def _stream_findings(streams: list[Stream], th: DiagnosisThresholds
                         f"from std {grads[-1]:.2g} after its last sum ({s.points[-1].block}) to "
                         f"{grads[k]:.2g} after {s.points[k].block}"),
                         gr[k], (grads[-1], grads[k]), 1.0, f"the residual stream {s.name}"))
-    return found, ((lo, hi) if lo is not None else None), judged
+    return found, ((lo, hi) if lo is not None else None), judged, extremes
 
 
 # ----------------------------------------------------------------------------- all verdicts
@@ -323,8 +328,9 @@ def findings(layers: list[LayerDiagnosis], streams: list[Stream], previous: dict
         found.append(Finding("symmetry", f"symmetry: {head} ({r.duplicate_cause}){more}: "
                                          "identical units get identical updates and never differ"))
     paths = chains(layers, previous)
-    chain_found, act_range, grad_range, judged, bridged = _chain_findings(paths, th)
-    stream_found, stream_range, stream_judged = _stream_findings(streams, th)
+    chain_found, act_range, grad_range, judged, bridged, extremes = _chain_findings(paths, th)
+    stream_found, stream_range, stream_judged, stream_extremes = _stream_findings(streams, th)
+    extremes += stream_extremes
     found += stream_found + chain_found
     judged += stream_judged
 
@@ -380,8 +386,13 @@ def findings(layers: list[LayerDiagnosis], streams: list[Stream], previous: dict
         if blocked_note:
             parts.append(blocked_note)
         note = "; chained, leaving out what changes the size between layers (pooling)" if bridged else ""
+        worst = max(extremes, key=lambda e: abs(math.log(e[0])) if e[0] > 0 else math.inf, default=None)
+        if worst is not None:
+            parts.append(f"the largest change x{worst[0]:.2g}, from std {worst[1]:.2g} to {worst[2]:.2g} {worst[3]}")
         found.append(Finding("healthy", "healthy: " + "; ".join(parts or ["nothing to report"]) + (
-            f" (limits {th.vanish:g} and {th.explode:g}{note}; no symmetry, saturation or dead layers)")))
+            f" (limits {th.vanish:g} and {th.explode:g}{note}; no symmetry, saturation or dead layers)"),
+            *((worst[0], (worst[1], worst[2]), _correction(worst[0], worst[1], worst[2]), worst[3])
+              if worst is not None else ())))
     elif blocked_note:
         found.append(Finding("gradient_blocked", blocked_note))
     return found
