@@ -617,11 +617,15 @@ def _dg_print(comparison, title: str) -> None:
     console = Console()
     if not console.is_terminal:  # pipes and files: do not squeeze the table into 80 columns
         console = Console(width=160)
-    if len(comparison) == 1:
+    from dataclasses import replace
+
+    if len(comparison) == 1:  # the verdicts follow, in colour: the tables without them
         key, report = next(iter(comparison.items()))
-        console.print(report.table(title=f"{title}: {key}"))
+        console.print(replace(report.table(title=f"{title}: {key}"), notes=[]))
+        if report.streams:
+            console.print(report.stream_table())
     else:
-        console.print(comparison.table())
+        console.print(replace(comparison.table(), notes=[]))
     for key, report in comparison.items():
         console.print(f"[bold]{escape(key)}[/bold]", highlight=False)
         for line in report.verdicts:

@@ -12,7 +12,6 @@ on any device, layout of shards or number of processes.
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -26,6 +25,7 @@ from torch import nn
 from .atomic import write_text
 from .plancheck import check_entry_dict, check_names, check_plan_dict, check_plan_model
 from .streams import param_generator, stream_seed
+from .table import Table
 from .write import apply_plan
 
 __all__ = ["Plan", "PlanEntry", "param_generator", "stream_seed"]
@@ -154,7 +154,7 @@ class Plan(Sequence):
                 + (f", seed={self.seed}" if self.seed is not None else "") + ")")
 
     def __str__(self) -> str:
-        return self.table()
+        return str(self.table())
 
     # ---------------------------------------------------------------- display
     def header(self) -> str:
@@ -215,26 +215,14 @@ class Plan(Sequence):
         for e in self.entries:
             yield Text.assemble((f"{e.name}: ", "bold"), e.reason)
 
-    def table(self, width: int | None = None, *, plain: bool = False) -> str:
-        """The plan as text: a rich table when rich is installed (unless ``plain``), else
-        aligned columns."""
-        if not plain:
-            try:
-                from rich.console import Console
-            except ImportError:
-                plain = True
-        if not plain:
-            buf = io.StringIO()
-            console = Console(file=buf, width=width or 200, color_system=None, force_terminal=False,
-                              force_jupyter=False)  # in a notebook too: into buf, not displayed
-            console.print(self)
-            return buf.getvalue().rstrip() + "\n"
-        rows = [list(self._COLUMNS)] + self.rows()
-        widths = [max(len(r[i]) for r in rows) for i in range(len(self._COLUMNS) - 1)]
-        lines = [self.header()]
-        for r in rows:
-            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
-        return "\n".join(lines) + "\n"
+    def table(self, width: int | None = None, *, plain: bool = False) -> Table:
+        """The plan as a :class:`~initwise.table.Table` (the kind diagnose's reports return):
+        ``print(plan.table())`` writes it at the terminal's width (``width`` fixes it; the reasons
+        wrap), ``rich.print`` draws it, ``.markdown()`` gives Markdown. ``plain`` is accepted for
+        compatibility (the text is always plain)."""
+        del plain
+        return Table(self.header(), list(self._COLUMNS), self.rows(),
+                     right=frozenset({"fan_in", "fan_out", "gain", "std"}), width=width)
 
     # ---------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:

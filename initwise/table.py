@@ -30,6 +30,8 @@ class Table:
     notes: list[str] = field(default_factory=list)
     #: how many leading columns name a row (repeated in each block of a table too wide to print)
     key: int = 1
+    #: the width ``str(table)`` renders at (None: the terminal's)
+    width: int | None = None
 
     def __post_init__(self) -> None:
         self.columns = list(self.columns)
@@ -56,10 +58,10 @@ class Table:
         widest left-aligned columns wrap, down to 12 characters each; when it is still too
         wide, the columns are printed in blocks, each repeating the first ``key`` columns.
         Notes wrap at the width."""
-        width = width or shutil.get_terminal_size((80, 24)).columns
+        width = width or self.width or shutil.get_terminal_size((80, 24)).columns
         widths = self._widths(range(len(self.columns)), width)
         groups = self._groups(widths, width)
-        lines = [self.title] if self.title else []
+        lines = textwrap.wrap(self.title, width, subsequent_indent="  ") if self.title else []
         for k, group in enumerate(groups):
             if k:
                 lines.append("")

@@ -424,10 +424,18 @@ def test_plan_reads_only():
 # ----------------------------------------------------------------------------- display and JSON
 def test_table_rich_and_plain():
     p = plan(SeedMLP())
-    for text in (p.table(), p.table(plain=True)):
+    for text in (str(p.table()), str(p.table(plain=True)), p.table(width=80).render()):
         assert "fc1.weight" in text and "kaiming_normal" in text and "relu" in text
         assert "policy 'standard'" in text and "forward" in text
-    assert str(p) == p.table()
+    assert str(p) == str(p.table())
+    # one table type for plans and reports; it fits the width asked, numbers whole
+    from initwise.table import Table
+    t = p.table()
+    assert isinstance(t, Table) and "fc1.weight" in t.column("parameter")
+    for width in (80, 120):
+        lines = t.render(width).splitlines()
+        assert max(len(line) for line in lines) <= width, width
+        assert all(e.std is None or f"{e.std:.4g}" in t.render(width) for e in p.entries[:3])
 
 
 def test_from_json_errors(tmp_path):
@@ -671,7 +679,7 @@ def test_spectral_norm_plan_reports_the_effective_std_it_measures():
     assert e.std == pytest.approx(math.sqrt(2 / 512))
     eff = e.params["effective_std"]
     assert eff < 0.85 * e.std and "effective weight of std" in e.reason
-    assert "eff." in p.table(plain=True)
+    assert "eff." in str(p.table(plain=True))
     init(model, seed=0)
     assert model.weight.detach().std(unbiased=False).item() == pytest.approx(eff, rel=0.05)
 
