@@ -7,7 +7,13 @@ histogram sample) and the gradients w.r.t. every layer output. We print the medi
 each and their ratio, and the ratio of the fastest runs (less sensitive to other processes
 sharing the CPU).
 
-Run:  python benchmarks/bench_diagnose.py [--reps 9] [--threads 1]
+The zoo models of ``tests/zoo_real.py`` (transformers from small configs, the no-norm residual
+nets, the 48-block pre-norm LM) are timed the same way, their baseline being their own training
+loss forward + backward on their natural input. Memory: ``--memory`` runs each MLP/CNN case in
+a fresh process twice (plain pass, diagnose) and prints the growth of the peak resident memory
+over the process's state after building the model and the batch.
+
+Run:  python benchmarks/bench_diagnose.py [--reps 9] [--threads 1] [--no-zoo] [--memory]
 
 torch runs single-threaded by default (``torch.set_num_threads(1)``) so that the figures are
 less disturbed by other work on the machine; the ratio is what matters.
@@ -15,7 +21,10 @@ less disturbed by other work on the machine; the ratio is what matters.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -52,13 +61,14 @@ def plain(model: nn.Module, x: torch.Tensor) -> None:
     model(x).square().mean().backward()
 
 
-def bench(name: str, model: nn.Module, x: torch.Tensor, reps: int) -> float:
-    plain(model, x)  # warm-up both
+def bench(name: str, model: nn.Module, x: torch.Tensor, reps: int, baseline=None) -> float:
+    baseline = baseline or (lambda: plain(model, x))
+    baseline()  # warm-up both
     diagnose(model, x)
     t_plain, t_diag = [], []
     for _ in range(reps):
         t0 = time.perf_counter()
-        plain(model, x)
+        baseline()
         t1 = time.perf_counter()
         diagnose(model, x)
         t2 = time.perf_counter()
@@ -70,20 +80,73 @@ def bench(name: str, model: nn.Module, x: torch.Tensor, reps: int) -> float:
     return d / p
 
 
+CASES = {
+    "mlp256": ("MLP 50 x Linear(256) + ReLU, batch 256", lambda: (mlp(50, 256), torch.randn(256, 256))),
+    "mlp128": ("MLP 50 x Linear(128) + ReLU, batch 128", lambda: (mlp(50, 128), torch.randn(128, 128))),
+    "cnn": ("CNN 6 x Conv(32)+BN+ReLU, 3x32x32, batch 64", lambda: (cnn(), torch.randn(64, 3, 32, 32))),
+}
+
+
+def peak_growth(case: str, what: str) -> float:
+    """MiB the peak resident memory grows by during one pass (``plain`` or ``diagnose``), in a
+    fresh process, over its state after building the model and batch (Linux ru_maxrss, KiB)."""
+    code = (f"import sys, resource, torch; sys.path.insert(0, {os.path.dirname(__file__)!r}); "
+            f"import bench_diagnose as b; torch.manual_seed(0); m, x = b.CASES[{case!r}][1](); "
+            ""
+            "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            f"(b.plain(m, x) if {what!r} == 'plain' else b.diagnose(m, x)); "
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) / 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def zoo(reps: int) -> list[float]:
+    """The zoo models, each against its own training loss forward + backward."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    try:
+        from tests.zoo_real import REAL_ZOO
+    except ImportError as exc:  # transformers missing: the hand-written models still run
+        print(f"(zoo skipped: {exc})")
+        return []
+    ratios = []
+    for name, builder in REAL_ZOO.items():
+        try:
+            rm = builder()
+        except Exception as exc:  # noqa: BLE001 - a model that needs transformers
+            print(f"{'zoo ' + name:<46} skipped ({type(exc).__name__}: {exc})")
+            continue
+
+        def own(rm=rm) -> None:
+            rm.model.zero_grad(set_to_none=True)
+            rm.loss(rm.model, rm.example_input).backward()
+        ratios.append(bench(f"zoo {name}", rm.model, rm.example_input, reps, own))
+    return ratios
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=9, help="timed repetitions (default 9)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--no-zoo", action="store_true", help="leave out the zoo models")
+    parser.add_argument("--memory", action="store_true", help="also measure peak memory growth (subprocesses)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.reps} alternating reps")
     print(f"{'model':<46} {'fwd+bwd':>9} {'diagnose':>11} {'ratio':>9} {'(best)':>9}")
     print(f"{'':<46} {'ms (med)':>9} {'ms (med)':>11} {'(median)':>9} {'':>9}")
-    bench("MLP 50 x Linear(256) + ReLU, batch 256", mlp(50, 256), torch.randn(256, 256), args.reps)
-    bench("MLP 50 x Linear(128) + ReLU, batch 128", mlp(50, 128), torch.randn(128, 128), args.reps)
-    bench("CNN 6 x Conv(32)+BN+ReLU, 3x32x32, batch 64", cnn(), torch.randn(64, 3, 32, 32),
-          args.reps)
+    for label, make in CASES.values():
+        bench(label, *make(), args.reps)
+    if not args.no_zoo:
+        ratios = zoo(args.reps)
+        if ratios:
+            print(f"zoo: diagnose / (forward + backward) from {min(ratios):.2f}x to {max(ratios):.2f}x "
+                  f"(median {statistics.median(ratios):.2f}x) over {len(ratios)} models")
+    if args.memory:
+        print(f"\n{'peak memory growth of one pass (MiB)':<46} {'fwd+bwd':>9} {'diagnose':>11} {'ratio':>9}")
+        for case, (label, _) in CASES.items():
+            a, b = peak_growth(case, "plain"), peak_growth(case, "diagnose")
+            print(f"{label:<46} {a:>9.1f} {b:>11.1f} {b / a if a > 0 else float('nan'):>8.2f}x")
 
 
 if __name__ == "__main__":

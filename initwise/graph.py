@@ -67,13 +67,12 @@ def layers(model: nn.Module) -> dict[str, nn.Module]:
     """The known layers of ``model`` by qualified name (outermost first; a known layer's
     sub-modules, such as ``MultiheadAttention.out_proj``, belong to it)."""
     found: dict[str, nn.Module] = {}
-    inside: list[str] = []
     for name, module in model.named_modules():
-        if any(name.startswith(s + ".") for s in inside):
-            continue
+        parts = name.split(".")
+        if any(".".join(parts[:k]) in found for k in range(1, len(parts))):
+            continue  # a part of a known layer
         if is_layer(module):
             found[name] = module
-            inside.append(name)
     return found
 
 

@@ -107,20 +107,16 @@ def _previous_node(g: Graph, n: Node, layer_of: dict[int, str]) -> int | None:
     return None
 
 
-def _reaches_output(g: Graph, nid: int, layer_of: dict[int, str]) -> bool:
-    """Whether the output of node ``nid`` reaches a model output without another layer."""
-    outs, seen, stack = set(g.outputs), set(), [nid]
-    while stack:
-        i = stack.pop()
-        if i in seen:
-            continue
-        seen.add(i)
-        if i in outs:
-            return True
-        for c in g.consumers(i):
-            if c not in layer_of and not g.nodes[c].weights:
-                stack.append(c)
-    return False
+def _free_to_output(g: Graph, layer_of: dict[int, str]) -> list[bool]:
+    """For each node, whether its output reaches a model output without passing a node with
+    weights (one sweep backwards over the execution order)."""
+    free = [False] * len(g.nodes)
+    for i in g.outputs:
+        free[i] = True
+    for n in reversed(g.nodes):
+        if not free[n.id]:
+            free[n.id] = any(free[c] and c not in layer_of and not g.nodes[c].weights for c in g.consumers(n.id))
+    return free
 
 
 def _feeds_norm(g: Graph, nid: int) -> bool:
@@ -150,6 +146,7 @@ def read_paths(g: Graph, names: list[str]) -> Paths:
         return paths
     layer_of = _layer_nodes(g, names)
     paths.layer_of = layer_of
+    free = _free_to_output(g, layer_of)
     first: dict[str, int] = {}
     for nid, name in layer_of.items():
         first.setdefault(name, nid)
@@ -160,7 +157,7 @@ def read_paths(g: Graph, names: list[str]) -> Paths:
         prev = _previous_node(g, node, layer_of)
         if prev is not None and layer_of[prev] != name:
             paths.previous[name] = layer_of[prev]
-        if _reaches_output(g, nid, layer_of):
+        if free[nid]:
             paths.roles[name] = "head"
         if _feeds_norm(g, nid):
             paths.normed.add(name)
