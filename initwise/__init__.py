@@ -56,6 +56,7 @@ from .diagnose import (
     diagnose,  # hides the submodule name, as `plan` does
     plot_reports,
 )
+from .table import Table
 
 __version__ = "0.1.0"
 
@@ -71,5 +72,5 @@ __all__ = [
     "discover", "Discovery", "Activation", "plan", "init", "Plan", "PlanEntry", "recommend", "load_target", "apply_scheme",
     "lsuv", "RECIPES",
     "diagnose", "compare_schemes", "Report", "Comparison", "LayerDiagnosis", "Finding",
-    "DiagnosisThresholds", "plot_reports",
+    "DiagnosisThresholds", "plot_reports", "Table",
 ]
