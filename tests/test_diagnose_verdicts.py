@@ -171,3 +171,19 @@ def test_stream_table_and_plot(tmp_path):
     assert stds == [float(f"{p.std:.3g}") for p in report.streams[0].points]
     path = report.plot(str(tmp_path / "d.png"))
     assert (tmp_path / "d.png").stat().st_size > 10_000 and path.endswith("d.png")
+
+
+def test_multihead_attention_is_one_measured_layer():
+    """``nn.MultiheadAttention`` uses ``out_proj.weight`` in its own forward (out_proj is never
+    called): it is one layer of the report, with both weights' gradients, and nothing is unused."""
+    torch.manual_seed(0)
+    model = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True,
+                                                             norm_first=True), 4, enable_nested_tensor=False)
+    report = initwise.diagnose(model, torch.randn(8, 10, 32))
+    assert report.unused == [] and report.healthy, (report.unused, report.verdicts)
+    names = [r.name for r in report.layers]
+    assert "layers.0.self_attn" in names and "layers.0.self_attn.out_proj" not in names
+    attn = report["layers.0.self_attn"]
+    assert attn.grad_weight_std is not None and attn.grad_weight_std > 0
+    # pre-norm: one stream of 8 sums (attention and MLP of 4 blocks)
+    assert [len(s.points) for s in report.streams] == [8], report.streams
