@@ -45,7 +45,7 @@ def fuse(nodes: list[Node], outputs: tuple[int, ...]) -> list[Node]:
     for e in exits:
         steps = chains[e.id]
         act = type(e)(e.id, "act", "+".join(ops.bare(s[1]) for s in steps), (root[e.id],), e.shape, e.varies,
-                   module=e.module, info={"chain": steps, "call": e.info.get("call")})
+                   module=e.module, info={"chain": steps})
         act.info["activation"] = _name(act, steps)
         nodes[e.id] = act
     for n in nodes:

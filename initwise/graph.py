@@ -34,7 +34,7 @@ from .fusion import fuse as _fuse
 from .twins import meta_twins, needs_twins, to_meta
 from .inputs import call_model, candidate_inputs, describe, preserved, tensors_in
 
-__all__ = ["Node", "Graph", "record", "is_layer", "is_norm", "layers"]
+__all__ = ["Node", "Graph", "record", "record_pass", "is_layer", "is_norm", "layers"]
 
 _NORM_TYPES: tuple[type, ...] = tuple(t for t in (
     nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, getattr(nn, "RMSNorm", None),
@@ -195,12 +195,10 @@ class _Recorder(TorchFunctionMode):
         self.module_out: dict[str, int] = {}
         self.roots: dict[int, int] = {}
         self.outputs: tuple[int, ...] = ()
-        # torch-function calls seen so far (not counting the recorder's own, made in its hooks):
-        # node.info["call"] is the count at the call that made the node, so that another pass
-        # over the same forward (diagnose's) can find the node's tensor by counting the same way
-        self.calls = 0
+        # torch calls made by the recorder's own hooks are not recorded
         self.busy = False
-        self.module_calls: dict[str, int] = {}
+        #: node id -> its output tensor and that tensor's version when made (record_pass only)
+        self.tensors: dict[int, tuple[torch.Tensor, int]] | None = None
 
     # nodes
     def add(self, kind: str, op: str, inputs: tuple[int, ...], out: Any, **kw: Any) -> Node:
@@ -217,6 +215,8 @@ class _Recorder(TorchFunctionMode):
         for t in tensors_in(out):
             self.by_id[id(t)] = nid
             self.keep.append(t)
+            if self.tensors is not None and nid not in self.tensors:
+                self.tensors[nid] = (t, t._version)
 
     def ref(self, t: torch.Tensor) -> int:
         """The node of tensor ``t``, creating a param or const node on first sight."""
@@ -269,8 +269,7 @@ class _Recorder(TorchFunctionMode):
             return
         name, ins, kw = self.pending
         first = next(iter(tensors_in(output)), None)
-        self.module_calls[name] = self.module_calls.get(name, 0) + 1
-        info = {"type": type(module).__name__, "module": module, "call_no": self.module_calls[name],
+        info = {"type": type(module).__name__, "module": module,
                 "kwargs": {k: v for k, v in kw.items() if not isinstance(v, torch.Tensor)}}
         weights = tuple(dict.fromkeys(self.param_names[id(p)] for p in module.parameters()))
         node = self.add("layer", f"{type(module).__name__} '{name}'", ins, first, module=name,
@@ -284,8 +283,6 @@ class _Recorder(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
-        if not self.busy:
-            self.calls += 1
         out = func(*args, **kwargs)
         if self.depth or self.busy:
             return out
@@ -300,7 +297,8 @@ class _Recorder(TorchFunctionMode):
                 node = self.add("const", ops.bare(func), (), outs[0], varies=False, info=recstats.const_stats(outs[0]))
                 self.bind(out, node.id)
             return out
-        self._record(func, kind, args, kwargs, operands, out, outs)
+        with torch.no_grad():  # the recorder's statistics are not part of the model's graph
+            self._record(func, kind, args, kwargs, operands, out, outs)
         return out
 
     def _record(self, func: Any, kind: str, args: tuple, kwargs: dict, operands: list[torch.Tensor],
@@ -355,7 +353,6 @@ class _Recorder(TorchFunctionMode):
             ratio = recstats.ratio(first, outs[0])
             if ratio is not None:
                 info["ratio"] = ratio
-        info["call"] = self.calls
         node = self.add(kind, name, unique, outs[0], weights=weights, info=info)
         if kind == "elementwise":
             node.info["root"] = self.roots[node.id] = self.roots.get(signals[0].id, signals[0].id)
@@ -434,9 +431,14 @@ def record(model: nn.Module, example_input: Any = None, *, training: bool | None
     return _order_graph(model, f"the forward pass with {what} failed ({error})")
 
 
-def _run(model: nn.Module, inputs: Any, training: bool, guessed: bool = False) -> _Recorder:
+def _run(model: nn.Module, inputs: Any, training: bool | None, guessed: bool = False, *,
+         grad: bool = False, inner: Any = None) -> _Recorder:
     """One recorded forward pass; a model holding meta tensors or DTensors runs on meta twins
-    (:mod:`initwise.twins`), its input's statistics read before the input moves to meta."""
+    (:mod:`initwise.twins`), its input's statistics read before the input moves to meta.
+    ``training=None`` keeps each module's mode; ``grad`` records with gradients enabled (the
+    output, ``rec.result``, can then be backpropagated) and keeps every node's output tensor
+    (``rec.tensors``); ``inner``, a context manager (another torch-function mode), is entered
+    inside the recording."""
     twin = needs_twins(model)
     infos = []
     for t in tensors_in(inputs):
@@ -448,6 +450,8 @@ def _run(model: nn.Module, inputs: Any, training: bool, guessed: bool = False) -
         inputs = to_meta(inputs)
     with meta_twins(model) if twin else contextlib.nullcontext():
         rec = _Recorder(model)
+        if grad:
+            rec.tensors = {}
         handles = []
         try:
             for module in model.modules():
@@ -456,15 +460,33 @@ def _run(model: nn.Module, inputs: Any, training: bool, guessed: bool = False) -
             for t, info in zip(tensors_in(inputs), infos):
                 node = rec.add("input", "input", (), t, varies=True, info=info)
                 rec.bind(t, node.id)
-            with preserved(model), torch.no_grad():
-                model.train(training)
-                with rec:
+            with preserved(model), torch.set_grad_enabled(grad):
+                if training is not None:
+                    model.train(training)
+                with rec, inner if inner is not None else contextlib.nullcontext():
                     out = call_model(model, inputs)
             rec.outputs = tuple(dict.fromkeys(rec.by_id[id(t)] for t in tensors_in(out) if id(t) in rec.by_id))
+            rec.result = out
         finally:
             for h in handles:
                 h.remove()
     return rec
+
+
+def record_pass(model: nn.Module, inputs: Any, inner: Any = None) -> tuple[Graph, Any, dict[int, tuple[torch.Tensor, int]]]:
+    """One forward pass of ``model`` on ``inputs`` with gradients enabled, recorded as
+    :func:`record` does, in each module's current train/eval mode (diagnose measures in this
+    pass). Returns the graph, the model's output (to take a loss and a backward pass) and each
+    node's output tensor with its version counter when it was made (a later in-place write
+    shows as a newer version). ``inner`` is entered inside the recording (diagnose's own mode).
+    Buffers, flags and the random generators are restored after the forward pass; errors of
+    the model's forward propagate unchanged."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
+    rec = _run(model, inputs, None, grad=True, inner=inner)
+    g = Graph(_fuse(rec.nodes, rec.outputs), rec.outputs, _aliases(model), note="recorded forward pass with the "
+              "given inputs", modules=rec.module_out)
+    return g, rec.result, rec.tensors
 
 
 def _aliases(model: nn.Module) -> dict[str, tuple[str, ...]]:

@@ -67,7 +67,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..graph import Graph, record
+from ..graph import Graph, record_pass
 from .compare import Comparison, compare_schemes
 from .measure import _passes, _Recorder
 from .paths import Paths, read_paths
@@ -137,19 +137,37 @@ def diagnose(
     if not layers:
         raise ValueError(f"{type(model).__name__} has no layer with a weight of 2 or more "
                          "dimensions (Linear, Conv, Embedding, RNN...): nothing to diagnose")
-    graph, note = _graph(model, inputs)
-    paths = read_paths(graph, [n for n, _ in layers]) if graph is not None else Paths()
-    batch = first_input.shape[0] if first_input.dim() >= 1 else None
-    watch = {call: (nid, shape) for nid, (call, shape) in paths.taps.items()}
+    if any(p.is_meta for p in model.parameters()):
+        raise ValueError(f"{type(model).__name__} has parameters on the meta device: diagnose measures real "
+                         "values; materialize it first (initwise.init(model) on a meta model does)")
+    names = [n for n, _ in layers]
     frozen = {name for name, m in layers if not any(p.requires_grad for p in _layer_params(m))}
+    state: dict[str, Any] = {}
+
+    def forward(recorder: _Recorder) -> Any:
+        graph, output, tensors = record_pass(model, inputs, inner=recorder)
+        state.update(graph=graph, tensors=tensors)
+        return output
+
+    def after(recorder: _Recorder) -> None:  # between forward and backward: hook the streams
+        paths = read_paths(state["graph"], names)
+        state["paths"] = paths
+        for nid in paths.taps:
+            t, version = state["tensors"].get(nid, (None, None))
+            if t is not None and t._version == version:  # unchanged since made (else not measured)
+                recorder.tap(nid, t)
 
     rng = torch.get_rng_state()
-    recorder = _Recorder(layers, thresholds, samples, batch=batch, watch=watch)
-    loss_value, weight_grads = _passes(model, inputs, targets, loss_fn, layers, recorder)
+    recorder = _Recorder(layers, thresholds, samples)
+    loss_value, weight_grads = _passes(model, inputs, targets, loss_fn, layers, recorder,
+                                       lambda: forward(recorder), lambda: after(recorder))
     if recorder.stale():  # an in-place write the recorder did not see: again, with copies
         torch.set_rng_state(rng)
-        recorder = _Recorder(layers, thresholds, samples, copy=True, batch=batch, watch=watch)
-        loss_value, weight_grads = _passes(model, inputs, targets, loss_fn, layers, recorder)
+        recorder = _Recorder(layers, thresholds, samples, copy=True)
+        loss_value, weight_grads = _passes(model, inputs, targets, loss_fn, layers, recorder,
+                                           lambda: forward(recorder), lambda: after(recorder))
+    graph, paths = state["graph"], state["paths"]
+    note = graph.note
     recorder.measure()
     recorder.measure_weight_grads(weight_grads)
     modules = dict(layers)
@@ -165,19 +183,6 @@ def diagnose(
     return Report(layers=recorder.order, loss=loss_value, input_std=input_std,
                   thresholds=thresholds, label=label, unused=unused, streams=streams,
                   previous=paths.previous, normed=sorted(paths.normed), note=note)
-
-
-def _graph(model: nn.Module, inputs: Any) -> tuple[Graph | None, str]:
-    """The recorded graph of the forward pass, in the mode diagnose measures in; None (and
-    why) when it cannot be recorded (the measuring pass then reports the forward's error)."""
-    modes = {m.training for m in model.modules()}
-    try:
-        g = record(model, inputs, training=modes.pop() if len(modes) == 1 else None)
-    except Exception as exc:  # noqa: BLE001 - the measuring pass raises the model's own error
-        return None, f"the data flow could not be recorded ({type(exc).__name__}): judged per layer only"
-    if g.method != "forward":
-        return None, g.note
-    return g, g.note
 
 
 def _spread(t: torch.Tensor | None) -> float:

@@ -90,15 +90,10 @@ class _Recorder(TorchFunctionMode):
     """
 
     def __init__(self, layers: list[tuple[str, nn.Module]], thresholds: DiagnosisThresholds,
-                 n_samples: int, copy: bool = False, batch: int | None = None,
-                 watch: dict[int, tuple[int, tuple[int, ...]]] | None = None) -> None:
+                 n_samples: int, copy: bool = False) -> None:
         super().__init__()
-        self.batch = batch
-        # taps: the tensors of graph nodes (residual sums, branches) found by counting torch
-        # function calls the way :func:`initwise.graph.record` counts them (node.info["call"])
-        self.watch = watch or {}
-        self.calls = 0
-        self.taps: dict[int, torch.Tensor] = {}  # node id -> a float copy of its tensor
+        # taps: the tensors of graph nodes (residual sums, branches), set after the forward pass
+        self.taps: dict[int, torch.Tensor] = {}  # node id -> its tensor (detached)
         self.tap_grads: dict[int, torch.Tensor] = {}  # node id -> gradient w.r.t. it
         self.th = thresholds
         self.n_samples = n_samples
@@ -120,12 +115,9 @@ class _Recorder(TorchFunctionMode):
     # -- torch function mode: activation calls
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        self.calls += 1
         if self.shared and _writes_in_place(func, kwargs):
             self._protect(args[0] if args else None, kwargs.get("out"))
         out = func(*args, **kwargs)
-        if self.calls in self.watch:
-            self._tap(self.calls, out)
         if self.pending is not None and isinstance(out, torch.Tensor):
             name = getattr(func, "__name__", "").rstrip("_")
             if name in _ACTIVATIONS:
@@ -135,14 +127,14 @@ class _Recorder(TorchFunctionMode):
                     self._post_activation(rec, name, out, args, kwargs)
         return out
 
-    def _tap(self, call: int, out: Any) -> None:
-        nid, shape = self.watch[call]
-        if not (isinstance(out, torch.Tensor) and out.is_floating_point() and tuple(out.shape) == shape):
-            return  # the pass went another way than the recorded one: this node is not measured
-        with _quiet():
-            self.taps[nid] = _copy(out)
-            if out.requires_grad:
-                out.register_hook(self._grad_hook(nid, self.tap_grads))
+    def tap(self, nid: int, t: torch.Tensor) -> None:
+        """Measure graph node ``nid``'s tensor ``t`` (unchanged since it was made): its spread,
+        and the gradient w.r.t. it in the backward pass."""
+        if not t.is_floating_point():
+            return
+        self.taps[nid] = t.detach()
+        if t.requires_grad:
+            t.register_hook(self._grad_hook(nid, self.tap_grads))
 
     def _post_activation(self, rec: LayerDiagnosis, name: str, out: torch.Tensor,
                          args: tuple, kwargs: dict) -> None:
@@ -425,9 +417,13 @@ def _default_loss(outputs: list[torch.Tensor], targets: torch.Tensor | None) -> 
 
 def _passes(model: nn.Module, inputs: Any, targets: torch.Tensor | None,
             loss_fn: Callable[..., torch.Tensor] | None, layers: list[tuple[str, nn.Module]],
-            recorder: _Recorder) -> tuple[float, list[tuple[LayerDiagnosis, list[torch.Tensor]]]]:
+            recorder: _Recorder, forward: Callable[[], Any] | None = None,
+            after: Callable[[], None] | None = None,
+            ) -> tuple[float, list[tuple[LayerDiagnosis, list[torch.Tensor]]]]:
     """The forward and backward pass of :func:`diagnose`, recorded by ``recorder``; the model is
-    left as it was. Returns the loss and the gradients w.r.t. each layer's weights."""
+    left as it was. ``forward()`` runs the model under the recorder (default: a plain call);
+    ``after()`` runs between the forward and the backward pass. Returns the loss and the
+    gradients w.r.t. each layer's weights."""
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
     modes = [(m, m.training) for m in model.modules()]
@@ -441,8 +437,13 @@ def _passes(model: nn.Module, inputs: Any, targets: torch.Tensor | None,
             handles.append(module.register_forward_pre_hook(recorder.pre_hook))
             handles.append(module.register_forward_hook(recorder.hook))
         with torch.enable_grad():
-            with recorder:
-                output = call_model(model, inputs)
+            if forward is None:
+                with recorder:
+                    output = call_model(model, inputs)
+            else:
+                output = forward()
+            if after is not None:
+                after()
             if loss_fn is not None:
                 loss = loss_fn(output, targets) if targets is not None else loss_fn(output)
             else:

@@ -48,8 +48,8 @@ class Paths:
     normed: set[str] = field(default_factory=set)
     #: layer names whose output does not depend on the input (graph: ``varies`` is False)
     constant: set[str] = field(default_factory=set)
-    #: node id -> (torch-function call count, shape): the nodes to tap in the measuring pass
-    taps: dict[int, tuple[int, tuple[int, ...]]] = field(default_factory=dict)
+    #: the nodes whose tensors are measured (residual sums, branches, stream inputs)
+    taps: set[int] = field(default_factory=set)
     #: node id -> layer name, for nodes that are a layer's output (no tap needed)
     layer_of: dict[int, str] = field(default_factory=dict)
 
@@ -172,8 +172,5 @@ def read_paths(g: Graph, names: list[str]) -> Paths:
         branches = [residual[a].branch for a in s.adds]
         paths.streams.append(StreamNodes(s.start, list(s.adds), branches,
                                          [g.nodes[a].module for a in s.adds]))
-        for nid in (s.start, *s.adds, *branches):
-            call = g.nodes[nid].info.get("call")
-            if nid not in layer_of and call is not None:
-                paths.taps[nid] = (call, g.nodes[nid].shape)
+        paths.taps.update(nid for nid in (s.start, *s.adds, *branches) if nid not in layer_of)
     return paths
