@@ -38,7 +38,8 @@ activations, saturation, dead units, vanishing or exploding gradients, or health
 are the fields of :class:`DiagnosisThresholds` (documented defaults, overridable).
 
 Vanishing and exploding are judged along the paths of the recorded graph of the forward pass
-(:func:`initwise.graph.record`, the one planning reads; see :mod:`.paths` and :mod:`.verdicts`):
+(the graph planning reads, recorded in the measuring pass itself by
+:func:`initwise.graph.record_pass`; see :mod:`.paths` and :mod:`.verdicts`):
 along each chain of layers (a layer follows another when its input is the other's output
 through activations, reshapes, dropout or pooling only; a norm, a sum, a product of two signals
 or an attention starts a new chain, so siblings such as q/k/v are never compared) and along each
