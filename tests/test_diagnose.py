@@ -27,13 +27,7 @@ WIDTH = 128
 BATCH = 128
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small matmuls: one thread is faster and steadier on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_mlp(depth: int, activation: type[nn.Module], width: int = WIDTH) -> nn.Sequential:

@@ -20,12 +20,7 @@ import initwise
 from tests.zoo_real import ResidualMLP
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mlp(depth: int, width: int = 64, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:

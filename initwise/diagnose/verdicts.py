@@ -153,6 +153,21 @@ def chains(layers: list[LayerDiagnosis], previous: dict[str, str]) -> list[list[
     return out
 
 
+def _extremes(lo: tuple | None, hi: tuple | None, ratios: list[float], steps: list[int], skips: list[int],
+              path: list[LayerDiagnosis]) -> tuple[tuple | None, tuple | None]:
+    """The lowest and highest chained ratio so far, ``(ratio, path, i, steps, skips)``, updated
+    with the judged elements of one chain."""
+    for i in range(1, len(path)):
+        if steps[i] == 0:
+            continue
+        item = (ratios[i], path, i, steps[i], skips[i])
+        if lo is None or ratios[i] < lo[0]:
+            lo = item
+        if hi is None or ratios[i] > hi[0]:
+            hi = item
+    return lo, hi
+
+
 def _path_name(path: Sequence[LayerDiagnosis]) -> str:
     return (f"the chain of {len(path)} layers from {path[0].name or path[0].type} to "
             f"{path[-1].name or path[-1].type}")
@@ -175,14 +190,7 @@ def _chain_findings(paths: list[list[LayerDiagnosis]], th: DiagnosisThresholds
             [None] + [_act_bridge(p, r) for p, r in zip(path, path[1:])], [r.in_numel for r in path])
         judged += steps[-1]
         bridged = bridged or skips[-1] > 0
-        for i in range(1, len(path)):
-            if steps[i] == 0:
-                continue
-            item = (ratios[i], path, i, steps[i], skips[i])
-            if act_lo is None or ratios[i] < act_lo[0]:
-                act_lo = item
-            if act_hi is None or ratios[i] > act_hi[0]:
-                act_hi = item
+        act_lo, act_hi = _extremes(act_lo, act_hi, ratios, steps, skips, path)
         back = [r for r in path[::-1] if r.grad_out_std is not None and math.isfinite(r.grad_out_std)]
         while back and back[0].grad_out_std == 0:  # blocked after the chain (a zero layer): not judged
             back = back[1:]
@@ -193,14 +201,7 @@ def _chain_findings(paths: list[list[LayerDiagnosis]], th: DiagnosisThresholds
             [r.in_numel for r in back], [None] + [_grad_bridge(r, p) for r, p in zip(back, back[1:])],
             [r.out_numel for r in back])
         judged += gsteps[-1]
-        for i in range(1, len(back)):
-            if gsteps[i] == 0:
-                continue
-            item = (gratios[i], back, i, gsteps[i], gskips[i])
-            if grad_lo is None or gratios[i] < grad_lo[0]:
-                grad_lo = item
-            if grad_hi is None or gratios[i] > grad_hi[0]:
-                grad_hi = item
+        grad_lo, grad_hi = _extremes(grad_lo, grad_hi, gratios, gsteps, gskips, back)
     for item, kind, verb, hit in ((act_lo, "vanishing", "vanish", act_lo and act_lo[0] < th.vanish),
                                   (act_hi, "exploding", "explode", act_hi and act_hi[0] > th.explode)):
         if not hit:
