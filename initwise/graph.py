@@ -460,7 +460,7 @@ def _run(model: nn.Module, inputs: Any, training: bool | None, guessed: bool = F
             for t, info in zip(tensors_in(inputs), infos):
                 node = rec.add("input", "input", (), t, varies=True, info=info)
                 rec.bind(t, node.id)
-            with preserved(model), torch.set_grad_enabled(grad):
+            with preserved(model, keep_buffers=not grad), torch.set_grad_enabled(grad):
                 if training is not None:
                     model.train(training)
                 with rec, inner if inner is not None else contextlib.nullcontext():
@@ -479,8 +479,9 @@ def record_pass(model: nn.Module, inputs: Any, inner: Any = None) -> tuple[Graph
     pass). Returns the graph, the model's output (to take a loss and a backward pass) and each
     node's output tensor with its version counter when it was made (a later in-place write
     shows as a newer version). ``inner`` is entered inside the recording (diagnose's own mode).
-    Buffers, flags and the random generators are restored after the forward pass; errors of
-    the model's forward propagate unchanged."""
+    Flags and the random generators are restored after the forward pass, buffers are not (the
+    backward pass may need them as the forward left them: the caller restores them after it);
+    errors of the model's forward propagate unchanged."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
     rec = _run(model, inputs, None, grad=True, inner=inner)

@@ -143,10 +143,12 @@ def _guess_one(module: nn.Module) -> torch.Tensor | None:
 
 
 @contextlib.contextmanager
-def preserved(model: nn.Module) -> Iterator[None]:
-    """Run a block and put the model back: buffers' values, every module's train/eval flag,
-    the CPU and CUDA random generators; ``ValueError`` if the block changed a parameter."""
-    buffers = [(b, b.detach().clone(), b._version) for b in model.buffers() if not b.is_meta]
+def preserved(model: nn.Module, keep_buffers: bool = True) -> Iterator[None]:
+    """Run a block and put the model back: buffers' values (unless ``keep_buffers`` is False:
+    a caller that still runs a backward pass restores them after it, since autograd may have
+    saved them), every module's train/eval flag, the CPU and CUDA random generators;
+    ``ValueError`` if the block changed a parameter."""
+    buffers = [(b, b.detach().clone()) for b in model.buffers() if not b.is_meta and keep_buffers]
     flags = [(m, m.training) for m in model.modules()]
     versions = [(n, p, p._version) for n, p in model.named_parameters() if not p.is_inference()]
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
@@ -154,9 +156,9 @@ def preserved(model: nn.Module) -> Iterator[None]:
         try:
             yield
         finally:
-            with torch.no_grad():  # only the buffers written (an untouched one may be saved for backward)
-                for b, saved, version in buffers:
-                    if b._version != version and b.shape == saved.shape:
+            with torch.no_grad():
+                for b, saved in buffers:
+                    if b.shape == saved.shape:
                         b.copy_(saved)
             for m, flag in flags:
                 m.training = flag
