@@ -20,7 +20,9 @@ import time
 
 import torch
 
-from initwise.experiments.claims import CLAIMS, run_claim
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's initwise
+
+from initwise.experiments.claims import CLAIMS, UNTRAINED, run_claim
 from initwise.experiments.compare import json_safe
 
 
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     records = _previous(args.out)
     for name in names:
         start = time.perf_counter()
-        result = run_claim(name, seeds=args.seeds, steps=args.steps)
+        result = run_claim(name, seeds=args.seeds, steps=None if name in UNTRAINED else args.steps)
         wall = time.perf_counter() - start
         result.write(os.path.join(args.out, name))
         verdict = "reproduced" if result.reproduced else "NOT reproduced"
