@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's initwise
 
+from initwise.atomic import write_text
 from initwise.experiments.claims import CLAIMS, UNTRAINED, run_claim
 from initwise.experiments.compare import json_safe
 
@@ -71,10 +72,8 @@ def _write_index(out: str, records: list[dict]) -> None:
         verdict = "reproduced" if r["reproduced"] else "**not reproduced**"
         lines.append(f"| {r['name']} | {verdict} | {r['figure']} | `{r['command']}` | "
                      f"{r['wall_time']:.0f} s |")
-    with open(os.path.join(out, "claims.md"), "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(os.path.join(out, "claims.json"), "w", encoding="utf-8") as f:
-        json.dump(json_safe(records), f, indent=1, allow_nan=False)
+    write_text(os.path.join(out, "claims.md"), "\n".join(lines) + "\n")
+    write_text(os.path.join(out, "claims.json"), json.dumps(json_safe(records), indent=1, allow_nan=False))
 
 
 if __name__ == "__main__":

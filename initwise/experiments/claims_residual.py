@@ -31,6 +31,9 @@ RECIPE_SCHEMES: tuple[str, ...] = ("auto", "gpt2", "torchtitan", "olmo_mitchell"
                                    "deepnorm", "fixup", "skipinit", "torch")
 
 MLP_BLOCKS, MLP_WIDTH = 100, 64
+#: prenorm_lm_24's LM (d, heads, blocks, context) and residual_recipes' LM
+LM24 = (64, 4, 24, 64)
+LM48 = (32, 4, 48, 32)
 
 
 def _residual_mlp_comparison(schemes, seeds, steps: int, progress: Progress | None,
@@ -100,9 +103,10 @@ def claim_prenorm_lm_24(seeds: int = 3, steps: int | None = None,
     """24-block pre-norm transformer LM (d 64, 4 heads, context 64), character level on the
     stdlib's source: initwise.init reaches a lower test loss than the GPT-2 recipe and than
     PyTorch's default at equal budget."""
-    config = LMConfig(steps=steps or 200, batch=8, context=64, eval_every=50)
-    comp = compare_lm(("auto", "gpt2", "torch"), seeds, config=config, d=64, heads=4,
-                      blocks=24, progress=progress)
+    d, heads, blocks, context = LM24
+    config = LMConfig(steps=steps or 200, batch=8, context=context, eval_every=50)
+    comp = compare_lm(("auto", "gpt2", "torch"), seeds, config=config, d=d, heads=heads,
+                      blocks=blocks, progress=progress)
     loss = {s: comp.mean(s) for s in ("auto", "gpt2", "torch")}
     ok = loss["auto"] < loss["gpt2"] and loss["auto"] < loss["torch"]
     return ClaimResult(
@@ -116,7 +120,7 @@ def claim_prenorm_lm_24(seeds: int = 3, steps: int | None = None,
                   "gpt2's and below torch's",
         table=comp.to_markdown(),
         data=comp.to_dict(),
-        plots={"curves.png": _lm_plot([("24-block pre-norm LM, stdlib text", comp)])},
+        plots={"curves.png": _lm_plot([(f"{blocks}-block pre-norm LM, stdlib text", comp)])},
         seeds=len(seed_list(seeds)), steps=config.steps, wall_time=comp.wall_time,
         measured={"test_loss": loss,
                   "test_loss_by_seed": {s: comp.final(s) for s in ("auto", "gpt2", "torch")}},
@@ -169,11 +173,12 @@ def claim_residual_recipes(seeds: int = 3, steps: int | None = None,
                                    record_activations=False)
     if progress is not None and mlp_refused:
         progress(len(mlp_refused) * len(seed_list(seeds)) * 3 * lm_steps, "n/a")
-    config = LMConfig(steps=lm_steps, batch=8, context=32, eval_every=25, test_windows=128)
-    lm = compare_lm(RECIPE_SCHEMES, seeds, config=config, d=32, heads=4, blocks=48,
+    d, heads, blocks, context = LM48
+    config = LMConfig(steps=lm_steps, batch=8, context=context, eval_every=25, test_windows=128)
+    lm = compare_lm(RECIPE_SCHEMES, seeds, config=config, d=d, heads=heads, blocks=blocks,
                     progress=progress)
-    rows = [("| scheme | residual MLP, 100 blocks: test loss | test acc | pre-norm LM, 48 blocks: "
-             "test loss (nats/char) | n/a because |"), "|---|---|---|---|---|"]
+    rows = [(f"| scheme | residual MLP, {MLP_BLOCKS} blocks: test loss | test acc | pre-norm LM, "
+             f"{blocks} blocks: test loss (nats/char) | n/a because |"), "|---|---|---|---|---|"]
     mlp_loss, lm_loss = {}, {}
     for s in RECIPE_SCHEMES:
         if s in mlp_refused:
@@ -211,7 +216,7 @@ def claim_residual_recipes(seeds: int = 3, steps: int | None = None,
         ax_m.set_title(f"residual MLP, {MLP_BLOCKS} blocks, no norm (digits)", fontsize=9)
         ax_m.legend(fontsize=7, frameon=False)
         lm.plot(ax_l)
-        ax_l.set_title("pre-norm LM, 48 blocks (stdlib text)", fontsize=9)
+        ax_l.set_title(f"pre-norm LM, {blocks} blocks (stdlib text)", fontsize=9)
         ax_l.legend(fontsize=7, frameon=False)
         fig.tight_layout()
         return save_plot(fig, path)
@@ -222,8 +227,8 @@ def claim_residual_recipes(seeds: int = 3, steps: int | None = None,
                   "policy (gpt2, torchtitan, olmo_mitchell, t_fixup, deepnorm, fixup, skipinit; "
                   "a recipe that refuses a model is n/a with its reason) and PyTorch's default, "
                   f"on a {MLP_BLOCKS}-block residual MLP without normalization (digits, SGD, "
-                  f"{3 * lm_steps} steps) and a 48-block pre-norm transformer LM (d 32, context "
-                  f"32, stdlib text, AdamW, {lm_steps} steps).",
+                  f"{3 * lm_steps} steps) and a {blocks}-block pre-norm transformer LM (d {d}, "
+                  f"context {context}, stdlib text, AdamW, {lm_steps} steps).",
         criterion="on each model auto's mean final test loss is at most the best applicable "
                   "recipe's + 0.05 nats, and below torch's",
         table="\n".join(rows),

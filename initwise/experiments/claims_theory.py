@@ -119,7 +119,8 @@ def claim_saxe_deep_linear(seeds: int = 3, steps: int | None = None,
     wall = time.perf_counter() - start
     med = {s: {d: statistics.median(v) for d, v in times[s].items()} for s in schemes}
     o, g = med["orthogonal"], med["gaussian"]
-    ok = o[64] <= 2 * o[1] and g[64] > 2 * g[1]
+    shallow, deep = SAXE_DEPTHS[0], SAXE_DEPTHS[-1]
+    ok = o[deep] <= 2 * o[shallow] and g[deep] > 2 * g[shallow]
 
     def fmt(v: float) -> str:
         return "never" if math.isinf(v) else f"{v:.0f}"
@@ -159,8 +160,9 @@ def claim_saxe_deep_linear(seeds: int = 3, steps: int | None = None,
                   "from scaled Gaussian weights N(0, 1/fan_in) (policy 'lecun') it does.",
         criterion=f"learning time = GD steps until the training loss is <= L* + 0.1 (L0 - L*) "
                   f"(L* the least-squares optimum, L0 the zero map's loss; budget {max_steps} "
-                  "steps, not reaching = infinite), median over seeds: orthogonal's at depth 64 "
-                  "<= 2x its depth-1 time, and the Gaussian's at depth 64 > 2x its depth-1 time",
+                  f"steps, not reaching = infinite), median over seeds: orthogonal's at depth "
+                  f"{deep} <= 2x its depth-{shallow} time, and the Gaussian's at depth {deep} > 2x "
+                  f"its depth-{shallow} time",
         table="\n".join(rows),
         data={"depths": list(SAXE_DEPTHS), "times": times, "target_loss": target,
               "least_squares_loss": l_star, "zero_map_loss": l_zero, "lr_times_depth": SAXE_ETA,
@@ -169,9 +171,10 @@ def claim_saxe_deep_linear(seeds: int = 3, steps: int | None = None,
         seeds=len(seeds_), steps=max_steps, wall_time=wall,
         measured={"median_steps": med, "target_loss": target},
         reproduced=ok,
-        figure=(f"median GD steps to the target loss, depth 1 / 8 / 64: orthogonal {fmt(o[1])} / "
-                f"{fmt(o[8])} / {fmt(o[64])}, scaled Gaussian {fmt(g[1])} / {fmt(g[8])} / "
-                f"{fmt(g[64])}"),
+        figure=("median GD steps to the target loss, depth "
+                + " / ".join(str(d) for d in SAXE_DEPTHS) + ": orthogonal "
+                + " / ".join(fmt(o[d]) for d in SAXE_DEPTHS) + ", scaled Gaussian "
+                + " / ".join(fmt(g[d]) for d in SAXE_DEPTHS)),
     )
 
 
