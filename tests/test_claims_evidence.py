@@ -20,7 +20,9 @@ from initwise.experiments.meanfield import (
     chi_c,
     critical_point,
     critical_sigma_w2,
-    jacobian_singular_values,
+    jacobian_factors,
+    jacobian_log_singular_values,
+    log_singular_values_of_product,
     q_star,
     xi_c,
 )
@@ -81,9 +83,10 @@ def test_orthogonal_linear_chain_has_all_singular_values_one():
     gen = torch.Generator().manual_seed(0)
     ws = [torch.linalg.qr(torch.randn(32, 32, generator=gen, dtype=torch.float64))[0]
           for _ in range(50)]
-    sv = jacobian_singular_values(ws, None, torch.randn(32, dtype=torch.float64), phi=lambda z: z)
-    assert torch.allclose(sv, torch.ones(32, dtype=torch.float64), atol=1e-10)
-    assert claims_theory.isometry_fraction(sv) == 1.0
+    log_sv = jacobian_log_singular_values(ws, None, torch.randn(32, dtype=torch.float64),
+                                          phi=lambda z: z, dphi=torch.ones_like)
+    assert log_sv.abs().max() < 1e-12
+    assert claims_theory.isometry_fraction(log_sv) == 1.0
 
 
 def test_jacobian_matches_autograd_on_a_small_tanh_net():
@@ -97,16 +100,39 @@ def test_jacobian_matches_autograd_on_a_small_tanh_net():
         return x
 
     x0 = torch.randn(8, generator=gen, dtype=torch.float64)
-    want = torch.linalg.svdvals(torch.autograd.functional.jacobian(f, x0))
-    got = jacobian_singular_values(ws, bs, x0)
-    assert torch.allclose(got, want, rtol=1e-7, atol=1e-10)
+    jac = torch.autograd.functional.jacobian(f, x0)
+    prod = torch.eye(8, dtype=torch.float64)
+    for m in jacobian_factors(ws, bs, x0):
+        prod = m @ prod
+    assert torch.allclose(prod, jac, atol=1e-12)
+    want = torch.linalg.svdvals(jac).log()
+    assert torch.allclose(jacobian_log_singular_values(ws, bs, x0), want, atol=1e-6)
     with pytest.raises(ValueError, match="expected"):
-        jacobian_singular_values([torch.eye(3)], None, torch.zeros(4))
+        jacobian_factors([torch.eye(3)], None, torch.zeros(4))
+
+
+def test_product_singular_values_beyond_float64_range_of_a_plain_svd():
+    # Q_k S Q_{k-1}^T factors (condition 10^3 each): the product's singular values are S^L
+    # exactly and span 150 decades, far below the ~1e-16 relative floor of an SVD of the product
+    gen = torch.Generator().manual_seed(2)
+    n, layers = 16, 50
+    scale = torch.logspace(0, -3, n, dtype=torch.float64)         # per layer: 3 decades
+    mats, q = [], torch.eye(n, dtype=torch.float64)
+    for _ in range(layers):
+        nxt = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))[0]
+        mats.append(nxt @ torch.diag(scale) @ q.T)                 # = Q_k S Q_{k-1}^T
+        q = nxt
+    want = layers * scale.log()                                     # prod = Q_L S^L Q_0^T
+    got = log_singular_values_of_product(mats)
+    assert torch.allclose(got, want, atol=1e-9)
+    assert (got[0] - got[-1]) / math.log(10) == pytest.approx(150, abs=1e-6)
+    with pytest.raises(ValueError, match="square"):
+        log_singular_values_of_product([torch.zeros(3, 4)])
 
 
 def test_isometry_fraction_counts_within_a_factor_two_of_the_median():
     sv = torch.tensor([0.1, 0.6, 1.0, 1.5, 2.5], dtype=torch.float64)   # median 1.0
-    assert claims_theory.isometry_fraction(sv) == pytest.approx(3 / 5)
+    assert claims_theory.isometry_fraction(sv.log()) == pytest.approx(3 / 5)
 
 
 # ----------------------------------------------------------------------------- data, LM
@@ -232,14 +258,11 @@ def test_each_new_claim_runs_and_writes_its_report(name, tiny, tmp_path):
             assert f.read(4) == b"\x89PNG"
     assert pngs
     assert "results.json" in {p.rsplit("/", 1)[-1] for p in paths.values()}
-
-
-def test_residual_recipes_reports_refusals_as_not_applicable(tiny):
-    result = run_claim("residual_recipes", seeds=1, steps=1)
-    assert "t_fixup" in result.measured["mlp_refused"]          # no attention in an MLP
-    assert "fixup" in result.measured["lm_refused"]             # the LM has LayerNorms
-    row = next(r for r in result.table.splitlines() if r.startswith("| t_fixup |"))
-    assert "| n/a |" in row and "attention" in row
+    if name == "residual_recipes":                               # refusals are reported n/a
+        assert "t_fixup" in result.measured["mlp_refused"]       # no attention in an MLP
+        assert "fixup" in result.measured["lm_refused"]          # the LM has LayerNorms
+        row = next(r for r in result.table.splitlines() if r.startswith("| t_fixup |"))
+        assert "| n/a |" in row and "attention" in row
 
 
 def test_cli_claim_refuses_steps_for_a_measurement_at_init(capsys):

@@ -20,9 +20,10 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 
-from ..moments import act_moments
+from ..moments import ActMoments, act_moments
 
 __all__ = [
     "c_star",
@@ -30,7 +31,9 @@ __all__ = [
     "chi_c",
     "critical_point",
     "critical_sigma_w2",
-    "jacobian_singular_values",
+    "jacobian_factors",
+    "jacobian_log_singular_values",
+    "log_singular_values_of_product",
     "q_star",
     "xi_c",
 ]
@@ -50,28 +53,47 @@ def _slope(phi: Phi) -> Phi:
     return lambda z: (phi(z + 1e-5) - phi(z - 1e-5)) / 2e-5
 
 
-def q_star(sigma_w2: float, sigma_b2: float, phi: Phi = torch.tanh, *, q0: float = 1.0,
-           tol: float = 1e-12, max_iter: int = 100_000) -> float:
-    """Fixed point of the length map ``q -> sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2``, by
-    iterating it from ``q0`` (tanh: the stable fixed point; ``0`` when ``sigma_b2 = 0`` and
-    ``sigma_w2 <= 1``, reached only slowly). ``ValueError`` if it has not converged."""
+def _m2(phi: Phi, q: float) -> ActMoments:
+    """act_moments at z ~ N(0, q) without the two-token moment (``rho=1`` skips its 2-D rule)."""
+    return act_moments(phi, 0.0, q, rho=1.0)
+
+
+def q_star(sigma_w2: float, sigma_b2: float, phi: Phi = torch.tanh, *, tol: float = 1e-14,
+           max_doublings: int = 60) -> float:
+    """The stable fixed point of the length map ``f(q) = sigma_w^2 E[phi(sqrt(q) z)^2] +
+    sigma_b^2``: the root of ``f(q) - q`` above which ``f(q) < q``, by bisection between 0 (or
+    a tiny ``q`` when ``sigma_b2 = 0``) and an upper bound doubled until ``f(q) < q``. With
+    ``sigma_b2 = 0`` and ``f(q) <= q`` near 0 (tanh with ``sigma_w2 <= 1``) it is 0.
+    ``ValueError`` when no upper bound is found (the length grows without bound)."""
     _check(sigma_w2, sigma_b2)
-    q = q0
-    for _ in range(max_iter):
-        nxt = sigma_w2 * act_moments(phi, 0.0, q).m2 + sigma_b2
-        if abs(nxt - q) <= tol * max(1.0, q):
-            return nxt
-        q = nxt
-        if q < 1e-10:
-            return 0.0
-    raise ValueError(f"q map did not converge in {max_iter} iterations (sigma_w2={sigma_w2}, "
-                     f"sigma_b2={sigma_b2}); the length diverges or phi has no stable fixed point")
+
+    def gap(q: float) -> float:
+        return sigma_w2 * _m2(phi, q).m2 + sigma_b2 - q
+
+    lo = 0.0 if sigma_b2 > 0 else 1e-12
+    if sigma_b2 == 0 and gap(lo) <= 0:
+        return 0.0
+    hi = max(1.0, 2 * (sigma_w2 + sigma_b2))
+    for _ in range(max_doublings):
+        if gap(hi) < 0:
+            break
+        lo, hi = hi, 2 * hi
+    else:
+        raise ValueError(f"the length map has no stable fixed point below {hi:g} (sigma_w2="
+                         f"{sigma_w2}, sigma_b2={sigma_b2}): the signal grows without bound")
+    while hi - lo > tol * max(1.0, hi):
+        mid = (lo + hi) / 2
+        if gap(mid) >= 0:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
 
 
 def chi_1(sigma_w2: float, sigma_b2: float, phi: Phi = torch.tanh) -> float:
     """``sigma_w^2 E[phi'(sqrt(q*) z)^2]`` (Schoenholz et al. 2017, eq. 5)."""
     q = q_star(sigma_w2, sigma_b2, phi)
-    return sigma_w2 * act_moments(phi, 0.0, q).slope2
+    return sigma_w2 * _m2(phi, q).slope2
 
 
 def _c_map(c: float, q: float, sigma_w2: float, sigma_b2: float, phi: Phi) -> float:
@@ -103,7 +125,7 @@ def chi_c(sigma_w2: float, sigma_b2: float, phi: Phi = torch.tanh) -> float:
     c = c_star(sigma_w2, sigma_b2, phi)
     q = q_star(sigma_w2, sigma_b2, phi)
     if c >= 1.0:
-        return sigma_w2 * act_moments(phi, 0.0, q).slope2
+        return sigma_w2 * _m2(phi, q).slope2
     return sigma_w2 * act_moments(_slope(phi), 0.0, q, rho=c).cross
 
 
@@ -138,7 +160,7 @@ def critical_point(q: float, phi: Phi = torch.tanh) -> tuple[float, float]:
     ``sigma_b^2 = q - sigma_w^2 E[phi(sqrt(q) z)^2]``."""
     if not (math.isfinite(q) and q > 0):
         raise ValueError(f"q must be a positive number, got {q!r}")
-    m = act_moments(phi, 0.0, q)
+    m = _m2(phi, q)
     sw2 = 1.0 / m.slope2
     sb2 = q - sw2 * m.m2
     if sb2 < 0:
@@ -146,16 +168,99 @@ def critical_point(q: float, phi: Phi = torch.tanh) -> tuple[float, float]:
     return sw2, sb2
 
 
-def jacobian_singular_values(weights: list[torch.Tensor], biases: list[torch.Tensor] | None,
-                             x0: torch.Tensor, phi: Phi = torch.tanh) -> torch.Tensor:
-    """Singular values (descending, float64) of the input-output Jacobian ``dx_L / dx_0`` of
-    ``x_l = phi(W_l x_{l-1} + b_l)`` at the input vector ``x0``: ``J = prod_l D_l W_l`` with
-    ``D_l = diag(phi'(h_l))`` (Pennington et al. 2017), accumulated in float64."""
+def _rounds(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Round-robin schedule of all column pairs: ``n - 1`` rounds (``n`` even) of disjoint pairs."""
+    idx = list(range(n)) + ([-1] if n % 2 else [])
+    m, out = len(idx), []
+    for _ in range(m - 1):
+        pairs = [(min(a, b), max(a, b)) for a, b in ((idx[i], idx[m - 1 - i]) for i in range(m // 2))
+                 if a >= 0 and b >= 0]
+        out.append((np.array([a for a, _ in pairs], dtype=np.int64),
+                    np.array([b for _, b in pairs], dtype=np.int64)))
+        idx = [idx[0], idx[-1]] + idx[1:-1]
+    return out
+
+
+def _jacobi_log(v: np.ndarray, ell: np.ndarray, rounds, tol: float, max_sweeps: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """One-sided Jacobi (Hestenes 1958) on the matrix whose column ``j`` is ``exp(ell_j) v_j``
+    (``v_j`` unit vectors): rotate pairs of columns until every pair is orthogonal (cosine <
+    ``tol``); the column norms ``exp(ell)`` are then the singular values. Kept in log scale, so
+    columns 10^-300 apart neither underflow nor lose digits: for a column-scaled matrix the
+    relative accuracy depends on the unscaled part's conditioning only (Demmel & Veselic 1992).
+    """
+    for _ in range(max_sweeps):
+        worst = 0.0
+        for p, q in rounds:
+            vp, vq = v[:, p], v[:, q]
+            g = np.einsum("ij,ij->j", vp, vq)
+            worst = max(worst, float(np.abs(g).max()))
+            d = ell[p] - ell[q]
+            r = np.exp(-np.abs(d))
+            # tan of the rotation angle t = sign(z) / (|z| + sqrt(1 + z^2)), z = -sinh(d) / g,
+            # written with r = e^-|d| so that nothing overflows: t / r and t r are what we need
+            sgn = np.where(d == 0, 1.0, -np.sign(d) * np.sign(g))
+            one = 1 - r * r
+            den = one + np.sqrt(4 * r * r * g * g + one * one)
+            t_over_r = np.divide(sgn * 2 * np.abs(g), den, out=np.zeros_like(g), where=g != 0)
+            t = t_over_r * r
+            c = 1 / np.sqrt(1 + t * t)
+            t_down = np.where(d >= 0, t * r, t_over_r)      # t e^(ell_q - ell_p)
+            t_up = np.where(d >= 0, t_over_r, t * r)        # t e^(ell_p - ell_q)
+            up = c * vp - (c * t_down) * vq
+            uq = (c * t_up) * vp + c * vq
+            n_p = np.sqrt(np.einsum("ij,ij->j", up, up))
+            n_q = np.sqrt(np.einsum("ij,ij->j", uq, uq))
+            v[:, p], v[:, q] = up / n_p, uq / n_q
+            ell[p] += np.log(n_p)
+            ell[q] += np.log(n_q)
+        if worst < tol:
+            break
+    order = np.argsort(-ell, kind="stable")
+    return ell[order], v[:, order]
+
+
+def log_singular_values_of_product(matrices: list[torch.Tensor], tol: float = 1e-13,
+                                   max_sweeps: int = 60) -> torch.Tensor:
+    """Natural logs of the singular values (descending) of ``M_L ... M_2 M_1`` (square float64
+    matrices), accurate to high relative precision however ill-conditioned the product is.
+
+    The product is never formed: after ``k`` factors it is held as ``V diag(exp(ell)) W^T``
+    (``W`` orthogonal, never needed); the next factor gives ``(M_{k+1} V) diag(exp(ell))``, whose
+    column-scaled SVD one-sided Jacobi computes in log scale (see ``_jacobi_log``). A plain SVD
+    of the explicit product resolves only ~16 decades below the largest singular value: a
+    200-layer Gaussian network's spectrum spans hundreds.
+    """
+    if not matrices:
+        raise ValueError("log_singular_values_of_product needs at least one matrix")
+    n = matrices[0].shape[1]
+    for i, m in enumerate(matrices):
+        if m.dim() != 2 or m.shape != (n, n):
+            raise ValueError(f"matrix {i} has shape {list(m.shape)}; expected square ({n}, {n})")
+    rounds = _rounds(n)
+    v, ell = np.eye(n), np.zeros(n)
+    for m in matrices:
+        b = m.detach().to(torch.float64).numpy() @ v
+        norms = np.linalg.norm(b, axis=0)
+        if not np.all(norms > 0) or not np.all(np.isfinite(norms)):
+            raise ValueError("the product is singular or not finite: a factor maps a direction to 0")
+        ell, v = _jacobi_log(b / norms, ell + np.log(norms), rounds, tol, max_sweeps)
+    return torch.from_numpy(ell.copy())
+
+
+def jacobian_factors(weights: list[torch.Tensor], biases: list[torch.Tensor] | None,
+                     x0: torch.Tensor, phi: Phi = torch.tanh, dphi: Phi | None = None
+                     ) -> list[torch.Tensor]:
+    """The factors ``D_l W_l`` (float64) of the input-output Jacobian ``dx_L / dx_0 = prod_l
+    D_l W_l`` of ``x_l = phi(W_l x_{l-1} + b_l)`` at the input ``x0``, ``D_l =
+    diag(phi'(h_l))`` (Pennington et al. 2017). ``dphi``: phi' (default: ``1 - tanh^2`` for
+    tanh, else a central difference, relative error ~1e-10)."""
     if not weights:
-        raise ValueError("jacobian_singular_values needs at least one weight matrix")
+        raise ValueError("jacobian_factors needs at least one weight matrix")
     x = x0.detach().to(torch.float64).reshape(-1)
-    jac = torch.eye(x.numel(), dtype=torch.float64)
-    dphi = _slope(phi)
+    if dphi is None:
+        dphi = (lambda z: 1 - torch.tanh(z) ** 2) if phi is torch.tanh else _slope(phi)
+    out = []
     for i, w in enumerate(weights):
         w = w.detach().to(torch.float64)
         if w.dim() != 2 or w.shape[1] != x.numel():
@@ -163,6 +268,14 @@ def jacobian_singular_values(weights: list[torch.Tensor], biases: list[torch.Ten
         h = w @ x
         if biases is not None:
             h = h + biases[i].detach().to(torch.float64)
-        jac = dphi(h)[:, None] * (w @ jac)
+        out.append(dphi(h)[:, None] * w)
         x = phi(h)
-    return torch.linalg.svdvals(jac)
+    return out
+
+
+def jacobian_log_singular_values(weights: list[torch.Tensor], biases: list[torch.Tensor] | None,
+                                 x0: torch.Tensor, phi: Phi = torch.tanh, dphi: Phi | None = None
+                                 ) -> torch.Tensor:
+    """Logs of the singular values (descending) of the input-output Jacobian at ``x0``:
+    :func:`log_singular_values_of_product` of :func:`jacobian_factors` (square layers)."""
+    return log_singular_values_of_product(jacobian_factors(weights, biases, x0, phi, dphi))
