@@ -369,8 +369,8 @@ def claim_dynamical_isometry(seeds: int = 3, steps: int | None = None,
         ax.axvspan(-math.log10(2), math.log10(2), color="gray", alpha=0.2, label="within 2x of the median")
         ax.set_xlabel("log10(singular value / median)")
         ax.set_ylabel("count (all seeds)")
-        ax.set_title(f"Jacobian of a {DI_DEPTH}-layer tanh net, width {DI_WIDTH}, q* = 1/64 "
-                     f"(sigma_w^2 {sw2:.4f}, sigma_b^2 {sb2:.2g})", fontsize=9)
+        ax.set_title(f"input-output Jacobian of a {DI_DEPTH}-layer tanh net, width {DI_WIDTH}\n"
+                     f"q* = 1/64: sigma_w^2 {sw2:.4f}, sigma_b^2 {sb2:.2g} (chi_1 = 1)", fontsize=9)
         ax.legend(fontsize=8, frameon=False)
         fig.tight_layout()
         return save_plot(fig, path)
