@@ -20,7 +20,10 @@ import time
 
 import torch
 
-from initwise.experiments.claims import CLAIMS, run_claim
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's initwise
+
+from initwise.atomic import write_text
+from initwise.experiments.claims import CLAIMS, UNTRAINED, run_claim
 from initwise.experiments.compare import json_safe
 
 
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     records = _previous(args.out)
     for name in names:
         start = time.perf_counter()
-        result = run_claim(name, seeds=args.seeds, steps=args.steps)
+        result = run_claim(name, seeds=args.seeds, steps=None if name in UNTRAINED else args.steps)
         wall = time.perf_counter() - start
         result.write(os.path.join(args.out, name))
         verdict = "reproduced" if result.reproduced else "NOT reproduced"
@@ -69,10 +72,8 @@ def _write_index(out: str, records: list[dict]) -> None:
         verdict = "reproduced" if r["reproduced"] else "**not reproduced**"
         lines.append(f"| {r['name']} | {verdict} | {r['figure']} | `{r['command']}` | "
                      f"{r['wall_time']:.0f} s |")
-    with open(os.path.join(out, "claims.md"), "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(os.path.join(out, "claims.json"), "w", encoding="utf-8") as f:
-        json.dump(json_safe(records), f, indent=1, allow_nan=False)
+    write_text(os.path.join(out, "claims.md"), "\n".join(lines) + "\n")
+    write_text(os.path.join(out, "claims.json"), json.dumps(json_safe(records), indent=1, allow_nan=False))
 
 
 if __name__ == "__main__":

@@ -491,7 +491,7 @@ def test_claim_zero_symmetry_measures_spread(tmp_path):
     assert result.command == "initwise claim zero_symmetry --seeds 1 --steps 5"
     paths = result.write(tmp_path)
     assert json.loads(open(paths["claim_json"]).read())["name"] == "zero_symmetry"
-    assert len(CLAIMS) == 7
+    assert len(CLAIMS) == 15
 
 
 def test_claim_orthogonal_rnn_has_the_recurrent_only_ablation():

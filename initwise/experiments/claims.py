@@ -8,71 +8,25 @@ functions.
 """
 from __future__ import annotations
 
-import json
-import os
 import statistics
-from dataclasses import dataclass, field
 from typing import Callable
 
-from ..atomic import relocate, staged_folder, write_text
-from .compare import Progress, TrainingComparison, compare, json_safe
+from .claimbase import ClaimResult, acc_of, pm
+from .claims_deep import claim_delta_orthogonal_cnn, claim_lsuv_relu_50
+from .claims_residual import (
+    claim_prenorm_lm_24,
+    claim_residual_mlp_100,
+    claim_residual_recipes,
+)
+from .claims_theory import (
+    claim_dynamical_isometry,
+    claim_edge_of_chaos,
+    claim_saxe_deep_linear,
+)
+from .compare import Progress, compare
 from .training import RunResult, TrainConfig
 
-
-@dataclass
-class ClaimResult:
-    """A claim, the comparison that tests it, the measured figures and the verdict."""
-
-    name: str
-    statement: str
-    criterion: str
-    comparison: TrainingComparison
-    measured: dict = field(default_factory=dict)
-    reproduced: bool = False
-    figure: str = ""
-
-    @property
-    def command(self) -> str:
-        seeds = len(self.comparison.settings["seeds"])
-        steps = self.comparison.settings["config"]["steps"]
-        return f"initwise claim {self.name} --seeds {seeds} --steps {steps}"
-
-    def to_markdown(self) -> str:
-        """The claim as a Markdown section (the body of ``claim.md``): verdict, statement,
-        criterion, measured figure, the command that reproduces it and the comparison table."""
-        verdict = "reproduced" if self.reproduced else "NOT reproduced"
-        return (f"## {self.name}: {verdict}\n\n{self.statement}\n\n"
-                f"Criterion: {self.criterion}\n\nMeasured: {self.figure}\n\n"
-                f"Command: `{self.command}`\n\n{self.comparison.to_markdown()}\n")
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "statement": self.statement, "criterion": self.criterion,
-                "command": self.command, "reproduced": self.reproduced,
-                "figure": self.figure, "measured": self.measured,
-                "wall_time": self.comparison.wall_time}
-
-    def write(self, out_dir: str | os.PathLike) -> dict:
-        """The comparison's report files plus ``claim.json`` and ``claim.md`` (all or nothing,
-        as :meth:`TrainingComparison.write`)."""
-        with staged_folder(out_dir) as tmp:
-            paths = self.comparison.write(tmp)
-            paths["claim_json"] = write_text(os.path.join(tmp, "claim.json"),
-                                             json.dumps(json_safe(self.to_dict()), indent=1, allow_nan=False))
-            paths["claim_md"] = write_text(os.path.join(tmp, "claim.md"),
-                                           self.to_markdown() + "\n![curves](curves.png)\n")
-        return relocate(paths, tmp, out_dir)
-
-
-# ---------------------------------------------------------------------------- helpers
-def _acc(comp: TrainingComparison, scheme: str) -> tuple[float, float]:
-    """(mean, sample std) of the final test accuracy of ``scheme`` over seeds."""
-    accs = [r.final_test_acc for r in comp.runs_of(scheme)]
-    return statistics.fmean(accs), (statistics.stdev(accs) if len(accs) > 1 else 0.0)
-
-
-def _pm(comp: TrainingComparison, scheme: str) -> str:
-    mean, std = _acc(comp, scheme)
-    return f"{scheme} {mean:.3f} ± {std:.3f}"
+_acc, _pm = acc_of, pm
 
 
 def _worst(runs: list[RunResult], attr: str, key: str, fn: Callable[[float], float]) -> float:
@@ -312,11 +266,21 @@ CLAIMS: dict[str, Callable[..., ClaimResult]] = {
     "xavier_tanh_deep": claim_xavier_tanh_deep,
     "selu_self_normalizing": claim_selu_self_normalizing,
     "orthogonal_rnn": claim_orthogonal_rnn,
+    # training evidence beyond plain nets (claims_residual, claims_theory, claims_deep)
+    "residual_mlp_100": claim_residual_mlp_100,
+    "prenorm_lm_24": claim_prenorm_lm_24,
+    "saxe_deep_linear": claim_saxe_deep_linear,
+    "lsuv_relu_50": claim_lsuv_relu_50,
+    "edge_of_chaos": claim_edge_of_chaos,
+    "dynamical_isometry": claim_dynamical_isometry,
+    "delta_orthogonal_cnn": claim_delta_orthogonal_cnn,
+    "residual_recipes": claim_residual_recipes,
 }
 
-#: training steps of each claim's default budget (for progress bars)
+#: training steps of each claim's default budget (for progress bars): a claim reports
+#: ``units x seeds x steps`` steps of progress in all
 CLAIM_STEPS: dict[str, tuple[int, int]] = {
-    # name: (number of schemes, default steps)
+    # name: (units: schemes, or runs per seed, default steps)
     "zero_symmetry": (4, 500),
     "small_vanishes": (3, 500),
     "large_saturates": (3, 500),
@@ -324,13 +288,29 @@ CLAIM_STEPS: dict[str, tuple[int, int]] = {
     "xavier_tanh_deep": (4, 500),
     "selu_self_normalizing": (3, 500),
     "orthogonal_rnn": (4, 1000),
+    "residual_mlp_100": (3, 500),
+    "prenorm_lm_24": (3, 200),
+    "saxe_deep_linear": (14, 1000),      # 2 schemes x 7 depths, each run counted as its budget
+    "lsuv_relu_50": (3, 420),
+    "edge_of_chaos": (35, 300),          # 7 sigma_w^2 x 5 depths
+    "dynamical_isometry": (2, 1),        # 2 schemes, one measurement each
+    "delta_orthogonal_cnn": (3, 150),
+    "residual_recipes": (36, 100),       # 9 schemes x (3 x steps on the MLP + steps on the LM)
 }
+
+
+#: claims measured at initialization: no training budget (``steps`` must be None)
+UNTRAINED: frozenset[str] = frozenset({"dynamical_isometry"})
 
 
 def run_claim(name: str, seeds: int = 3, steps: int | None = None,
               progress: Progress | None = None) -> ClaimResult:
-    """Run the claim called ``name`` (one of :data:`CLAIMS`)."""
+    """Run the claim called ``name`` (one of :data:`CLAIMS`); ``steps`` overrides its training
+    budget (``ValueError`` for a claim in :data:`UNTRAINED`)."""
     key = name.strip().lower().replace("-", "_")
     if key not in CLAIMS:
         raise ValueError(f"unknown claim {name!r}; choose one of {', '.join(CLAIMS)}")
+    if key in UNTRAINED and steps is not None:
+        raise ValueError(f"claim {key!r} measures at initialization and takes no steps; "
+                         "leave --steps out")
     return CLAIMS[key](seeds=seeds, steps=steps, progress=progress)
