@@ -199,6 +199,7 @@ class _Recorder(TorchFunctionMode):
         self.busy = False
         #: node id -> its output tensor and that tensor's version when made (record_pass only)
         self.tensors: dict[int, tuple[torch.Tensor, int]] | None = None
+        self.result: Any = None  #: the model's output
 
     # nodes
     def add(self, kind: str, op: str, inputs: tuple[int, ...], out: Any, **kw: Any) -> Node:
@@ -390,13 +391,12 @@ def _template(obj: Any, rec: _Recorder) -> Any:
 
 
 # ----------------------------------------------------------------------------- entry point
-def record(model: nn.Module, example_input: Any = None, *, training: bool | None = None) -> Graph:
+def record(model: nn.Module, example_input: Any = None) -> Graph:
     """Record ``model``'s forward pass on ``example_input`` (see the module docstring).
 
     Runs in training mode (BatchNorm uses batch statistics, as at the first training step),
     then in eval mode if that fails. Raises ``ValueError`` when a given ``example_input`` does
-    not fit the model. ``training=True`` or ``False`` records in that mode only (diagnose
-    records in the mode it measures in). When no input is given and neither ``dummy_inputs`` nor a guessed input
+    not fit the model. When no input is given and neither ``dummy_inputs`` nor a guessed input
     runs, the graph is built from declaration order (``method == "order"``; ``note`` says why).
     """
     if not isinstance(model, nn.Module):
@@ -405,10 +405,9 @@ def record(model: nn.Module, example_input: Any = None, *, training: bool | None
     if not tries:
         return _order_graph(model, "no example input was given and none could be guessed from the first layer")
     errors: list[str] = []
-    modes = (True, False) if training is None else (bool(training),)
-    for (inputs, source, guessed), mode_ in [(t, m) for t in tries for m in modes]:
+    for (inputs, source, guessed), training in [(t, mode) for t in tries for mode in (True, False)]:
         try:
-            rec = _run(model, inputs, mode_, guessed)
+            rec = _run(model, inputs, training, guessed)
         except Exception as exc:  # noqa: BLE001 - try eval mode, the next input, then report
             if isinstance(exc, ValueError) and "changed parameter" in str(exc):
                 raise
@@ -417,7 +416,7 @@ def record(model: nn.Module, example_input: Any = None, *, training: bool | None
             if message not in errors:
                 errors.append(message)
             continue
-        mode = "" if mode_ or training is not None else " (in eval mode: training mode failed)"
+        mode = "" if training else " (in eval mode: training mode failed)"
         return Graph(_fuse(rec.nodes, rec.outputs), rec.outputs, _aliases(model),
                      note=f"recorded forward pass with {source}{mode}", modules=rec.module_out)
     error = "; ".join(errors)

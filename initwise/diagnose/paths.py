@@ -54,13 +54,14 @@ class Paths:
     layer_of: dict[int, str] = field(default_factory=dict)
 
 
-def _owner(param: str, names: list[str]) -> str | None:
-    """The report layer owning parameter ``param`` (the longest name that prefixes it)."""
-    best = None
-    for n in names:
-        if (param.startswith(n + ".") or n == "") and (best is None or len(n) > len(best)):
-            best = n
-    return best
+def _owner(param: str, names: set[str]) -> str | None:
+    """The report layer owning parameter ``param``: its longest dotted prefix in ``names``."""
+    parts = param.split(".")
+    for k in range(len(parts) - 1, -1, -1):
+        prefix = ".".join(parts[:k])
+        if prefix in names:
+            return prefix
+    return None
 
 
 def _layer_nodes(g: Graph, names: list[str]) -> dict[int, str]:
@@ -71,7 +72,7 @@ def _layer_nodes(g: Graph, names: list[str]) -> dict[int, str]:
         if n.kind == "layer" and n.module in known:
             out[n.id] = n.module
         elif n.kind in ("linear", "embedding") and n.weights:
-            owner = _owner(n.weights[0], names)
+            owner = _owner(n.weights[0], known)
             if owner is not None:
                 out[n.id] = owner
     return out
