@@ -97,8 +97,9 @@ def diagnose(
 ) -> Report:
     """Run one forward and one backward pass of ``model`` on ``inputs``; measure every layer.
 
-    ``inputs``: a tensor (``model(inputs)``), a tuple/list (``model(*inputs)``) or a dict
-    (``model(**inputs)``); dim 0 of every layer output is taken as the batch dimension, so the
+    ``inputs``: what the model takes: a tensor (``model(inputs)``), a tuple/list
+    (``model(*inputs)``) or a dict or ``BatchEncoding`` (``model(**inputs)``: token ids of a
+    language model need nothing else); dim 0 of every layer output is taken as the batch dimension, so the
     batch needs at least 2 samples (a few hundred give stable numbers). The loss is
     ``loss_fn(output, targets)`` (``loss_fn(output)`` without targets), ``output`` as the model
     returns it (a tensor, or a tuple/list/dict for several heads). By default: without targets,
@@ -110,8 +111,10 @@ def diagnose(
     The model runs in its current train/eval mode. Gradients are taken with
     ``torch.autograd.grad``, so ``.grad`` is untouched; frozen parameters get
     ``requires_grad`` for the duration of the call; buffers (BatchNorm running statistics) are
-    restored afterwards. ``samples`` post-activation values per layer are kept for histograms.
-    Returns a :class:`Report`.
+    restored afterwards; the global random generators are left as they were. ``samples``
+    post-activation values per layer are kept for histograms. The forward pass is recorded as
+    the planner records it (:func:`initwise.graph.record_pass`), and the verdicts follow its
+    paths. Returns a :class:`Report` (layers, residual streams, verdicts).
 
     Cost and memory: the statistics are computed after the backward pass, layers of the same
     output shape together (a few tensor operations per shape, not per layer), so every layer's
