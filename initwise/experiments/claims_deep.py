@@ -18,7 +18,7 @@ from .compare import Progress
 from .datasets import load_dataset
 from .meanfield import critical_point
 from .models import cnn, mlp
-from .training import TrainConfig, apply_experiment_scheme
+from .training import TrainConfig, apply_experiment_scheme, hooked_eval_pass
 
 __all__ = [
     "claim_delta_orthogonal_cnn",
@@ -34,17 +34,8 @@ def linear_output_variances(model: nn.Module, x: torch.Tensor) -> list[float]:
     """Variance (over batch and units together) of every ``nn.Linear``'s output on ``x``, in
     call order (one forward pass in eval mode without gradients)."""
     out: list[float] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, y: out.append(float(y.detach().double().var())))
-             for m in model.modules() if isinstance(m, nn.Linear)]
-    was = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was)
+    hooked_eval_pass(model, x, [m for m in model.modules() if isinstance(m, nn.Linear)],
+                     lambda _m, _i, y: out.append(float(y.detach().double().var())))
     return out
 
 

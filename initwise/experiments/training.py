@@ -267,7 +267,6 @@ def activation_stats(model: nn.Module, x: torch.Tensor) -> list[dict]:
       :func:`initwise.diagnose` (with its default thresholds).
     """
     records: list[dict] = []
-    hooks = []
 
     def hook(module: nn.Module, _inp, out) -> None:
         y = out.detach().float()
@@ -290,9 +289,14 @@ def activation_stats(model: nn.Module, x: torch.Tensor) -> list[dict]:
             rec["saturated"] = float(sat.float().mean())
         records.append(rec)
 
-    for module in model.modules():
-        if isinstance(module, _ACTIVATION_TYPES):
-            hooks.append(module.register_forward_hook(hook))
+    hooked_eval_pass(model, x, [m for m in model.modules() if isinstance(m, _ACTIVATION_TYPES)], hook)
+    return records
+
+
+def hooked_eval_pass(model: nn.Module, x: torch.Tensor, modules: list[nn.Module], hook) -> None:
+    """One forward pass of ``model`` on ``x`` in eval mode without gradients, with the forward
+    hook ``hook`` on each of ``modules``; hooks and the train/eval mode are restored after."""
+    hooks = [m.register_forward_hook(hook) for m in modules]
     was_training = model.training
     try:
         model.eval()
@@ -302,7 +306,6 @@ def activation_stats(model: nn.Module, x: torch.Tensor) -> list[dict]:
         for h in hooks:
             h.remove()
         model.train(was_training)
-    return records
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024
