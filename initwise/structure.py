@@ -14,6 +14,8 @@ where residual streams run and where their branches end, which tensors are summe
 """
 from __future__ import annotations
 
+import heapq
+
 from dataclasses import dataclass, field
 
 from .graph import Graph, Node
@@ -260,18 +262,30 @@ def _feeds_norm(g: Graph, nid: int) -> bool:
 
 
 def _common_source(g: Graph, a: int, b: int) -> int | None:
-    """The latest node both ``a`` and ``b`` depend on (walking back a bounded region)."""
-    def ancestors(x: int, limit: int = 4000) -> set[int]:
-        seen, stack = set(), [x]
-        while stack and len(seen) < limit:
-            i = stack.pop()
-            if i in seen:
+    """The latest node both ``a`` and ``b`` depend on through data nodes.
+
+    Node ids are in execution order, so the walk pops ids from the largest down (one heap for
+    both sides): every node reached from a side is labelled before it is popped, and the first
+    popped node with both labels is the latest common source."""
+    labels = {a: 1, b: 2} if a != b else {a: 3}
+    heap = [-a, -b] if a != b else [-a]
+    heapq.heapify(heap)
+    for _ in range(100_000):
+        if not heap:
+            return None
+        i = -heapq.heappop(heap)
+        mark = labels[i]
+        if mark == 3:
+            return i
+        for j in dict.fromkeys(g.nodes[i].inputs):
+            if not g.nodes[j].data:
                 continue
-            seen.add(i)
-            stack.extend(j for j in g.nodes[i].inputs if g.nodes[j].data)
-        return seen
-    common = ancestors(a) & ancestors(b)
-    return max(common) if common else None
+            if j not in labels:
+                labels[j] = mark
+                heapq.heappush(heap, -j)
+            else:
+                labels[j] |= mark
+    return None
 
 
 def streams(g: Graph, residual: dict[int, Residual]) -> list[Stream]:
