@@ -805,7 +805,7 @@ def _ap_print_plan(plan, plain: bool) -> None:
         except ImportError:
             plain = True
     if plain:
-        print(plan.table(plain=True), end="")
+        print(plan.table(), end="")
     else:
         Console().print(plan)
 

@@ -148,7 +148,7 @@ def preserved(model: nn.Module, keep_buffers: bool = True) -> Iterator[None]:
     a caller that still runs a backward pass restores them after it, since autograd may have
     saved them), every module's train/eval flag, the CPU and CUDA random generators;
     ``ValueError`` if the block changed a parameter."""
-    buffers = [(b, b.detach().clone()) for b in model.buffers() if not b.is_meta and keep_buffers]
+    buffers = [(b, b.detach().clone()) for b in model.buffers() if not b.is_meta] if keep_buffers else []
     flags = [(m, m.training) for m in model.modules()]
     versions = [(n, p, p._version) for n, p in model.named_parameters() if not p.is_inference()]
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []

@@ -90,11 +90,14 @@ class Table:
         n = len(self.columns)
         if sum(widths.values()) + 2 * (n - 1) <= width or n <= self.key + 1:
             return [list(range(n))]
+        def least(i: int) -> int:  # narrowest a column prints at, with its separator
+            return (widths[i] if self.columns[i] in self.right else min(widths[i], _MIN_WRAP)) + 2
+
         key = list(range(min(self.key, n)))
-        base = sum(min(widths[i], _MIN_WRAP) + 2 for i in key)
+        base = sum(least(i) for i in key)
         groups, cur, used = [], list(key), base
         for i in range(len(key), n):
-            w = min(widths[i], max(_MIN_WRAP, self._natural(i) if self.columns[i] in self.right else _MIN_WRAP)) + 2
+            w = least(i)
             if cur != key and used + w > width:
                 groups.append(cur)
                 cur, used = list(key), base

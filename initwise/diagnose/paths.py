@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .. import structure
 from ..graph import Graph, Node
@@ -120,22 +121,16 @@ def _free_to_output(g: Graph, layer_of: dict[int, str]) -> list[bool]:
     return free
 
 
-def _feeds_norm(g: Graph, nid: int) -> bool:
-    """Whether the output of node ``nid`` goes into a normalization through nodes a chain passes."""
-    for c in g.consumers(nid):
-        n = g.nodes[c]
-        if (n.kind == "layer" and n.info.get("norm")) or n.kind == "norm":
-            return True
-        if _through(g, n) and _feeds_norm(g, c):
-            return True
-    return False
+def _is_norm(n: Node) -> bool:
+    return (n.kind == "layer" and bool(n.info.get("norm"))) or n.kind == "norm"
 
 
-def _feeds_kind(g: Graph, nid: int, kind: str) -> bool:
-    """Whether the output of node ``nid`` goes into a node of ``kind`` through nodes a chain passes."""
+def _feeds(g: Graph, nid: int, target: Callable[[Node], bool]) -> bool:
+    """Whether the output of node ``nid`` goes into a node ``target`` accepts, through nodes a
+    chain passes."""
     for c in g.consumers(nid):
         n = g.nodes[c]
-        if n.kind == kind or (_through(g, n) and _feeds_kind(g, c, kind)):
+        if target(n) or (_through(g, n) and _feeds(g, c, target)):
             return True
     return False
 
@@ -160,7 +155,7 @@ def read_paths(g: Graph, names: list[str]) -> Paths:
             paths.previous[name] = layer_of[prev]
         if free[nid]:
             paths.roles[name] = "head"
-        if _feeds_norm(g, nid):
+        if _feeds(g, nid, _is_norm):
             paths.normed.add(name)
     residual = structure.residual_adds(g)
     for r in residual.values():
@@ -168,7 +163,7 @@ def read_paths(g: Graph, names: list[str]) -> Paths:
         if end is not None and end.id in layer_of:
             paths.roles.setdefault(layer_of[end.id], "branch end")
     for s in structure.streams(g, residual):
-        if any(_feeds_kind(g, a, "softmax") for a in s.adds):
+        if any(_feeds(g, a, lambda n: n.kind == "softmax") for a in s.adds):
             continue  # attention scores plus a mask or a position bias, not a residual stream
         branches = [residual[a].branch for a in s.adds]
         paths.streams.append(StreamNodes(s.start, list(s.adds), branches,
