@@ -27,7 +27,9 @@ from torch import nn
 
 from .discover import one_line
 from .build import build_plan
+from .calibrate import CENTRE, centre_outputs
 from .plan import Plan
+from .policies.targets import TARGET_CENTRED
 
 __all__ = ["plan", "init", "apply_scheme", "load_target"]
 
@@ -79,6 +81,15 @@ def init(model: nn.Module, example_input: Any = None, *, rules: Mapping[Any, Any
     """
     p = build_plan(model, example_input, rules=rules, policy=policy, distribution=distribution,
                    residual=residual, include_frozen=include_frozen)
+    return finish(model, p, example_input, seed=seed, device=device)
+
+
+def finish(model: nn.Module, p: Plan, example_input: Any = None, *, seed: int | None = None,
+           device: str | torch.device | None = None) -> Plan:
+    """Apply ``p`` to ``model``; a plan with output biases to centre on the data (scheme
+    ``"centre"`` without values) is applied through :func:`initwise.calibrate.centre_outputs`."""
+    if any(e.scheme == CENTRE and "values" not in e.params for e in p):
+        return centre_outputs(model, p, example_input, TARGET_CENTRED, seed=seed, device=device)
     return p.apply(model, seed=seed, device=device)
 
 

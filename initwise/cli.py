@@ -882,7 +882,7 @@ def _ap_read_plan(path: str):
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from .api import load_target, plan
+    from .api import finish, load_target, plan
     from .atomic import torch_save
 
     _ap_reject(args)
@@ -923,7 +923,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
         p = lsuv(model, example, plan=p, seed=seed)
     else:
-        p.apply(model, seed=seed)
+        p = finish(model, p, example, seed=seed)
     if not args.quiet:
         _ap_print_plan(p, args.plain)
     if args.json:

@@ -144,6 +144,9 @@ def _run(model: nn.Module, batch: Any, plan: Plan | str | None, target: float, t
         seed = plan.seed if seed is None else seed
     else:
         p = build_plan(model, batch, policy=plan or "standard", graph=graph)
+    for e in p:  # LSUV scales every layer itself: an output bias the plan would centre starts at 0
+        if e.scheme == "centre" and "values" not in e.params:
+            e.scheme, e.params, e.reason = "zeros", {}, "biases start at 0 (LSUV)"
     p.apply(model, seed=seed)
     layers, skipped = _layers(model, graph, p)
     model.eval()

@@ -54,6 +54,7 @@ _PARAMS = {
     "zeros": (),
     "keep": (),
     "weight_norm_g": ("of", "dim"),
+    "centre": ("weight", "seed", "values"),
 }
 _REL = 1e-6
 
@@ -110,6 +111,22 @@ def _names(value: Any, field: str, where: _Where) -> tuple[str, ...]:
     if len(set(value)) != len(value):
         raise where(field, f"lists a name twice: {list(value)}")
     return tuple(value)
+
+
+def _centre(p: Mapping[str, Any], shape: tuple[int, ...], where: _Where) -> None:
+    """A centred output bias: the weight it centres, and (once measured) its seed and values."""
+    _str(p.get("weight"), "params.weight", where, empty=False)
+    if ("values" in p) != ("seed" in p):
+        raise where("params", "of scheme 'centre' must hold both 'seed' and 'values' (measured by initwise.init) "
+                              "or neither")
+    if "values" in p:
+        _int(p["seed"], "params.seed", where, minimum=0)
+        values = p["values"]
+        if not isinstance(values, list) or len(values) != math.prod(shape):
+            raise where("params.values", f"must be a list of {math.prod(shape)} numbers (shape {list(shape)}), "
+                                         f"got {type(values).__name__} of {len(values) if isinstance(values, list) else '?'}")
+        for v in values:
+            _num(v, "params.values", where)
 
 
 def _family(scheme: str) -> str:
@@ -214,6 +231,10 @@ def _check_consistency(e: dict[str, Any], family: str, where: _Where) -> None:
         return
     if std is None:
         raise where("std", f"is null, but scheme {scheme!r} draws values; give their std")
+    if scheme == "centre":
+        _centre(p, shape, where)
+        _agree(std, 0.0, "scheme 'centre' draws nothing random (std 0)", where)
+        return
     if scheme in ("zeros", "constant"):
         if scheme == "constant":
             if "value" not in p:

@@ -22,6 +22,10 @@ device. The new tensors replace the meta ones only when all are filled (``torch.
 swap_tensors``, so ties and attributes survive): the same bits as a model built normally.
 Without ``device=`` a meta model is a ``ValueError``.
 
+An output bias of scheme ``"centre"`` is written from its measured ``params["values"]``
+(:mod:`initwise.calibrate`, which :func:`initwise.init` runs on the example input); without them
+(a plan from :func:`initwise.plan` applied directly) it is written as 0.
+
 Sharded models (``torch.distributed.tensor`` with ``Shard(d)``/``Replicate()``, FSDP2's
 ``fully_shard``): each rank writes its local shard from the stream; for ``Shard(0)`` it draws
 only its rows. Orthogonal schemes compute the whole matrix on every rank.
@@ -49,7 +53,7 @@ __all__ = ["apply_plan", "draw"]
 
 _RANDOM_FAMILIES = ("xavier", "he", "lecun", "normal", "uniform")
 _KNOWN = frozenset({"keep", "zeros", "constant", "normal", "uniform", "small_normal", "small_uniform",
-                    "orthogonal", "delta_orthogonal", "weight_norm_g"}
+                    "orthogonal", "delta_orthogonal", "weight_norm_g", "centre"}
                    | {f"{f}_{d}" for f in ("xavier", "kaiming", "lecun") for d in (*streams.DISTRIBUTIONS, "orthogonal")})
 _CHUNK = 4 * streams.BLOCK  # elements drawn at once when a shard or a strided tensor is written by rows
 
@@ -90,7 +94,12 @@ def _check_entry(entry: PlanEntry) -> None:
         raise ValueError(f"plan entry {entry.name!r}: unknown scheme {s!r}")
     if s in ("keep", "zeros", "weight_norm_g"):
         return
-    if s == "constant":
+    if s == "centre":
+        values = entry.params.get("values")
+        if values is not None and (not isinstance(values, list) or len(values) != math.prod(shape)):
+            raise ValueError(f"plan entry {entry.name!r}: scheme 'centre' needs params.values, a list of "
+                             f"{math.prod(shape)} numbers, got {type(values).__name__}")
+    elif s == "constant":
         v = entry.params.get("value")
         if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
             raise ValueError(f"plan entry {entry.name!r}: constant needs a finite 'value' in params, got {v!r}")
@@ -173,6 +182,11 @@ def _write(entry: PlanEntry, local: torch.Tensor, box: tuple[slice, ...] | None,
             local.zero_()
         elif s == "constant":
             local.fill_(float(entry.params["value"]))
+        elif s == "centre" and "values" not in entry.params:  # not measured (plan.apply has no data): 0
+            local.zero_()
+        elif s == "centre":
+            full = torch.tensor(entry.params["values"], dtype=torch.float64).view(shape)
+            local.copy_(_narrow(full, local)[box])
         elif entry.family in _RANDOM_FAMILIES and s.endswith("_orthogonal"):
             # the family's variance, drawn as a scaled orthogonal matrix: entries of std
             # gain / sqrt(max(rows, cols)) for singular values all equal to gain
@@ -387,6 +401,11 @@ def apply_plan(plan: Plan, model: nn.Module, seed: int | None = None,
         seed = int(torch.randint(0, 2**62, (1,)).item())
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    for e in plan:
+        if e.scheme == "centre" and "seed" in e.params and e.params["seed"] != seed:
+            raise ValueError(f"plan entry {e.name!r} centres {e.params.get('weight')!r} as drawn with seed "
+                             f"{e.params['seed']}, not {seed}: apply the plan with seed={e.params['seed']}, or "
+                             "re-run initwise.init with the new seed")
     jobs, deferred, tensors = _jobs(plan, model, seed)
     state = targets.check_model(model, jobs, deferred, tensors, device)  # raises before any write
     for job in jobs:

@@ -44,8 +44,8 @@ from ..graph import Graph, Node
 from ..plan import PlanEntry
 from ..propagate import Context, Moments, effective_fan_in, propagate
 from ..structure import Residual, branch_end, consumer, residual_adds, streams, sum_group
-from .common import dist_scheme
-from .targets import TARGET_ATTENTION_STD, TARGET_LOGITS, _top_sum, target
+from .common import XAVIER_ACTS, dist_scheme
+from .targets import TARGET_ATTENTION_STD, TARGET_CENTRED, TARGET_LOGITS, _top_sum, target
 
 __all__ = ["refine", "RESIDUAL_MODES", "TARGET_LOGITS", "TARGET_ATTENTION_STD"]
 
@@ -213,8 +213,42 @@ def _weight_node(node: Node, ctx: Context, st: _State) -> None:
             why += f" [{fan_in:.4g} of the {nominal:g} inputs of an output lie inside the zero padding, on average]"
         _random(e, family, math.sqrt(s / fan_in), nominal, fan_out, why, st,
                 hidden=bool(uses) and all(u.kind == "act" for u in uses))
+        if isinstance(module, nn.Linear) and uses and all(_feeds_output(u, g) for u in uses):
+            _centre_bias(node, e, x, st)
     st.decided.add(id(e))
     _set_stats(ctx, e)
+
+
+#: Share of an output layer's input second moment common to all samples above which its bias is
+#: centred on the data (:mod:`initwise.calibrate`), and the fewest rows of the example input at
+#: that layer to measure the mean and the variance on (a batch of 2 would fit its own noise).
+SHARED_CENTRE = 0.05
+CENTRE_MIN_ROWS = 32
+
+
+def _feeds_output(u: Any, g: Graph) -> bool:
+    if u.kind == "output":
+        return True
+    act = u.node.info.get("activation") if u.kind == "act" and u.node is not None else None
+    return act is not None and act.name in XAVIER_ACTS and all(c.kind == "output" for c in consumer(g, u.node.id))
+
+
+def _centre_bias(node: Node, w: PlanEntry, x: Moments, st: _State) -> None:
+    """An output ``nn.Linear`` whose input carries a part shared by all samples: plan its bias
+    as ``"centre"`` (measured by ``init`` on the example batch, :mod:`initwise.calibrate`)."""
+    b = st.entries.get(f"{node.module}.bias" if node.module else "bias")
+    shared = max(x.corr, x.mean * x.mean / x.m2) if x.m2 > 0 else 0.0
+    src = next((st.graph.nodes[i] for i in node.inputs if st.graph.nodes[i].data), None)
+    rows = math.prod(src.shape[:-1]) if src is not None and src.shape else 0
+    if b is None or id(b) not in st.owned or b.scheme != "zeros" or w.shared_with or b.shared_with \
+            or shared < SHARED_CENTRE or rows < CENTRE_MIN_ROWS:
+        return
+    b.scheme, b.distribution, b.std, b.params = "centre", "-", 0.0, {"weight": w.name}
+    b.reason = (f"output bias, centred by initwise.init on the example batch: -W E[x], so each logit starts at "
+                f"mean 0 (its input's part shared by all samples is {shared:.2g} of E[x^2]; data-dependent bias, "
+                "Krähenbühl et al. 2016); the weight is then rescaled so the logits' part that varies between "
+                f"samples has variance {TARGET_CENTRED}")
+    st.decided.add(id(b))
 
 
 _DENSE = ("Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",

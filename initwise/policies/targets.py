@@ -17,10 +17,15 @@ from ..propagate import Moments
 from ..structure import consumer, sum_group
 from .common import XAVIER_ACTS
 
-__all__ = ["target", "edge_of_chaos", "saturating", "attention_dims", "TARGET_LOGITS", "TARGET_ATTENTION_STD"]
+__all__ = ["target", "edge_of_chaos", "saturating", "attention_dims", "TARGET_LOGITS", "TARGET_CENTRED",
+           "TARGET_ATTENTION_STD"]
 
-#: Second moment of a model's outputs at initialization (std 0.14: loss ~ ln C + 0.01).
+#: Second moment of a model's outputs at initialization (std 0.14: loss ~ ln C + 0.01): the whole
+#: second moment, offsets shared by all samples included, since nothing removes them.
 TARGET_LOGITS = 0.02
+#: Variance between samples of the logits of an output layer whose bias is centred on the data
+#: (:mod:`initwise.calibrate`: no offset left, initial loss ~ ln C + E[z^2]/2 = ln C + 0.075).
+TARGET_CENTRED = 0.15
 #: Std of attention logits at initialization.
 TARGET_ATTENTION_STD = 0.5
 _HE_LIKE_CAP = 1e3
