@@ -136,9 +136,9 @@ def _centre(p: Plan, bias: PlanEntry, x: torch.Tensor, params: dict[str, torch.T
         e.predicted_std = float(f"{math.sqrt(target):.4g}")
     w_entry.check()
     bias.params = {"weight": w_entry.name, "seed": int(seed), "values": [float(f"{v:.9g}") for v in values]}
-    bias.reason = (f"centred on the example batch: -W E[x] with E[x] the mean of the layer's input under the new "
-                   f"weights, so each logit starts at mean 0 and the initial loss near ln C (data-dependent "
-                   f"bias, Krähenbühl et al. 2016)")
+    bias.reason = ("centred on the example batch: -W E[x] with E[x] the mean of the layer's input under the new "
+                   "weights, so each logit starts at mean 0 and the initial loss near ln C (data-dependent "
+                   "bias, Krähenbühl et al. 2016)")
     bias.check()
 
 
