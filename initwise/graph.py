@@ -36,6 +36,9 @@ from .inputs import call_model, candidate_inputs, describe, preserved, tensors_i
 
 __all__ = ["Node", "Graph", "record", "record_pass", "is_layer", "is_norm", "layers"]
 
+#: Turns torch-function modes (this recorder, an inner one) off for the recorder's own calls.
+_quiet = torch._C.DisableTorchFunction
+
 _NORM_TYPES: tuple[type, ...] = tuple(t for t in (
     nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, getattr(nn, "RMSNorm", None),
 ) if t is not None)
@@ -195,8 +198,6 @@ class _Recorder(TorchFunctionMode):
         self.module_out: dict[str, int] = {}
         self.roots: dict[int, int] = {}
         self.outputs: tuple[int, ...] = ()
-        # torch calls made by the recorder's own hooks are not recorded
-        self.busy = False
         #: node id -> its output tensor and that tensor's version when made (record_pass only)
         self.tensors: dict[int, tuple[torch.Tensor, int]] | None = None
         self.result: Any = None  #: the model's output
@@ -232,20 +233,15 @@ class _Recorder(TorchFunctionMode):
         self.bind(t, node.id)
         return node.id
 
-    # hooks (on every module: scope for names; a known layer becomes one node)
+    # hooks (on every module: scope for names; a known layer becomes one node); their own
+    # torch calls (statistics, shapes) run with torch functions disabled: no mode sees them
     def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        self.busy = True
-        try:
+        with _quiet():
             self._pre_hook(module, args, kwargs)
-        finally:
-            self.busy = False
 
     def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        self.busy = True
-        try:
+        with _quiet():
             self._post_hook(module, args, kwargs, output)
-        finally:
-            self.busy = False
 
     def _pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if self.depth:
@@ -285,7 +281,7 @@ class _Recorder(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if self.depth or self.busy:
+        if self.depth:
             return out
         kind = ops.classify(func)
         outs = tensors_in(out)
