@@ -170,17 +170,6 @@ def _fill(obj: Any, env: dict[int, Any]) -> Any:
     return obj
 
 
-def _flat(obj: Any) -> Iterator[Any]:
-    if isinstance(obj, (tuple, list)):
-        for o in obj:
-            yield from _flat(o)
-    elif isinstance(obj, dict):
-        for o in obj.values():
-            yield from _flat(o)
-    else:
-        yield obj
-
-
 class _Recorder(TorchFunctionMode):
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -201,12 +190,26 @@ class _Recorder(TorchFunctionMode):
         #: node id -> its output tensor and that tensor's version when made (record_pass only)
         self.tensors: dict[int, tuple[torch.Tensor, int]] | None = None
         self.result: Any = None  #: the model's output
+        #: torch function -> (kind, bare name, writes in place by its name), looked up once
+        self.kinds: dict[Any, tuple[str, str, bool]] = {}
+
+    def kind_of(self, func: Any) -> tuple[str, str, bool]:
+        """:func:`ops.classify`, :func:`ops.bare` and the name part of :func:`ops.in_place`
+        of ``func``, cached per function for this recording."""
+        try:
+            return self.kinds[func]
+        except KeyError:
+            found = self.kinds[func] = (ops.classify(func), ops.bare(func), ops.in_place(func, {}))
+        except TypeError:  # an unhashable callable
+            found = (ops.classify(func), ops.bare(func), ops.in_place(func, {}))
+        return found
 
     # nodes
     def add(self, kind: str, op: str, inputs: tuple[int, ...], out: Any, **kw: Any) -> Node:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
-        varies = kw.pop("varies", any(self.nodes[i].varies for i in inputs))
-        node = Node(len(self.nodes), kind, op, inputs, shape, varies, module=kw.pop("module", self.where()), **kw)
+        varies = kw.pop("varies") if "varies" in kw else any(self.nodes[i].varies for i in inputs)
+        module = kw.pop("module") if "module" in kw else self.where()
+        node = Node(len(self.nodes), kind, op, inputs, shape, varies, module=module, **kw)
         self.nodes.append(node)
         return node
 
@@ -268,7 +271,7 @@ class _Recorder(TorchFunctionMode):
         first = next(iter(tensors_in(output)), None)
         info = {"type": type(module).__name__, "module": module,
                 "kwargs": {k: v for k, v in kw.items() if not isinstance(v, torch.Tensor)}}
-        weights = tuple(dict.fromkeys(self.param_names[id(p)] for p in module.parameters()))
+        weights = tuple(dict.fromkeys(self.param_names[id(p)] for p in _parameters(module)))
         node = self.add("layer", f"{type(module).__name__} '{name}'", ins, first, module=name,
                         weights=weights, info=info)
         if is_norm(module):
@@ -283,25 +286,30 @@ class _Recorder(TorchFunctionMode):
         out = func(*args, **kwargs)
         if self.depth:
             return out
-        kind = ops.classify(func)
-        outs = tensors_in(out)
-        if kind == "ignore" or not outs:
+        kind, name, in_place = self.kind_of(func)
+        if kind == "ignore":
             return out
-        operands = [t for t in _flat((args, kwargs)) if isinstance(t, torch.Tensor)]
-        known = [t for t in operands if id(t) in self.by_id or id(t) in self.param_names]
+        outs = tensors_in(out)
+        if not outs:
+            return out
+        operands = _tensors(args, [])
+        if kwargs:
+            _tensors(kwargs.values(), operands)
+        by_id, param_names = self.by_id, self.param_names
+        known = any(id(t) in by_id or id(t) in param_names for t in operands)
         if kind == "factory" or not known:
             if kind == "factory":
-                node = self.add("const", ops.bare(func), (), outs[0], varies=False, info=recstats.const_stats(outs[0]))
-                self.bind(out, node.id)
+                node = self.add("const", name, (), outs[0], varies=False, info=recstats.const_stats(outs[0]))
+                self.bind(outs, node.id)
             return out
+        in_place = in_place or kwargs.get("out") is not None
         with torch.no_grad():  # the recorder's statistics are not part of the model's graph
-            self._record(func, kind, args, kwargs, operands, out, outs)
+            self._record(func, kind, name, in_place, args, kwargs, operands, outs)
         return out
 
-    def _record(self, func: Any, kind: str, args: tuple, kwargs: dict, operands: list[torch.Tensor],
-                out: Any, outs: list[torch.Tensor]) -> None:
-        name = ops.bare(func)
-        ids = tuple(self.ref(t) for t in operands)
+    def _record(self, func: Any, kind: str, name: str, in_place: bool, args: tuple, kwargs: dict,
+                operands: list[torch.Tensor], outs: list[torch.Tensor]) -> None:
+        ids = [self.ref(t) for t in operands]
         unique = tuple(dict.fromkeys(ids))
         nodes = [self.nodes[i] for i in unique]
         signals = [n for n in nodes if n.data]
@@ -317,12 +325,9 @@ class _Recorder(TorchFunctionMode):
                                 info={"derived": True})
             else:
                 node = self.add("const", name, unique, outs[0], varies=False, info=recstats.const_stats(outs[0]))
-            self.bind(out, node.id)
+            self.bind(outs, node.id)
             return
-        roots = {self.roots.get(n.id, n.id) for n in signals}
-        small_consts = all(n.kind != "param" and (n.data or n.info.get("numel", 2) <= 1) for n in nodes)
-        if kind in ("elementwise", "add", "mul") and len(roots) == 1 and small_consts and \
-                tuple(outs[0].shape) == signals[0].shape:
+        if kind in ("elementwise", "add", "mul") and self._pointwise(nodes, signals, outs[0]):
             kind = "elementwise"
             info["template"] = (func, _template(args, self), _template(kwargs, self))
         elif kind == "elementwise":
@@ -353,11 +358,39 @@ class _Recorder(TorchFunctionMode):
         node = self.add(kind, name, unique, outs[0], weights=weights, info=info)
         if kind == "elementwise":
             node.info["root"] = self.roots[node.id] = self.roots.get(signals[0].id, signals[0].id)
-        if ops.in_place(func, kwargs):
+        if in_place:
             self.by_id[id(operands[0])] = node.id
-        self.bind(out, node.id)
+        self.bind(outs, node.id)
         if len(outs) > 1:
             node.info["outputs"] = len(outs)
+
+    def _pointwise(self, nodes: list[Node], signals: list[Node], out: torch.Tensor) -> bool:
+        """Whether an operation on ``nodes`` is a step of one signal's pointwise chain: one root,
+        no parameter, constants of at most one element, the signal's shape kept."""
+        roots = {self.roots.get(n.id, n.id) for n in signals}
+        return len(roots) == 1 and all(n.kind != "param" and (n.data or n.info.get("numel", 2) <= 1)
+                                       for n in nodes) and tuple(out.shape) == signals[0].shape
+
+
+def _tensors(objs: Any, found: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Append the tensors in ``objs`` (an iterable; nested tuples, lists and dicts) to ``found``,
+    depth first, in order (the operands of a call); returns ``found``."""
+    for o in objs:
+        if isinstance(o, torch.Tensor):
+            found.append(o)
+        elif isinstance(o, (tuple, list)):
+            _tensors(o, found)
+        elif isinstance(o, dict):
+            _tensors(o.values(), found)
+    return found
+
+
+def _parameters(module: nn.Module) -> Any:
+    """``module.parameters()``; for a module without sub-modules, read from its own table
+    (the same parameters in the same order, without walking the module tree)."""
+    if module._modules:
+        return module.parameters()
+    return dict.fromkeys(p for p in module._parameters.values() if p is not None)
 
 
 def _positional(args: tuple) -> tuple:
