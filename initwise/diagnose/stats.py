@@ -258,6 +258,35 @@ def _maybe_duplicates(y4: torch.Tensor, rtol: float) -> list[int]:
     return sorted(set(li[same].tolist()))
 
 
+def _spreads_of(tensors: dict[Any, torch.Tensor]) -> dict[Any, float]:
+    """The spread (:func:`_mean_spread` of ``t`` as (batch, -1), in float32) of each tensor,
+    NaN for one without a batch of 2 or more; same-shaped tensors are stacked and measured
+    together (a few tensor operations per shape)."""
+    out = {key: math.nan for key, t in tensors.items() if t.dim() < 1 or t.shape[0] < 2}
+    items = [(key, t) for key, t in tensors.items() if key not in out]
+    with torch.no_grad():
+        for group in _grouped(items, lambda kt: (kt[1].shape, kt[1].device)):
+            for chunk in _chunks(group, group[0][1].numel()):
+                x = _stack([t.float().reshape(t.shape[0], -1) for _, t in chunk])
+                for (key, _), s in zip(chunk, _mean_spreads(x)[1].tolist()):
+                    out[key] = s
+    return out
+
+
+def _stds_of(tensors: dict[Any, torch.Tensor]) -> dict[Any, float]:
+    """The std over all elements (:func:`_stds`, float32) of each tensor of two or more
+    elements (others are left out); tensors of the same size are stacked and measured together."""
+    items = [(key, t) for key, t in tensors.items() if t.numel() >= 2]
+    out: dict[Any, float] = {}
+    with torch.no_grad():
+        for group in _grouped(items, lambda kt: (kt[1].numel(), kt[1].device)):
+            for chunk in _chunks(group, group[0][1].numel()):
+                stds = _stds(_stack([t.float().reshape(-1) for _, t in chunk]))
+                for (key, _), s in zip(chunk, stds.tolist()):
+                    out[key] = s
+    return out
+
+
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
 
