@@ -192,6 +192,8 @@ class _Recorder(TorchFunctionMode):
         self.result: Any = None  #: the model's output
         #: torch function -> (kind, bare name, writes in place by its name), looked up once
         self.kinds: dict[Any, tuple[str, str, bool]] = {}
+        #: (query length, key length, causal, id of the mask) -> (mask, its version, what it allows)
+        self.masks: dict[tuple, tuple[Any, int | None, dict[str, float]]] = {}
 
     def kind_of(self, func: Any) -> tuple[str, str, bool]:
         """:func:`ops.classify`, :func:`ops.bare` and the name part of :func:`ops.in_place`
@@ -347,7 +349,7 @@ class _Recorder(TorchFunctionMode):
         elif kind == "attention":
             info.update({k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor)})
             mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
-            info.update(recstats.allowed(mask, args, kwargs))
+            info.update(self._allowed(mask, args, kwargs))
         elif kind == "softmax":
             info.update(recstats.support(outs[0]))
         elif kind in ("reduce", "other", "scatter", "mul"):
@@ -363,6 +365,18 @@ class _Recorder(TorchFunctionMode):
         self.bind(outs, node.id)
         if len(outs) > 1:
             node.info["outputs"] = len(outs)
+
+    def _allowed(self, mask: Any, args: tuple, kwargs: dict) -> dict[str, float]:
+        """:func:`recstats.allowed`, once per mask (and query/key lengths) of this recording:
+        the layers of a transformer share one mask tensor (or all are causal)."""
+        causal = bool(kwargs.get("is_causal", args[5] if len(args) > 5 else False))
+        tensor = mask if isinstance(mask, torch.Tensor) and not causal else None
+        key = (args[0].shape[-2], args[1].shape[-2], causal, id(tensor))
+        seen = self.masks.get(key)
+        if seen is None or seen[0] is not tensor or (tensor is not None and seen[1] != tensor._version):
+            seen = self.masks[key] = (tensor, None if tensor is None else tensor._version,
+                                      recstats.allowed(mask, args, kwargs))
+        return dict(seen[2])
 
     def _pointwise(self, nodes: list[Node], signals: list[Node], out: torch.Tensor) -> bool:
         """Whether an operation on ``nodes`` is a step of one signal's pointwise chain: one root,
