@@ -207,11 +207,19 @@ class _Recorder(TorchFunctionMode):
         return found
 
     # nodes
-    def add(self, kind: str, op: str, inputs: tuple[int, ...], out: Any, **kw: Any) -> Node:
+    def add(self, kind: str, op: str, inputs: tuple[int, ...], out: Any, *, varies: bool | None = None,
+            module: str | None = None, param: str = "", weights: tuple[str, ...] = (),
+            info: dict[str, Any] | None = None) -> Node:
+        """A new node (``varies``: by default whether an input varies; ``module``: the current
+        module's name)."""
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
-        varies = kw.pop("varies") if "varies" in kw else any(self.nodes[i].varies for i in inputs)
-        module = kw.pop("module") if "module" in kw else self.where()
-        node = Node(len(self.nodes), kind, op, inputs, shape, varies, module=module, **kw)
+        if varies is None:
+            nodes = self.nodes
+            varies = any(nodes[i].varies for i in inputs)
+        if module is None:
+            module = self.scope[-1] if self.scope else ""
+        node = Node(len(self.nodes), kind, op, inputs, shape, varies, module, param, weights,
+                    {} if info is None else info)
         self.nodes.append(node)
         return node
 
@@ -219,11 +227,17 @@ class _Recorder(TorchFunctionMode):
         return self.scope[-1] if self.scope else ""
 
     def bind(self, out: Any, nid: int) -> None:
-        for t in tensors_in(out):
-            self.by_id[id(t)] = nid
-            self.keep.append(t)
-            if self.tensors is not None and nid not in self.tensors:
-                self.tensors[nid] = (t, t._version)
+        """Node ``nid`` made the tensors in ``out`` (a tensor, or nested tuples, lists, dicts)."""
+        self.bind_all(tensors_in(out), nid)
+
+    def bind_all(self, ts: list[torch.Tensor], nid: int) -> None:
+        """Node ``nid`` made the tensors ``ts``."""
+        by_id, keep, tensors = self.by_id, self.keep, self.tensors
+        for t in ts:
+            by_id[id(t)] = nid
+            keep.append(t)
+            if tensors is not None and nid not in tensors:
+                tensors[nid] = (t, t._version)
 
     def ref(self, t: torch.Tensor) -> int:
         """The node of tensor ``t``, creating a param or const node on first sight."""
@@ -302,7 +316,7 @@ class _Recorder(TorchFunctionMode):
         if kind == "factory" or not known:
             if kind == "factory":
                 node = self.add("const", name, (), outs[0], varies=False, info=recstats.const_stats(outs[0]))
-                self.bind(outs, node.id)
+                self.bind_all(outs, node.id)
             return out
         in_place = in_place or kwargs.get("out") is not None
         with torch.no_grad():  # the recorder's statistics are not part of the model's graph
@@ -327,7 +341,7 @@ class _Recorder(TorchFunctionMode):
                                 info={"derived": True})
             else:
                 node = self.add("const", name, unique, outs[0], varies=False, info=recstats.const_stats(outs[0]))
-            self.bind(outs, node.id)
+            self.bind_all(outs, node.id)
             return
         if kind in ("elementwise", "add", "mul") and self._pointwise(nodes, signals, outs[0]):
             kind = "elementwise"
@@ -362,7 +376,7 @@ class _Recorder(TorchFunctionMode):
             node.info["root"] = self.roots[node.id] = self.roots.get(signals[0].id, signals[0].id)
         if in_place:
             self.by_id[id(operands[0])] = node.id
-        self.bind(outs, node.id)
+        self.bind_all(outs, node.id)
         if len(outs) > 1:
             node.info["outputs"] = len(outs)
 
