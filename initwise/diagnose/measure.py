@@ -428,10 +428,12 @@ def _passes(model: nn.Module, inputs: Any, targets: torch.Tensor | None,
     left as it was. ``forward()`` runs the model under the recorder (default: a plain call);
     ``after()`` runs between the forward and the backward pass. Returns the loss and the
     gradients w.r.t. each layer's weights."""
-    params = list(model.parameters())
+    modules = list(model.modules())  # one walk: parameters and buffers as model.parameters()/buffers()
+    params = list(dict.fromkeys(p for m in modules for p in m._parameters.values() if p is not None))
     flags = [p.requires_grad for p in params]
-    modes = [(m, m.training) for m in model.modules()]
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    modes = [(m, m.training) for m in modules]
+    buffers = [(b, b.detach().clone())
+               for b in dict.fromkeys(b for m in modules for b in m._buffers.values() if b is not None)]
     handles = []
     try:
         for p in params:

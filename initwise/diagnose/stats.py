@@ -58,11 +58,10 @@ def _parametric_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     to the ``parametrizations`` container that computes it)."""
     from torch.nn.utils.parametrize import ParametrizationList
 
-    inner = {id(p) for m in model.modules() if isinstance(m, ParametrizationList)
-             for p in m.modules()}
-    inner |= {id(p) for m in model.modules() if _whole(m) for p in m.modules() if p is not m}
-    return [(name, m) for name, m in model.named_modules()
-            if id(m) not in inner and _layer_params(m)]
+    named = list(model.named_modules())  # one walk of the module tree
+    inner = {id(p) for _, m in named if isinstance(m, ParametrizationList) for p in m.modules()}
+    inner |= {id(p) for _, m in named if _whole(m) for p in m.modules() if p is not m}
+    return [(name, m) for name, m in named if id(m) not in inner and _layer_params(m)]
 
 
 def _whole(module: nn.Module) -> bool:
