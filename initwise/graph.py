@@ -30,6 +30,7 @@ from torch.overrides import TorchFunctionMode
 
 from . import ops, recstats
 from .activations import Activation, of_module
+from .callargs import bias_pos as _bias_pos, numel as _numel, parameters as _parameters, positional as _positional, tensors as _tensors
 from .fusion import fuse as _fuse
 from .twins import meta_twins, needs_twins, to_meta
 from .inputs import call_model, candidate_inputs, describe, preserved, tensors_in
@@ -398,40 +399,6 @@ class _Recorder(TorchFunctionMode):
         roots = {self.roots.get(n.id, n.id) for n in signals}
         return len(roots) == 1 and all(n.kind != "param" and (n.data or n.info.get("numel", 2) <= 1)
                                        for n in nodes) and tuple(out.shape) == signals[0].shape
-
-
-def _tensors(objs: Any, found: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Append the tensors in ``objs`` (an iterable; nested tuples, lists and dicts) to ``found``,
-    depth first, in order (the operands of a call); returns ``found``."""
-    for o in objs:
-        if isinstance(o, torch.Tensor):
-            found.append(o)
-        elif isinstance(o, (tuple, list)):
-            _tensors(o, found)
-        elif isinstance(o, dict):
-            _tensors(o.values(), found)
-    return found
-
-
-def _parameters(module: nn.Module) -> Any:
-    """``module.parameters()``; for a module without sub-modules, read from its own table
-    (the same parameters in the same order, without walking the module tree)."""
-    if module._modules:
-        return module.parameters()
-    return dict.fromkeys(p for p in module._parameters.values() if p is not None)
-
-
-def _positional(args: tuple) -> tuple:
-    return tuple(args[1]) if len(args) == 2 and isinstance(args[0], str) and isinstance(args[1], (list, tuple)) \
-        else tuple(args)
-
-
-def _bias_pos(name: str) -> int:
-    return {"linear": 2, "addmm": 0, "baddbmm": 0, "addbmm": 0, "addmv": 0}.get(name, 2 if name.startswith("conv") else -1)
-
-
-def _numel(t: torch.Tensor) -> int:
-    return t.numel()
 
 
 def _template(obj: Any, rec: _Recorder) -> Any:
