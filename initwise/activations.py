@@ -131,15 +131,32 @@ _CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
 _GRID = torch.linspace(-6.0, 6.0, 97, dtype=torch.float64)
 
 
-def identify(phi: Callable[[torch.Tensor], torch.Tensor]) -> tuple[str, dict[str, Any]]:
+def identify(phi: Callable[[torch.Tensor], torch.Tensor],
+             cache: dict[bytes, tuple[str, dict[str, Any]]] | None = None) -> tuple[str, dict[str, Any]]:
     """``(name, params)`` of the known activation equal to ``phi`` on [-6, 6] (to 1e-7 of
-    its scale, in float64), else ``("custom", {})``; ``relu(x)**2`` and other compositions are custom."""
+    its scale, in float64), else ``("custom", {})``; ``relu(x)**2`` and other compositions are custom.
+
+    ``cache`` (a dict the caller keeps, e.g. for the chains of one graph): answers by the
+    values of ``phi`` on the grid, so that equal functions are compared with the candidates once."""
     try:
         with torch.no_grad():
             y = phi(_GRID.clone()).to(torch.float64)
     except Exception:  # noqa: BLE001 - not evaluable on float64: stays custom
         return "custom", {}
-    if y.shape != _GRID.shape or not torch.isfinite(y).all():
+    if y.shape != _GRID.shape:
+        return "custom", {}
+    if cache is None:
+        return _match(y)
+    key = y.detach().cpu().numpy().tobytes()
+    if key not in cache:
+        cache[key] = _match(y)
+    name, params = cache[key]
+    return name, dict(params)
+
+
+def _match(y: torch.Tensor) -> tuple[str, dict[str, Any]]:
+    """The first of the candidates equal to ``y`` (values on the grid), else custom."""
+    if not torch.isfinite(y).all():
         return "custom", {}
     tol = 1e-7 * (1.0 + float(y.abs().max()))
     for name, params in _CANDIDATES:

@@ -33,6 +33,7 @@ def fuse(nodes: list[Node], outputs: tuple[int, ...]) -> list[Node]:
         n.id in out_set or not consumers[n.id] or any(root.get(c) != root[n.id] for c in consumers[n.id]))]
     keep = {n.id for n in exits}
     chains = {}
+    named: dict[bytes, tuple[str, dict]] = {}  # identify's answers for this graph, by values
     for e in exits:
         chain, stack = set(), [e.id]
         while stack:
@@ -46,7 +47,7 @@ def fuse(nodes: list[Node], outputs: tuple[int, ...]) -> list[Node]:
         steps = chains[e.id]
         act = type(e)(e.id, "act", "+".join(ops.bare(s[1]) for s in steps), (root[e.id],), e.shape, e.varies,
                    module=e.module, info={"chain": steps})
-        act.info["activation"] = _name(act, steps)
+        act.info["activation"] = _name(act, steps, named)
         nodes[e.id] = act
     for n in nodes:
         if n.kind == "elementwise" and n.id not in keep:
@@ -54,13 +55,14 @@ def fuse(nodes: list[Node], outputs: tuple[int, ...]) -> list[Node]:
     return nodes
 
 
-def _name(act: Node, steps: list) -> Activation:
-    """The activation an ``act`` node computes (see :mod:`initwise.activations`)."""
+def _name(act: Node, steps: list, cache: dict[bytes, tuple[str, dict]]) -> Activation:
+    """The activation an ``act`` node computes (see :mod:`initwise.activations`); ``cache``
+    goes to :func:`~initwise.activations.identify`."""
     if len(steps) == 1:
         _, func, args, kwargs = steps[0]
         known = of_call(func, args, kwargs)
         if known is not None:
             return Activation(known.name, known.params, via=known.via, fn=act.phi)
-    name, params = identify(act.phi)
+    name, params = identify(act.phi, cache)
     via = act.op if len(steps) <= 3 else f"{len(steps)} pointwise ops"
     return Activation(name, tuple(sorted(params.items())), via=via, fn=act.phi)

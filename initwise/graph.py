@@ -30,11 +30,15 @@ from torch.overrides import TorchFunctionMode
 
 from . import ops, recstats
 from .activations import Activation, of_module
+from .callargs import bias_pos as _bias_pos, numel as _numel, parameters as _parameters, positional as _positional, tensors as _tensors
 from .fusion import fuse as _fuse
 from .twins import meta_twins, needs_twins, to_meta
 from .inputs import call_model, candidate_inputs, describe, preserved, tensors_in
 
 __all__ = ["Node", "Graph", "record", "record_pass", "is_layer", "is_norm", "layers"]
+
+#: Turns torch-function modes (this recorder, an inner one) off for the recorder's own calls.
+_quiet = torch._C.DisableTorchFunction
 
 _NORM_TYPES: tuple[type, ...] = tuple(t for t in (
     nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, getattr(nn, "RMSNorm", None),
@@ -167,17 +171,6 @@ def _fill(obj: Any, env: dict[int, Any]) -> Any:
     return obj
 
 
-def _flat(obj: Any) -> Iterator[Any]:
-    if isinstance(obj, (tuple, list)):
-        for o in obj:
-            yield from _flat(o)
-    elif isinstance(obj, dict):
-        for o in obj.values():
-            yield from _flat(o)
-    else:
-        yield obj
-
-
 class _Recorder(TorchFunctionMode):
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -195,17 +188,39 @@ class _Recorder(TorchFunctionMode):
         self.module_out: dict[str, int] = {}
         self.roots: dict[int, int] = {}
         self.outputs: tuple[int, ...] = ()
-        # torch calls made by the recorder's own hooks are not recorded
-        self.busy = False
         #: node id -> its output tensor and that tensor's version when made (record_pass only)
         self.tensors: dict[int, tuple[torch.Tensor, int]] | None = None
         self.result: Any = None  #: the model's output
+        #: torch function -> (kind, bare name, writes in place by its name), looked up once
+        self.kinds: dict[Any, tuple[str, str, bool]] = {}
+        #: (query length, key length, causal, id of the mask) -> (mask, its version, what it allows)
+        self.masks: dict[tuple, tuple[Any, int | None, dict[str, float]]] = {}
+
+    def kind_of(self, func: Any) -> tuple[str, str, bool]:
+        """:func:`ops.classify`, :func:`ops.bare` and the name part of :func:`ops.in_place`
+        of ``func``, cached per function for this recording."""
+        try:
+            return self.kinds[func]
+        except KeyError:
+            found = self.kinds[func] = (ops.classify(func), ops.bare(func), ops.in_place(func, {}))
+        except TypeError:  # an unhashable callable
+            found = (ops.classify(func), ops.bare(func), ops.in_place(func, {}))
+        return found
 
     # nodes
-    def add(self, kind: str, op: str, inputs: tuple[int, ...], out: Any, **kw: Any) -> Node:
+    def add(self, kind: str, op: str, inputs: tuple[int, ...], out: Any, *, varies: bool | None = None,
+            module: str | None = None, param: str = "", weights: tuple[str, ...] = (),
+            info: dict[str, Any] | None = None) -> Node:
+        """A new node (``varies``: by default whether an input varies; ``module``: the current
+        module's name)."""
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
-        varies = kw.pop("varies", any(self.nodes[i].varies for i in inputs))
-        node = Node(len(self.nodes), kind, op, inputs, shape, varies, module=kw.pop("module", self.where()), **kw)
+        if varies is None:
+            nodes = self.nodes
+            varies = any(nodes[i].varies for i in inputs)
+        if module is None:
+            module = self.scope[-1] if self.scope else ""
+        node = Node(len(self.nodes), kind, op, inputs, shape, varies, module, param, weights,
+                    {} if info is None else info)
         self.nodes.append(node)
         return node
 
@@ -213,11 +228,17 @@ class _Recorder(TorchFunctionMode):
         return self.scope[-1] if self.scope else ""
 
     def bind(self, out: Any, nid: int) -> None:
-        for t in tensors_in(out):
-            self.by_id[id(t)] = nid
-            self.keep.append(t)
-            if self.tensors is not None and nid not in self.tensors:
-                self.tensors[nid] = (t, t._version)
+        """Node ``nid`` made the tensors in ``out`` (a tensor, or nested tuples, lists, dicts)."""
+        self.bind_all(tensors_in(out), nid)
+
+    def bind_all(self, ts: list[torch.Tensor], nid: int) -> None:
+        """Node ``nid`` made the tensors ``ts``."""
+        by_id, keep, tensors = self.by_id, self.keep, self.tensors
+        for t in ts:
+            by_id[id(t)] = nid
+            keep.append(t)
+            if tensors is not None and nid not in tensors:
+                tensors[nid] = (t, t._version)
 
     def ref(self, t: torch.Tensor) -> int:
         """The node of tensor ``t``, creating a param or const node on first sight."""
@@ -232,20 +253,15 @@ class _Recorder(TorchFunctionMode):
         self.bind(t, node.id)
         return node.id
 
-    # hooks (on every module: scope for names; a known layer becomes one node)
+    # hooks (on every module: scope for names; a known layer becomes one node); their own
+    # torch calls (statistics, shapes) run with torch functions disabled: no mode sees them
     def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        self.busy = True
-        try:
+        with _quiet():
             self._pre_hook(module, args, kwargs)
-        finally:
-            self.busy = False
 
     def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        self.busy = True
-        try:
+        with _quiet():
             self._post_hook(module, args, kwargs, output)
-        finally:
-            self.busy = False
 
     def _pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if self.depth:
@@ -272,7 +288,7 @@ class _Recorder(TorchFunctionMode):
         first = next(iter(tensors_in(output)), None)
         info = {"type": type(module).__name__, "module": module,
                 "kwargs": {k: v for k, v in kw.items() if not isinstance(v, torch.Tensor)}}
-        weights = tuple(dict.fromkeys(self.param_names[id(p)] for p in module.parameters()))
+        weights = tuple(dict.fromkeys(self.param_names[id(p)] for p in _parameters(module)))
         node = self.add("layer", f"{type(module).__name__} '{name}'", ins, first, module=name,
                         weights=weights, info=info)
         if is_norm(module):
@@ -285,27 +301,32 @@ class _Recorder(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if self.depth or self.busy:
+        if self.depth:
             return out
-        kind = ops.classify(func)
+        kind, name, in_place = self.kind_of(func)
+        if kind == "ignore":
+            return out
         outs = tensors_in(out)
-        if kind == "ignore" or not outs:
+        if not outs:
             return out
-        operands = [t for t in _flat((args, kwargs)) if isinstance(t, torch.Tensor)]
-        known = [t for t in operands if id(t) in self.by_id or id(t) in self.param_names]
+        operands = _tensors(args, [])
+        if kwargs:
+            _tensors(kwargs.values(), operands)
+        by_id, param_names = self.by_id, self.param_names
+        known = any(id(t) in by_id or id(t) in param_names for t in operands)
         if kind == "factory" or not known:
             if kind == "factory":
-                node = self.add("const", ops.bare(func), (), outs[0], varies=False, info=recstats.const_stats(outs[0]))
-                self.bind(out, node.id)
+                node = self.add("const", name, (), outs[0], varies=False, info=recstats.const_stats(outs[0]))
+                self.bind_all(outs, node.id)
             return out
+        in_place = in_place or kwargs.get("out") is not None
         with torch.no_grad():  # the recorder's statistics are not part of the model's graph
-            self._record(func, kind, args, kwargs, operands, out, outs)
+            self._record(func, kind, name, in_place, args, kwargs, operands, outs)
         return out
 
-    def _record(self, func: Any, kind: str, args: tuple, kwargs: dict, operands: list[torch.Tensor],
-                out: Any, outs: list[torch.Tensor]) -> None:
-        name = ops.bare(func)
-        ids = tuple(self.ref(t) for t in operands)
+    def _record(self, func: Any, kind: str, name: str, in_place: bool, args: tuple, kwargs: dict,
+                operands: list[torch.Tensor], outs: list[torch.Tensor]) -> None:
+        ids = [self.ref(t) for t in operands]
         unique = tuple(dict.fromkeys(ids))
         nodes = [self.nodes[i] for i in unique]
         signals = [n for n in nodes if n.data]
@@ -321,12 +342,9 @@ class _Recorder(TorchFunctionMode):
                                 info={"derived": True})
             else:
                 node = self.add("const", name, unique, outs[0], varies=False, info=recstats.const_stats(outs[0]))
-            self.bind(out, node.id)
+            self.bind_all(outs, node.id)
             return
-        roots = {self.roots.get(n.id, n.id) for n in signals}
-        small_consts = all(n.kind != "param" and (n.data or n.info.get("numel", 2) <= 1) for n in nodes)
-        if kind in ("elementwise", "add", "mul") and len(roots) == 1 and small_consts and \
-                tuple(outs[0].shape) == signals[0].shape:
+        if kind in ("elementwise", "add", "mul") and self._pointwise(nodes, signals, outs[0]):
             kind = "elementwise"
             info["template"] = (func, _template(args, self), _template(kwargs, self))
         elif kind == "elementwise":
@@ -346,7 +364,7 @@ class _Recorder(TorchFunctionMode):
         elif kind == "attention":
             info.update({k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor)})
             mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
-            info.update(recstats.allowed(mask, args, kwargs))
+            info.update(self._allowed(mask, args, kwargs))
         elif kind == "softmax":
             info.update(recstats.support(outs[0]))
         elif kind in ("reduce", "other", "scatter", "mul"):
@@ -357,24 +375,30 @@ class _Recorder(TorchFunctionMode):
         node = self.add(kind, name, unique, outs[0], weights=weights, info=info)
         if kind == "elementwise":
             node.info["root"] = self.roots[node.id] = self.roots.get(signals[0].id, signals[0].id)
-        if ops.in_place(func, kwargs):
+        if in_place:
             self.by_id[id(operands[0])] = node.id
-        self.bind(out, node.id)
+        self.bind_all(outs, node.id)
         if len(outs) > 1:
             node.info["outputs"] = len(outs)
 
+    def _allowed(self, mask: Any, args: tuple, kwargs: dict) -> dict[str, float]:
+        """:func:`recstats.allowed`, once per mask (and query/key lengths) of this recording:
+        the layers of a transformer share one mask tensor (or all are causal)."""
+        causal = bool(kwargs.get("is_causal", args[5] if len(args) > 5 else False))
+        tensor = mask if isinstance(mask, torch.Tensor) and not causal else None
+        key = (args[0].shape[-2], args[1].shape[-2], causal, id(tensor))
+        seen = self.masks.get(key)
+        if seen is None or seen[0] is not tensor or (tensor is not None and seen[1] != tensor._version):
+            seen = self.masks[key] = (tensor, None if tensor is None else tensor._version,
+                                      recstats.allowed(mask, args, kwargs))
+        return dict(seen[2])
 
-def _positional(args: tuple) -> tuple:
-    return tuple(args[1]) if len(args) == 2 and isinstance(args[0], str) and isinstance(args[1], (list, tuple)) \
-        else tuple(args)
-
-
-def _bias_pos(name: str) -> int:
-    return {"linear": 2, "addmm": 0, "baddbmm": 0, "addbmm": 0, "addmv": 0}.get(name, 2 if name.startswith("conv") else -1)
-
-
-def _numel(t: torch.Tensor) -> int:
-    return t.numel()
+    def _pointwise(self, nodes: list[Node], signals: list[Node], out: torch.Tensor) -> bool:
+        """Whether an operation on ``nodes`` is a step of one signal's pointwise chain: one root,
+        no parameter, constants of at most one element, the signal's shape kept."""
+        roots = {self.roots.get(n.id, n.id) for n in signals}
+        return len(roots) == 1 and all(n.kind != "param" and (n.data or n.info.get("numel", 2) <= 1)
+                                       for n in nodes) and tuple(out.shape) == signals[0].shape
 
 
 def _template(obj: Any, rec: _Recorder) -> Any:

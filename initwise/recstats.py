@@ -43,8 +43,14 @@ def stats(t: torch.Tensor) -> dict[str, float]:
 def const_stats(t: torch.Tensor) -> dict[str, float]:
     """What the plan reads of a constant: its size, whether it is an attention mask, the
     collision chance of integer ids; never its float values (a meta model has none, and the
-    plan of a meta model must equal that of the built one)."""
-    return {k: v for k, v in stats(t).items() if k in ("numel", "mask", "collision")}
+    plan of a meta model must equal that of the built one). The keys of :func:`stats` it
+    keeps, computed without the float moments it leaves out."""
+    if t.is_meta or t.numel() == 0 or not (t.is_floating_point() or t.dtype == torch.bool or t.is_complex()):
+        return stats(t)  # the size alone, or integer ids: size and collision chance
+    out: dict[str, float] = {"numel": t.numel()}
+    if t.is_floating_point() and float(t.detach().min()) < -1e4:
+        out["mask"] = True
+    return out
 
 
 def token_corr(t: torch.Tensor) -> dict[str, float]:

@@ -75,7 +75,7 @@ from .paths import Paths, read_paths
 from .plot import plot_reports
 from .report import Report
 from .results import (INFO_KINDS, KINDS, DiagnosisThresholds, Finding, LayerDiagnosis, Stream, StreamPoint)
-from .stats import _first_tensor, _layer_params, _mean_spread, _parametric_layers, _stds
+from .stats import _first_tensor, _layer_params, _mean_spread, _parametric_layers, _quiet, _spreads_of, _stds_of
 from .verdicts import _chained, _per_layer  # noqa: F401 - tested helpers
 from .stats import _duplicate_mask  # noqa: F401 - tested helper
 
@@ -189,28 +189,19 @@ def diagnose(
                   previous=paths.previous, normed=sorted(paths.normed), note=note)
 
 
-def _spread(t: torch.Tensor | None) -> float:
-    if t is None or t.dim() < 1 or t.shape[0] < 2:
-        return math.nan
-    with torch.no_grad():
-        return _mean_spread(t.float().reshape(t.shape[0], -1))[1]
-
-
-def _grad_std(t: torch.Tensor | None) -> float | None:
-    if t is None or t.numel() < 2:
-        return None
-    with torch.no_grad():
-        return float(_stds(t.float().reshape(1, -1))[0])
-
-
 def _streams(paths: Paths, recorder: _Recorder, graph: Graph | None, input_std: float) -> list[Stream]:
     """The residual streams measured by the taps (a node that is a layer's output is read from
-    the layer's record; the model's input from ``input_std``)."""
+    the layer's record; the model's input from ``input_std``). The spreads of the taps and
+    the stds of the gradients w.r.t. the sums are computed together, same shapes stacked."""
     by_name = {r.name: r for r in recorder.order}
+    with _quiet():
+        spreads = _spreads_of(recorder.taps)
+        grad_stds = _stds_of({a: recorder.tap_grads[a] for s in paths.streams for a in s.adds
+                              if a in recorder.tap_grads})
 
     def std_of(nid: int) -> float:
         if nid in recorder.taps:
-            return _spread(recorder.taps[nid])
+            return spreads[nid]
         name = paths.layer_of.get(nid)
         if name in by_name:
             return by_name[name].out_std
@@ -220,8 +211,7 @@ def _streams(paths: Paths, recorder: _Recorder, graph: Graph | None, input_std: 
 
     out = []
     for s in paths.streams:
-        points = [StreamPoint(block, std_of(a), std_of(b), _grad_std(recorder.tap_grads.get(a)),
-                              _numel(recorder.taps.get(a)))
+        points = [StreamPoint(block, std_of(a), std_of(b), grad_stds.get(a), _numel(recorder.taps.get(a)))
                   for a, b, block in zip(s.adds, s.branches, s.blocks)]
         out.append(Stream(_common(s.blocks), std_of(s.start), points))
     return out

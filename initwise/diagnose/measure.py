@@ -114,17 +114,21 @@ class _Recorder(TorchFunctionMode):
 
     # -- torch function mode: activation calls
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        # this mode's own torch calls run quiet: a mode under it (the graph's recorder) must
+        # not see them (they are not the model's) and each would cost a Python call
         kwargs = kwargs or {}
         if self.shared and _writes_in_place(func, kwargs):
-            self._protect(args[0] if args else None, kwargs.get("out"))
+            with _quiet():
+                self._protect(args[0] if args else None, kwargs.get("out"))
         out = func(*args, **kwargs)
         if self.pending is not None and isinstance(out, torch.Tensor):
             name = getattr(func, "__name__", "").rstrip("_")
             if name in _ACTIVATIONS:
-                rec, shape = self.pending
-                if out.dim() >= 1 and out.shape[0] == shape[0] and out.numel() == shape.numel():
-                    self.pending = None
-                    self._post_activation(rec, name, out, args, kwargs)
+                with _quiet():
+                    rec, shape = self.pending
+                    if out.dim() >= 1 and out.shape[0] == shape[0] and out.numel() == shape.numel():
+                        self.pending = None
+                        self._post_activation(rec, name, out, args, kwargs)
         return out
 
     def tap(self, nid: int, t: torch.Tensor) -> None:
@@ -424,10 +428,12 @@ def _passes(model: nn.Module, inputs: Any, targets: torch.Tensor | None,
     left as it was. ``forward()`` runs the model under the recorder (default: a plain call);
     ``after()`` runs between the forward and the backward pass. Returns the loss and the
     gradients w.r.t. each layer's weights."""
-    params = list(model.parameters())
+    modules = list(model.modules())  # one walk: parameters and buffers as model.parameters()/buffers()
+    params = list(dict.fromkeys(p for m in modules for p in m._parameters.values() if p is not None))
     flags = [p.requires_grad for p in params]
-    modes = [(m, m.training) for m in model.modules()]
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    modes = [(m, m.training) for m in modules]
+    buffers = [(b, b.detach().clone())
+               for b in dict.fromkeys(b for m in modules for b in m._buffers.values() if b is not None)]
     handles = []
     try:
         for p in params:

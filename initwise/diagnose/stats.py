@@ -43,6 +43,8 @@ def _first_tensor(obj: Any) -> torch.Tensor | None:
 def _layer_params(layer: nn.Module) -> list[nn.Parameter]:
     """The layer's own parameters with >= 2 dims (and the originals of a parametrized weight);
     for a layer initwise knows as one unit (``MultiheadAttention``), those of its parts too."""
+    if not layer._modules:  # a leaf: its own parameters (what parameters() yields, faster)
+        return [p for p in dict.fromkeys(layer._parameters.values()) if p is not None and p.dim() >= 2]
     params = [p for p in layer.parameters(recurse=_whole(layer)) if p.dim() >= 2]
     parametrizations = getattr(layer, "parametrizations", None)
     if isinstance(parametrizations, nn.ModuleDict):
@@ -56,11 +58,10 @@ def _parametric_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     to the ``parametrizations`` container that computes it)."""
     from torch.nn.utils.parametrize import ParametrizationList
 
-    inner = {id(p) for m in model.modules() if isinstance(m, ParametrizationList)
-             for p in m.modules()}
-    inner |= {id(p) for m in model.modules() if _whole(m) for p in m.modules() if p is not m}
-    return [(name, m) for name, m in model.named_modules()
-            if id(m) not in inner and _layer_params(m)]
+    named = list(model.named_modules())  # one walk of the module tree
+    inner = {id(p) for _, m in named if isinstance(m, ParametrizationList) for p in m.modules()}
+    inner |= {id(p) for _, m in named if _whole(m) for p in m.modules() if p is not m}
+    return [(name, m) for name, m in named if id(m) not in inner and _layer_params(m)]
 
 
 def _whole(module: nn.Module) -> bool:
@@ -254,6 +255,35 @@ def _maybe_duplicates(y4: torch.Tensor, rtol: float) -> list[int]:
     same = (a - b).abs().amax(dim=1) <= rtol * torch.maximum(a.abs().amax(dim=1),
                                                             b.abs().amax(dim=1))
     return sorted(set(li[same].tolist()))
+
+
+def _spreads_of(tensors: dict[Any, torch.Tensor]) -> dict[Any, float]:
+    """The spread (:func:`_mean_spread` of ``t`` as (batch, -1), in float32) of each tensor,
+    NaN for one without a batch of 2 or more; same-shaped tensors are stacked and measured
+    together (a few tensor operations per shape)."""
+    out = {key: math.nan for key, t in tensors.items() if t.dim() < 1 or t.shape[0] < 2}
+    items = [(key, t) for key, t in tensors.items() if key not in out]
+    with torch.no_grad():
+        for group in _grouped(items, lambda kt: (kt[1].shape, kt[1].device)):
+            for chunk in _chunks(group, group[0][1].numel()):
+                x = _stack([t.float().reshape(t.shape[0], -1) for _, t in chunk])
+                for (key, _), s in zip(chunk, _mean_spreads(x)[1].tolist()):
+                    out[key] = s
+    return out
+
+
+def _stds_of(tensors: dict[Any, torch.Tensor]) -> dict[Any, float]:
+    """The std over all elements (:func:`_stds`, float32) of each tensor of two or more
+    elements (others are left out); tensors of the same size are stacked and measured together."""
+    items = [(key, t) for key, t in tensors.items() if t.numel() >= 2]
+    out: dict[Any, float] = {}
+    with torch.no_grad():
+        for group in _grouped(items, lambda kt: (kt[1].numel(), kt[1].device)):
+            for chunk in _chunks(group, group[0][1].numel()):
+                stds = _stds(_stack([t.float().reshape(-1) for _, t in chunk]))
+                for (key, _), s in zip(chunk, stds.tolist()):
+                    out[key] = s
+    return out
 
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
