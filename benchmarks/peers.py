@@ -485,6 +485,25 @@ def run_benchmark(cases: list[Case], methods: list[str], seeds: list[int], *,
     return runs, [m for m in methods if m not in skipped]
 
 
+def _merged(out: str, runs: list[dict], ran: list[str], cases: list[Case], seeds: list[int]
+            ) -> tuple[list[dict], list[str], list[Case], list[str]]:
+    """``runs`` in place of the same (case, method) runs of ``out/peers.json``; the methods and
+    cases of both, in the registry's order; the earlier commands."""
+    path = os.path.join(out, "peers.json")
+    if not os.path.isfile(path):
+        raise SystemExit(f"--update: {path} does not exist; run without --update first")
+    with open(path) as f:
+        old = json.load(f)
+    if old["settings"]["seeds"] != seeds:
+        raise SystemExit(f"--update: {path} has seeds {old['settings']['seeds']}, this run {seeds}")
+    new = {(r["case"], r["method"]) for r in runs}
+    kept = [r for r in old["runs"] if (r["case"], r["method"]) not in new]
+    methods = {r["method"] for r in kept} | set(ran)
+    names = {r["case"] for r in kept} | {c.name for c in cases}
+    return (kept + runs, [m for m in METHODS if m in methods], [c for c in CASES.values() if c.name in names],
+            old["settings"]["command"].split("; then "))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="initwise vs torch's default vs AnyInit vs lsuv: same models, data, loop, "
@@ -501,6 +520,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"output folder (default {DEFAULT_OUT}); --quick writes nothing "
                              f"unless --out is given")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--update", action="store_true",
+                        help="replace only the runs of --methods x --cases in an existing "
+                             "OUT/peers.json and keep the others as they were measured")
     args = parser.parse_args(argv)
     bad = [c for c in args.cases if c not in CASES] + [m for m in args.methods
                                                          if m not in METHODS]
@@ -515,6 +537,9 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     runs, ran = run_benchmark(cases, args.methods, seeds,
                               steps_scale=0.1 if args.quick else 1.0)
+    commands = []
+    if args.update:
+        runs, ran, cases, commands = _merged(args.out, runs, ran, cases, seeds)
     summary = summarize(runs)
     tasks = {c.name: c.data().task for c in cases}
     table = to_markdown(summary, cases, ran, tasks)
@@ -524,8 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     if quick_default:
         return 0
     settings = {
-        "command": "python benchmarks/peers.py " + " ".join(sys.argv[1:] if argv is None
-                                                             else argv),
+        "command": "; then ".join([*commands, "python benchmarks/peers.py " + " ".join(
+            sys.argv[1:] if argv is None else argv)]),
         "seeds": seeds, "quick": args.quick, "init_batch": INIT_BATCH,
         "cases": {c.name: {"description": c.description, "recipe": c.recipe()} for c in cases},
         "methods": {m: (METHODS[m].__doc__ or "").strip().split("\n\n")[0] for m in ran},
