@@ -62,10 +62,10 @@ def test_plan_prints_table_and_writes_json(target, tmp_path, capsys):
     out_json = tmp_path / "plan.json"
     assert main(["plan", f"{target}:make", "--input-shape", "1,10", "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
-    assert "fc1.weight" in out and "kaiming_normal" in out and "forward" in out
+    assert "fc1.weight" in out and "kaiming_orthogonal" in out and "forward" in out
     data = json.loads(out_json.read_text())
     schemes = {e["name"]: e["scheme"] for e in data["entries"]}
-    assert schemes["fc1.weight"] == "kaiming_normal" and schemes["fc3.weight"] == "xavier_normal"
+    assert schemes["fc1.weight"] == "kaiming_orthogonal" and schemes["fc3.weight"] == "xavier_normal"
     assert "example input" in data["note"]
 
 

@@ -331,7 +331,8 @@ def _param_node(node: Node, ctx: Context, st: _State) -> None:
     _set_stats(ctx, e)
 
 
-#: Square hidden weights up to this size are drawn orthogonal (a QR of 512 x 512 takes ~20 ms).
+#: Hidden weights up to this size on each side (square ones of any rank, 2-D ones of any shape)
+#: are drawn (semi-)orthogonal (a QR of 512 x 512 takes ~20 ms).
 ORTHOGONAL_MAX = 512
 
 
@@ -351,12 +352,16 @@ def _random(e: PlanEntry, family: str, std: float, fan_in: float, fan_out: float
     e.fan_in, e.fan_out, e.gain, e.std, e.params = _num(fan_in), _num(fan_out), float(gain), std, params
     e.reason = why
     rows, cols = (e.shape[0], math.prod(e.shape[1:])) if len(e.shape) >= 2 else (0, 0)
-    if hidden and st.distribution == "normal" and rows == cols and 2 <= rows <= ORTHOGONAL_MAX \
+    if hidden and st.distribution == "normal" and (rows == cols or len(e.shape) == 2) \
+            and 2 <= min(rows, cols) and max(rows, cols) <= ORTHOGONAL_MAX \
             and "padding_idx" not in params and params.get("blocks", 1) == 1:
         e.scheme, e.distribution = f"{family}_orthogonal", "orthogonal"
-        e.reason = (why + f"; drawn as a scaled orthogonal matrix of that std (all singular values "
-                    f"{std * math.sqrt(rows):.3g}): a square hidden layer then keeps every input's norm exactly at "
-                    "finite width (Saxe et al. 2014), where a Gaussian one fluctuates")
+        what = ("a square hidden layer then keeps every input's norm exactly" if rows == cols else
+                f"a {'tall' if rows > cols else 'wide'} hidden layer then keeps the norm of every input"
+                + ("" if rows > cols else " in its row space") + " exactly")
+        e.reason = (why + f"; drawn as a scaled (semi-)orthogonal matrix of that std (all singular values "
+                    f"{std * math.sqrt(max(rows, cols)):.3g}): {what} at finite width (Saxe et al. 2014), where a "
+                    "Gaussian one fluctuates")
 
 
 def _num(v: float) -> int | float:

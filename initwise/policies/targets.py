@@ -24,8 +24,8 @@ __all__ = ["target", "edge_of_chaos", "saturating", "attention_dims", "TARGET_LO
 #: second moment, offsets shared by all samples included, since nothing removes them.
 TARGET_LOGITS = 0.02
 #: Variance between samples of the logits of an output layer whose bias is centred on the data
-#: (:mod:`initwise.calibrate`: no offset left, initial loss ~ ln C + E[z^2]/2 = ln C + 0.075).
-TARGET_CENTRED = 0.15
+#: (:mod:`initwise.calibrate`: no offset left, initial loss ~ ln C + E[z^2]/2 = ln C + 0.05).
+TARGET_CENTRED = 0.1
 #: Std of attention logits at initialization.
 TARGET_ATTENTION_STD = 0.5
 _HE_LIKE_CAP = 1e3
