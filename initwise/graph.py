@@ -134,6 +134,9 @@ class Graph:
     note: str = ""
     modules: dict[str, int] = field(default_factory=dict)
     _consumers: list[list[int]] | None = field(default=None, repr=False)
+    #: results of pure functions of one activation (its edge-of-chaos fixed point), by a key that
+    #: names the activation exactly: a model repeats the same activation in every block
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def consumers(self, nid: int) -> list[int]:
         """Ids of the nodes that read node ``nid``'s output, in execution order."""

@@ -67,13 +67,17 @@ def one_target(u: Any, q: float, g: Graph, table_family: str = "xavier") -> tupl
             return TARGET_LOGITS / q, "xavier", f"feeds {label} at the model output: logits of E[z^2] = {TARGET_LOGITS}"
         if name == "selu":
             return 1.0 / q, "lecun", "feeds selu: LeCun, E[z^2] = 1 keeps SELU self-normalizing (Klambauer et al. 2017)"
-        phi = u.node.phi if u.node.info.get("chain") else act.fn
+        chain = bool(u.node.info.get("chain"))
+        phi = u.node.phi if chain else act.fn
+        # the same activation (a name and parameters the recorder identified, as a module or as a
+        # chain of elementwise ops) gives the same fixed point: solved once per graph
+        key = None if name == "custom" else (label, chain, q)
         if name in XAVIER_ACTS:
-            t, slope2 = saturating(phi, q)
+            t, slope2 = _memo(g, ("saturating", key), lambda: saturating(phi, q))
             return t, "xavier", (f"feeds {label}: Xavier family, n E[w^2] = {t:.3g} so that n E[w^2] E[phi'(z)^2] "
                                  f"= 1 at its pre-activation E[z^2] = {t * q:.3g} (chi_1 = 1, the edge of chaos: "
                                  "near-linear, as Glorot & Bengio 2010 derive it; Schoenholz et al. 2017)")
-        s, slope2 = edge_of_chaos(phi, q, False)
+        s, slope2 = _memo(g, ("edge_of_chaos", key and key[:2]), lambda: edge_of_chaos(phi, q, False))
         return s / q, "kaiming", (f"feeds {label}: He family with s E[phi'(z)^2] = {s * slope2:.3g} at E[z^2] = "
                                   f"{s:.3g} (chi_1 = 1: the gradient keeps its scale, Schoenholz et al. 2017)")
     if kind == "output":
@@ -94,6 +98,16 @@ def one_target(u: Any, q: float, g: Graph, table_family: str = "xavier") -> tupl
             return 1.0 / (k * q), "xavier", (f"one of {k} summed embeddings (patches + position): E[y^2] = 1/{k}, an "
                                              "equal share of the sum's unit variance")
     return 1.0 / q, "xavier", "no activation follows: its consumer receives E[y^2] = 1"
+
+
+def _memo(g: Graph, key: Any, compute: Any) -> Any:
+    """``compute()``, kept in ``g.memo`` under ``key`` (computed every time when the key holds
+    None: an activation that cannot be named exactly)."""
+    if key[-1] is None:
+        return compute()
+    if key not in g.memo:
+        g.memo[key] = compute()
+    return g.memo[key]
 
 
 def saturating(phi: Any, q: float) -> tuple[float, float]:
