@@ -422,13 +422,14 @@ def _default_loss(outputs: list[torch.Tensor], targets: torch.Tensor | None) -> 
 def _passes(model: nn.Module, inputs: Any, targets: torch.Tensor | None,
             loss_fn: Callable[..., torch.Tensor] | None, layers: list[tuple[str, nn.Module]],
             recorder: _Recorder, forward: Callable[[], Any] | None = None,
-            after: Callable[[], None] | None = None,
+            after: Callable[[], None] | None = None, modules: list[nn.Module] | None = None,
             ) -> tuple[float, list[tuple[LayerDiagnosis, list[torch.Tensor]]]]:
     """The forward and backward pass of :func:`diagnose`, recorded by ``recorder``; the model is
     left as it was. ``forward()`` runs the model under the recorder (default: a plain call);
-    ``after()`` runs between the forward and the backward pass. Returns the loss and the
-    gradients w.r.t. each layer's weights."""
-    modules = list(model.modules())  # one walk: parameters and buffers as model.parameters()/buffers()
+    ``after()`` runs between the forward and the backward pass; ``modules``: ``model.modules()``
+    when the caller has them. Returns the loss and the gradients w.r.t. each layer's weights."""
+    # one walk: parameters and buffers as model.parameters()/buffers()
+    modules = list(model.modules()) if modules is None else modules
     params = list(dict.fromkeys(p for m in modules for p in m._parameters.values() if p is not None))
     flags = [p.requires_grad for p in params]
     modes = [(m, m.training) for m in modules]

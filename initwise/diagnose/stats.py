@@ -53,12 +53,14 @@ def _layer_params(layer: nn.Module) -> list[nn.Parameter]:
     return params
 
 
-def _parametric_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def _parametric_layers(model: nn.Module, named: list[tuple[str, nn.Module]] | None = None
+                       ) -> list[tuple[str, nn.Module]]:
     """Modules owning a parameter of 2+ dims (a parametrized weight belongs to its module, not
-    to the ``parametrizations`` container that computes it)."""
+    to the ``parametrizations`` container that computes it); ``named``: ``model.named_modules()``
+    when the caller has it."""
     from torch.nn.utils.parametrize import ParametrizationList
 
-    named = list(model.named_modules())  # one walk of the module tree
+    named = list(model.named_modules()) if named is None else named
     inner = {id(p) for _, m in named if isinstance(m, ParametrizationList) for p in m.modules()}
     inner |= {id(p) for _, m in named if _whole(m) for p in m.modules() if p is not m}
     return [(name, m) for name, m in named if id(m) not in inner and _layer_params(m)]
