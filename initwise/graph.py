@@ -31,7 +31,9 @@ from torch.overrides import TorchFunctionMode
 from . import ops, recstats
 from .activations import Activation, of_module
 from .callargs import bias_pos as _bias_pos, numel as _numel, parameters as _parameters, positional as _positional, tensors as _tensors
+from . import tree as _tree
 from .fusion import fuse as _fuse
+from .tree import Tree
 from .twins import meta_twins, needs_twins, to_meta
 from .inputs import call_model, candidate_inputs, describe, preserved, tensors_in
 
@@ -67,11 +69,12 @@ def is_layer(module: nn.Module) -> bool:
     return isinstance(module, _LAYER_TYPES) or is_norm(module)
 
 
-def layers(model: nn.Module) -> dict[str, nn.Module]:
+def layers(model: nn.Module, named: list[tuple[str, nn.Module]] | None = None) -> dict[str, nn.Module]:
     """The known layers of ``model`` by qualified name (outermost first; a known layer's
-    sub-modules, such as ``MultiheadAttention.out_proj``, belong to it)."""
+    sub-modules, such as ``MultiheadAttention.out_proj``, belong to it); ``named``:
+    ``model.named_modules()`` when the caller has it."""
     found: dict[str, nn.Module] = {}
-    for name, module in model.named_modules():
+    for name, module in (model.named_modules() if named is None else named):
         parts = name.split(".")
         if any(".".join(parts[:k]) in found for k in range(1, len(parts))):
             continue  # a part of a known layer
@@ -175,7 +178,7 @@ def _fill(obj: Any, env: dict[int, Any]) -> Any:
 
 
 class _Recorder(TorchFunctionMode):
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, tree: Tree | None = None):
         super().__init__()
         self.nodes: list[Node] = []
         self.by_id: dict[int, int] = {}
@@ -183,10 +186,13 @@ class _Recorder(TorchFunctionMode):
         self.depth = 0
         self.scope: list[str] = []
         self.param_names: dict[int, str] = {}
-        for name, p in model.named_parameters(remove_duplicate=False):
+        #: the module tree (:func:`initwise.tree.walk`), walked once for the whole recording
+        self.tree = tree = _tree.walk(model) if tree is None else tree
+        for name, p in _tree.named_parameters(tree):
             self.param_names.setdefault(id(p), name)
-        self.layer_names = {id(m): n for n, m in layers(model).items()}
-        self.module_names = {id(m): n for n, m in model.named_modules()}
+        named = _tree.unique(tree)
+        self.layer_names = {id(m): n for n, m in layers(model, named).items()}
+        self.module_names = {id(m): n for n, m in named}
         self.pending: tuple = ()
         self.module_out: dict[str, int] = {}
         self.roots: dict[int, int] = {}
@@ -444,7 +450,7 @@ def record(model: nn.Module, example_input: Any = None) -> Graph:
                 errors.append(message)
             continue
         mode = "" if training else " (in eval mode: training mode failed)"
-        return Graph(_fuse(rec.nodes, rec.outputs), rec.outputs, _aliases(model),
+        return Graph(_fuse(rec.nodes, rec.outputs), rec.outputs, _aliases(model, rec.tree),
                      note=f"recorded forward pass with {source}{mode}", modules=rec.module_out)
     error = "; ".join(errors)
     if len(error) > 300:
@@ -465,7 +471,9 @@ def _run(model: nn.Module, inputs: Any, training: bool | None, guessed: bool = F
     output, ``rec.result``, can then be backpropagated) and keeps every node's output tensor
     (``rec.tensors``); ``inner``, a context manager (another torch-function mode), is entered
     inside the recording."""
-    twin = needs_twins(model)
+    tree = _tree.walk(model)  # one walk of the module tree for every step below
+    modules = _tree.unique(tree)
+    twin = needs_twins(model, modules)
     infos = []
     for t in tensors_in(inputs):
         info = {**recstats.stats(t), **recstats.sample_corr(t)}
@@ -475,18 +483,18 @@ def _run(model: nn.Module, inputs: Any, training: bool | None, guessed: bool = F
     if twin:
         inputs = to_meta(inputs)
     with meta_twins(model) if twin else contextlib.nullcontext():
-        rec = _Recorder(model)
+        rec = _Recorder(model, tree)
         if grad:
             rec.tensors = {}
         handles = []
         try:
-            for module in model.modules():
+            for _, module in modules:
                 handles.append(module.register_forward_pre_hook(rec.pre_hook, with_kwargs=True))
                 handles.append(module.register_forward_hook(rec.post_hook, with_kwargs=True))
             for t, info in zip(tensors_in(inputs), infos):
                 node = rec.add("input", "input", (), t, varies=True, info=info)
                 rec.bind(t, node.id)
-            with preserved(model, keep_buffers=not grad), torch.set_grad_enabled(grad):
+            with preserved(model, keep_buffers=not grad, modules=modules), torch.set_grad_enabled(grad):
                 if training is not None:
                     model.train(training)
                 with rec, inner if inner is not None else contextlib.nullcontext():
@@ -511,14 +519,14 @@ def record_pass(model: nn.Module, inputs: Any, inner: Any = None) -> tuple[Graph
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
     rec = _run(model, inputs, None, grad=True, inner=inner)
-    g = Graph(_fuse(rec.nodes, rec.outputs), rec.outputs, _aliases(model), note="recorded forward pass with the "
+    g = Graph(_fuse(rec.nodes, rec.outputs), rec.outputs, _aliases(model, rec.tree), note="recorded forward pass with the "
               "given inputs", modules=rec.module_out)
     return g, rec.result, rec.tensors
 
 
-def _aliases(model: nn.Module) -> dict[str, tuple[str, ...]]:
+def _aliases(model: nn.Module, tree: Tree | None = None) -> dict[str, tuple[str, ...]]:
     names: dict[int, list[str]] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
+    for name, p in _tree.named_parameters(_tree.walk(model) if tree is None else tree):
         names.setdefault(id(p), []).append(name)
     return {n[0]: tuple(n) for n in names.values()}
 

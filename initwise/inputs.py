@@ -12,6 +12,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from . import tree as _tree
+
 __all__ = ["tensors_in", "call_model", "resolve_input", "candidate_inputs", "guesses_for", "preserved", "describe"]
 
 
@@ -143,14 +145,22 @@ def _guess_one(module: nn.Module) -> torch.Tensor | None:
 
 
 @contextlib.contextmanager
-def preserved(model: nn.Module, keep_buffers: bool = True) -> Iterator[None]:
+def preserved(model: nn.Module, keep_buffers: bool = True,
+              modules: list[tuple[str, nn.Module]] | None = None) -> Iterator[None]:
     """Run a block and put the model back: buffers' values (unless ``keep_buffers`` is False:
     a caller that still runs a backward pass restores them after it, since autograd may have
     saved them), every module's train/eval flag, the CPU and CUDA random generators;
-    ``ValueError`` if the block changed a parameter."""
-    buffers = [(b, b.detach().clone()) for b in model.buffers() if not b.is_meta] if keep_buffers else []
-    flags = [(m, m.training) for m in model.modules()]
-    versions = [(n, p, p._version) for n, p in model.named_parameters() if not p.is_inference()]
+    ``ValueError`` if the block changed a parameter. ``modules``: ``model.named_modules()``
+    when the caller has it (:mod:`initwise.tree`)."""
+    modules = list(model.named_modules()) if modules is None else modules
+    buffers = [(b, b.detach().clone()) for b in _tree.buffers(modules) if not b.is_meta] if keep_buffers else []
+    flags = [(m, m.training) for _, m in modules]
+    named: dict[int, tuple[str, nn.Parameter]] = {}
+    for prefix, m in modules:  # model.named_parameters(): each tensor under its first name
+        for k, p in m._parameters.items():
+            if p is not None and id(p) not in named:
+                named[id(p)] = (f"{prefix}.{k}" if prefix else k, p)
+    versions = [(n, p, p._version) for n, p in named.values() if not p.is_inference()]
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
     with torch.random.fork_rng(devices=cuda):
         try:

@@ -25,11 +25,16 @@ def _dtensor() -> type | None:
     return getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
 
 
-def needs_twins(model: nn.Module) -> bool:
-    """Whether ``model`` holds a meta tensor or a DTensor (its forward must run on meta)."""
+def needs_twins(model: nn.Module, modules: list[tuple[str, nn.Module]] | None = None) -> bool:
+    """Whether ``model`` holds a meta tensor or a DTensor (its forward must run on meta);
+    ``modules``: ``model.named_modules()`` when the caller has it."""
     dt = _dtensor()
-    return any(t.is_meta or (dt is not None and isinstance(t, dt))
-               for t in (*model.parameters(), *model.buffers()))
+    if modules is None:
+        tensors: Any = (*model.parameters(), *model.buffers())
+    else:
+        tensors = (t for _, m in modules for table in (m._parameters, m._buffers)
+                   for t in table.values() if t is not None)
+    return any(t.is_meta or (dt is not None and isinstance(t, dt)) for t in tensors)
 
 
 def _distributed(hook: Any) -> bool:

@@ -137,11 +137,12 @@ def diagnose(
         raise ValueError(f"the input has shape {tuple(first_input.shape)}: diagnose measures the spread "
                          "across the batch, so it needs inputs with a batch dimension first and at least "
                          "2 samples (a few hundred give stable numbers)")
-    layers = _parametric_layers(model)
+    named = list(model.named_modules())  # one walk of the module tree, read below and by _passes
+    layers = _parametric_layers(model, named)
     if not layers:
         raise ValueError(f"{type(model).__name__} has no layer with a weight of 2 or more "
                          "dimensions (Linear, Conv, Embedding, RNN...): nothing to diagnose")
-    if any(p.is_meta for p in model.parameters()):
+    if any(p is not None and p.is_meta for _, m in named for p in m._parameters.values()):
         raise ValueError(f"{type(model).__name__} has parameters on the meta device: diagnose measures real "
                          "values; materialize it first (initwise.init(model) on a meta model does)")
     names = [n for n, _ in layers]
@@ -163,13 +164,14 @@ def diagnose(
 
     rng = torch.get_rng_state()
     recorder = _Recorder(layers, thresholds, samples)
+    modules = [m for _, m in named]
     loss_value, weight_grads = _passes(model, inputs, targets, loss_fn, layers, recorder,
-                                       lambda: forward(recorder), lambda: after(recorder))
+                                       lambda: forward(recorder), lambda: after(recorder), modules)
     if recorder.stale():  # an in-place write the recorder did not see: again, with copies
         torch.set_rng_state(rng)
         recorder = _Recorder(layers, thresholds, samples, copy=True)
         loss_value, weight_grads = _passes(model, inputs, targets, loss_fn, layers, recorder,
-                                           lambda: forward(recorder), lambda: after(recorder))
+                                           lambda: forward(recorder), lambda: after(recorder), modules)
     graph, paths = state["graph"], state["paths"]
     note = graph.note
     recorder.measure()

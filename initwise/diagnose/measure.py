@@ -15,7 +15,7 @@ from ..inputs import call_model
 from .results import DiagnosisThresholds, LayerDiagnosis
 from .stats import (_ACTIVATIONS, _CHANNEL_FIRST, _MAX_DUP_COLUMNS, _chunks, _duplicate_mask, _first_tensor,
                     _grouped, _layer_params, _maybe_duplicates, _mean_spreads, _output_columns, _quiet,
-                    _sampled_units, _stack, _stds, _units, _weight, _weight_rows)
+                    _sampled_units, _stack, _stds, _units, _weight, _weight_rows, _weight_twins)
 
 @dataclass
 class _Output:
@@ -280,11 +280,11 @@ class _Recorder(TorchFunctionMode):
                     o.rec.post_std = s
                     o.rec.samples = sample
                 cdim = chunk[0].cdim
-                maybe = (range(len(chunk)) if cdim is None else
-                         _maybe_duplicates(_sampled_units(y, cdim, _MAX_DUP_COLUMNS), rtol))
-                for i in maybe:
+                maybe = (_weight_twins([(o.module, o.params) for o in chunk], rtol) if cdim is None else
+                         dict.fromkeys(_maybe_duplicates(_sampled_units(y, cdim, _MAX_DUP_COLUMNS), rtol)))
+                for i, rows in maybe.items():
                     o = chunk[i]
-                    self._duplicates(o.rec, o.module, o.params, y[i], o.cdim)
+                    self._duplicates(o.rec, o.module, o.params, y[i], o.cdim, rows)
 
     def _measure_posts(self) -> None:
         th = self.th
@@ -356,9 +356,9 @@ class _Recorder(TorchFunctionMode):
                         rec.grad_weight_std = s
 
     def _duplicates(self, rec: LayerDiagnosis, module: nn.Module, params: list[nn.Parameter],
-                    y: torch.Tensor, cdim: int | None) -> None:
+                    y: torch.Tensor, cdim: int | None, rows: tuple[torch.Tensor, int] | None = None) -> None:
         rtol = self.th.duplicate_rtol
-        cache: list[tuple[torch.Tensor, int]] = []
+        cache: list[tuple[torch.Tensor, int]] = [] if rows is None else [rows]
 
         def weight_rows() -> torch.Tensor:
             if not cache:
@@ -422,13 +422,14 @@ def _default_loss(outputs: list[torch.Tensor], targets: torch.Tensor | None) -> 
 def _passes(model: nn.Module, inputs: Any, targets: torch.Tensor | None,
             loss_fn: Callable[..., torch.Tensor] | None, layers: list[tuple[str, nn.Module]],
             recorder: _Recorder, forward: Callable[[], Any] | None = None,
-            after: Callable[[], None] | None = None,
+            after: Callable[[], None] | None = None, modules: list[nn.Module] | None = None,
             ) -> tuple[float, list[tuple[LayerDiagnosis, list[torch.Tensor]]]]:
     """The forward and backward pass of :func:`diagnose`, recorded by ``recorder``; the model is
     left as it was. ``forward()`` runs the model under the recorder (default: a plain call);
-    ``after()`` runs between the forward and the backward pass. Returns the loss and the
-    gradients w.r.t. each layer's weights."""
-    modules = list(model.modules())  # one walk: parameters and buffers as model.parameters()/buffers()
+    ``after()`` runs between the forward and the backward pass; ``modules``: ``model.modules()``
+    when the caller has them. Returns the loss and the gradients w.r.t. each layer's weights."""
+    # one walk: parameters and buffers as model.parameters()/buffers()
+    modules = list(model.modules()) if modules is None else modules
     params = list(dict.fromkeys(p for m in modules for p in m._parameters.values() if p is not None))
     flags = [p.requires_grad for p in params]
     modes = [(m, m.training) for m in modules]

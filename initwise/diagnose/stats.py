@@ -53,12 +53,14 @@ def _layer_params(layer: nn.Module) -> list[nn.Parameter]:
     return params
 
 
-def _parametric_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def _parametric_layers(model: nn.Module, named: list[tuple[str, nn.Module]] | None = None
+                       ) -> list[tuple[str, nn.Module]]:
     """Modules owning a parameter of 2+ dims (a parametrized weight belongs to its module, not
-    to the ``parametrizations`` container that computes it)."""
+    to the ``parametrizations`` container that computes it); ``named``: ``model.named_modules()``
+    when the caller has it."""
     from torch.nn.utils.parametrize import ParametrizationList
 
-    named = list(model.named_modules())  # one walk of the module tree
+    named = list(model.named_modules()) if named is None else named
     inner = {id(p) for _, m in named if isinstance(m, ParametrizationList) for p in m.modules()}
     inner |= {id(p) for _, m in named if _whole(m) for p in m.modules() if p is not m}
     return [(name, m) for name, m in named if id(m) not in inner and _layer_params(m)]
@@ -229,12 +231,12 @@ def _sampled_units(y: torch.Tensor, cdim: int, limit: int) -> torch.Tensor:
     return y4
 
 
-def _maybe_duplicates(y4: torch.Tensor, rtol: float) -> list[int]:
+def _maybe_duplicates(y4: torch.Tensor, rtol: float, slack: float = 1.002) -> list[int]:
     """The layers in which some unit may have a twin, for ``y4`` from :func:`_sampled_units`
     (layers, batch', units, positions'): the first steps of :func:`_duplicate_mask` on each
     layer's :func:`_output_columns` (projection, sort, comparison of neighbours, with a bound
-    0.2% looser), for all layers at once. A layer not listed has no duplicate unit; a listed
-    one is checked by :func:`_duplicate_mask` itself."""
+    ``slack`` times looser), for all layers at once. A layer not listed has no duplicate unit;
+    a listed one is checked by :func:`_duplicate_mask` itself."""
     n_layers, n, units, p = y4.shape
     if units < 2 or n * p == 0:
         return []
@@ -245,7 +247,7 @@ def _maybe_duplicates(y4: torch.Tensor, rtol: float) -> list[int]:
     else:
         keys = torch.matmul(y4.permute(0, 2, 1, 3).reshape(n_layers, units, -1), direction)
     keys, order = torch.sort(keys, dim=1)
-    bound = y4.abs().amax(dim=(1, 2, 3)).mul_(rtol * total * 1.002)
+    bound = y4.abs().amax(dim=(1, 2, 3)).mul_(rtol * total * slack)
     li, pi = (keys.diff(dim=1).abs() <= bound.unsqueeze(1)).nonzero(as_tuple=True)
     if li.numel() == 0:
         return []
@@ -255,6 +257,22 @@ def _maybe_duplicates(y4: torch.Tensor, rtol: float) -> list[int]:
     same = (a - b).abs().amax(dim=1) <= rtol * torch.maximum(a.abs().amax(dim=1),
                                                             b.abs().amax(dim=1))
     return sorted(set(li[same].tolist()))
+
+
+def _weight_twins(layers: list[tuple[nn.Module, list[nn.Parameter]]], rtol: float
+                  ) -> dict[int, tuple[torch.Tensor, int]]:
+    """The layers (indices into ``layers``, (module, params) pairs) whose weight rows
+    (:func:`_weight_rows`) may hold a twin, with those rows: :func:`_maybe_duplicates` on the
+    rows of same-shaped layers stacked (each row one unit, one position), with a bound 10%
+    looser than :func:`_duplicate_mask`'s, which then checks the layers listed."""
+    rows = [_weight_rows(module, params) for module, params in layers]
+    found: dict[int, tuple[torch.Tensor, int]] = {}
+    for group in _grouped(list(range(len(rows))), lambda i: (rows[i][0].shape, rows[i][0].device)):
+        for chunk in _chunks(group, rows[group[0]][0].numel()):
+            stacked = _stack([rows[i][0] for i in chunk])  # (layers, units, columns)
+            for j in _maybe_duplicates(stacked.unsqueeze(-1).permute(0, 2, 1, 3), rtol, slack=1.1):
+                found[chunk[j]] = rows[chunk[j]]
+    return found
 
 
 def _spreads_of(tensors: dict[Any, torch.Tensor]) -> dict[Any, float]:
