@@ -996,3 +996,4 @@ def test_tiny_signals_are_measured_not_flushed_to_zero():
             h = layer(h)
     assert last == pytest.approx(float(h.double().std(dim=0).mean()), rel=1e-3)
     assert "vanishing" in report.kinds
+
