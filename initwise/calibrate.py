@@ -36,6 +36,7 @@ from torch import nn
 
 from .inputs import call_model, candidate_inputs, preserved
 from .plan import Plan, PlanEntry
+from .write import write_entry
 
 __all__ = ["centre_outputs", "centred_entries", "CENTRE"]
 
@@ -54,11 +55,10 @@ def centre_outputs(model: nn.Module, plan: Plan, example_input: Any, target: flo
     plan (a copy) that re-applies to the model's values."""
     p = copy.deepcopy(plan)
     todo = centred_entries(p)
-    first = copy.deepcopy(p)
+    first = copy.deepcopy(p)  # the same plan with the biases at 0: what is written first
     for e in centred_entries(first):
         e.scheme, e.params, e.std = "zeros", {}, 0.0
-    applied = first.apply(model, seed=seed, device=device)
-    p.seed = applied.seed
+    p.seed = first.apply(model, seed=seed, device=device).seed
     why = _unsupported(model)
     if why is None:
         try:
@@ -66,10 +66,14 @@ def centre_outputs(model: nn.Module, plan: Plan, example_input: Any, target: flo
         except Exception as exc:  # noqa: BLE001 - the plan without centring is still a valid init
             why = f"the forward pass failed ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})"
     if why is not None:
-        return _uncentred(p, todo, why)
+        return _uncentred(first, [e.name for e in todo], why)
+    params = dict(model.named_parameters())
     for e in todo:
-        _centre(p, e, features[e.params["weight"]], dict(model.named_parameters()), target, p.seed)
-    return p.apply(model, seed=p.seed)
+        weight = p[e.params["weight"]]
+        _centre(weight, e, features[weight.name], params[weight.name], target, p.seed)
+        for changed in (weight, e):  # only these differ from what ``first`` wrote
+            write_entry(changed, params[changed.name], p.seed)
+    return p
 
 
 def _unsupported(model: nn.Module) -> str | None:
@@ -113,19 +117,15 @@ def _features(model: nn.Module, example_input: Any, weights: list[str]) -> dict[
     raise error if error is not None else ValueError("no input ran")
 
 
-def _centre(p: Plan, bias: PlanEntry, x: torch.Tensor, params: dict[str, torch.Tensor], target: float,
+def _centre(w_entry: PlanEntry, bias: PlanEntry, x: torch.Tensor, weight: torch.Tensor, target: float,
             seed: int) -> None:
-    w_entry = p[bias.params["weight"]]
-    w = params[w_entry.name].detach().double()
+    """Fill ``w_entry``'s scale and ``bias``'s values from the layer's input rows ``x`` and its
+    drawn ``weight`` (see the module docstring)."""
+    w = weight.detach().double()
     y = x @ w.T
     v = float(y.var(0, unbiased=False).mean()) if x.shape[0] > 1 else 0.0
     k = math.sqrt(target / v) if v > 0 and math.isfinite(v) else 1.0
-    if k != 1.0 and w_entry.std:
-        w_entry.std *= k
-        if w_entry.gain is not None:
-            w_entry.gain *= k
-        if "std" in w_entry.params:
-            w_entry.params["std"] = w_entry.std
+    w_entry.scale(k)
     mean = x.mean(0)
     values = (-(k * w) @ mean).tolist()
     offset = float((y.mean(0) ** 2).mean())
@@ -142,11 +142,11 @@ def _centre(p: Plan, bias: PlanEntry, x: torch.Tensor, params: dict[str, torch.T
     bias.check()
 
 
-def _uncentred(p: Plan, todo: list[PlanEntry], why: str) -> Plan:
-    for e in todo:
-        e.scheme, e.params, e.std = "zeros", {}, 0.0
-        e.reason = f"biases start at 0 (not centred: {why})"
-    msg = f"output bias(es) {', '.join(e.name for e in todo)} not centred on the data: {why}"
+def _uncentred(p: Plan, names: list[str], why: str) -> Plan:
+    """``p`` (written, its centred biases at 0) with the reasons, the note and a warning."""
+    for name in names:
+        p[name].reason = f"biases start at 0 (not centred: {why})"
+    msg = f"output bias(es) {', '.join(names)} not centred on the data: {why}"
     p.note = "; ".join(n for n in (p.note, msg) if n)
     warnings.warn(msg, UserWarning, stacklevel=3)
     return p

@@ -36,9 +36,6 @@ from .plan import Plan, PlanEntry
 
 __all__ = ["lsuv"]
 
-_FIXED_DEFAULT = {"normal": ("std", 0.01), "small_normal": ("std", 0.01), "uniform": ("bound", 0.01),
-                  "small_uniform": ("bound", 0.01)}
-
 
 @dataclass
 class _Layer:
@@ -154,7 +151,7 @@ def _run(model: nn.Module, batch: Any, plan: Plan | str | None, target: float, t
     for layer in layers:
         _fit(model, batch, layers, layer, target, tol, max_iter)
     for layer in layers:
-        _scale_entry(layer.entry, layer.scale)
+        layer.entry.scale(layer.scale)
     p.apply(model, seed=p.seed)  # the same values, now from the plan
     final = _measure_all(model, batch, layers)
     within = 0
@@ -298,20 +295,6 @@ def _fit(model: nn.Module, batch: Any, layers: list[_Layer], layer: _Layer, targ
             weight.mul_(k)
         layer.scale *= k
         layer.steps += 1
-
-
-def _scale_entry(e: PlanEntry, k: float) -> None:
-    """Scale what ``e`` draws by ``k``, keeping its fields consistent (std = the scheme's formula)."""
-    if k == 1.0:
-        return
-    e.std = float(e.std) * k
-    if e.gain is not None:
-        e.gain = float(e.gain) * k
-    if e.scheme in _FIXED_DEFAULT:
-        key, default = _FIXED_DEFAULT[e.scheme]
-        e.params[key] = float(e.params.get(key, default)) * k
-    if "effective_std" in e.params:
-        e.params["effective_std"] = float(e.params["effective_std"]) * k
 
 
 def _note(layers: list[_Layer], skipped: list[str], within: int, batch: Any, target: float, tol: float,

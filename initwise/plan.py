@@ -31,6 +31,9 @@ from .write import apply_plan
 __all__ = ["Plan", "PlanEntry", "param_generator", "stream_seed"]
 
 _JSON_VERSION = 1
+#: The param that fixes what a fixed-scale scheme draws, and its default.
+_FIXED_DEFAULT = {"normal": ("std", 0.01), "small_normal": ("std", 0.01), "uniform": ("bound", 0.01),
+                  "small_uniform": ("bound", 0.01)}
 
 
 # ============================================================================= entries
@@ -82,6 +85,20 @@ class PlanEntry:
         if s in ("small_uniform",):
             return "uniform"
         return s
+
+    def scale(self, k: float) -> None:
+        """Scale what the entry draws by ``k``, keeping its fields consistent (``std`` stays the
+        scheme's formula: the gain, or the fixed std/bound in ``params``, scaled with it)."""
+        if k == 1.0:
+            return
+        self.std = float(self.std) * k
+        if self.gain is not None:
+            self.gain = float(self.gain) * k
+        if self.scheme in _FIXED_DEFAULT:
+            key, default = _FIXED_DEFAULT[self.scheme]
+            self.params[key] = float(self.params.get(key, default)) * k
+        if "effective_std" in self.params:
+            self.params["effective_std"] = float(self.params["effective_std"]) * k
 
     def to_dict(self) -> dict[str, Any]:
         """The entry as a JSON-ready dict (tuples as lists); :meth:`from_dict` reads it back."""

@@ -49,7 +49,7 @@ from . import streams, targets
 if TYPE_CHECKING:  # plan.py imports this module; the types are only needed for hints
     from .plan import Plan, PlanEntry
 
-__all__ = ["apply_plan", "draw"]
+__all__ = ["apply_plan", "draw", "write_entry"]
 
 _RANDOM_FAMILIES = ("xavier", "he", "lecun", "normal", "uniform")
 _KNOWN = frozenset({"keep", "zeros", "constant", "normal", "uniform", "small_normal", "small_uniform",
@@ -241,6 +241,13 @@ def _narrow(q: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
     """A float64 matrix as ``local`` gets it: exact for float64, else through float32, so that
     every dtype gets the float32 tensor's values rounded."""
     return q if local.dtype == torch.float64 else q.float()
+
+
+def write_entry(entry: PlanEntry, tensor: torch.Tensor, seed: int) -> None:
+    """Write ``entry``'s values for ``seed`` into ``tensor``, in place, as :func:`apply_plan`
+    writes a plain tensor of the model (materialized, not sharded, not parametrized)."""
+    _check_entry(entry)
+    _write(entry, tensor, None, seed)
 
 
 def draw(entry: PlanEntry, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor | None:

@@ -240,7 +240,7 @@ def _centre_bias(node: Node, w: PlanEntry, x: Moments, st: _State) -> None:
     shared = max(x.corr, x.mean * x.mean / x.m2) if x.m2 > 0 else 0.0
     src = next((st.graph.nodes[i] for i in node.inputs if st.graph.nodes[i].data), None)
     rows = math.prod(src.shape[:-1]) if src is not None and src.shape else 0
-    if b is None or id(b) not in st.owned or b.scheme != "zeros" or w.shared_with or b.shared_with \
+    if b is None or id(b) not in st.owned or b.scheme != "zeros" or w.shared_with or b.shared_with or w.writes \
             or shared < SHARED_CENTRE or rows < CENTRE_MIN_ROWS:
         return
     b.scheme, b.distribution, b.std, b.params = "centre", "-", 0.0, {"weight": w.name}
