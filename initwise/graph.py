@@ -233,9 +233,6 @@ class _Recorder(TorchFunctionMode):
         self.nodes.append(node)
         return node
 
-    def where(self) -> str:
-        return self.scope[-1] if self.scope else ""
-
     def bind(self, out: Any, nid: int) -> None:
         """Node ``nid`` made the tensors in ``out`` (a tensor, or nested tuples, lists, dicts)."""
         self.bind_all(tensors_in(out), nid)

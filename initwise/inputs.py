@@ -156,10 +156,8 @@ def preserved(model: nn.Module, keep_buffers: bool = True,
     buffers = [(b, b.detach().clone()) for b in _tree.buffers(modules) if not b.is_meta] if keep_buffers else []
     flags = [(m, m.training) for _, m in modules]
     named: dict[int, tuple[str, nn.Parameter]] = {}
-    for prefix, m in modules:  # model.named_parameters(): each tensor under its first name
-        for k, p in m._parameters.items():
-            if p is not None and id(p) not in named:
-                named[id(p)] = (f"{prefix}.{k}" if prefix else k, p)
+    for n, p in _tree.named_parameters(modules):  # model.named_parameters(): each under its first name
+        named.setdefault(id(p), (n, p))
     versions = [(n, p, p._version) for n, p in named.values() if not p.is_inference()]
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
     with torch.random.fork_rng(devices=cuda):

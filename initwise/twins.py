@@ -18,6 +18,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from . import tree as _tree
+
 __all__ = ["needs_twins", "meta_twins", "to_meta"]
 
 
@@ -32,8 +34,7 @@ def needs_twins(model: nn.Module, modules: list[tuple[str, nn.Module]] | None = 
     if modules is None:
         tensors: Any = (*model.parameters(), *model.buffers())
     else:
-        tensors = (t for _, m in modules for table in (m._parameters, m._buffers)
-                   for t in table.values() if t is not None)
+        tensors = (*_tree.parameters(modules), *_tree.buffers(modules))
     return any(t.is_meta or (dt is not None and isinstance(t, dt)) for t in tensors)
 
 

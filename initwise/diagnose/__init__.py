@@ -68,6 +68,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .. import tree as _tree
 from ..graph import Graph, record_pass
 from .compare import Comparison, compare_schemes
 from .measure import _passes, _Recorder
@@ -142,7 +143,7 @@ def diagnose(
     if not layers:
         raise ValueError(f"{type(model).__name__} has no layer with a weight of 2 or more "
                          "dimensions (Linear, Conv, Embedding, RNN...): nothing to diagnose")
-    if any(p is not None and p.is_meta for _, m in named for p in m._parameters.values()):
+    if any(p.is_meta for p in _tree.parameters(named)):
         raise ValueError(f"{type(model).__name__} has parameters on the meta device: diagnose measures real "
                          "values; materialize it first (initwise.init(model) on a meta model does)")
     names = [n for n, _ in layers]
@@ -164,14 +165,13 @@ def diagnose(
 
     rng = torch.get_rng_state()
     recorder = _Recorder(layers, thresholds, samples)
-    modules = [m for _, m in named]
     loss_value, weight_grads = _passes(model, inputs, targets, loss_fn, layers, recorder,
-                                       lambda: forward(recorder), lambda: after(recorder), modules)
+                                       lambda: forward(recorder), lambda: after(recorder), named)
     if recorder.stale():  # an in-place write the recorder did not see: again, with copies
         torch.set_rng_state(rng)
         recorder = _Recorder(layers, thresholds, samples, copy=True)
         loss_value, weight_grads = _passes(model, inputs, targets, loss_fn, layers, recorder,
-                                           lambda: forward(recorder), lambda: after(recorder), modules)
+                                           lambda: forward(recorder), lambda: after(recorder), named)
     graph, paths = state["graph"], state["paths"]
     note = graph.note
     recorder.measure()

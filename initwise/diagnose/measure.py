@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .. import tree as _tree
 from ..inputs import call_model
 from .results import DiagnosisThresholds, LayerDiagnosis
 from .stats import (_ACTIVATIONS, _CHANNEL_FIRST, _MAX_DUP_COLUMNS, _chunks, _duplicate_mask, _first_tensor,
@@ -422,19 +423,18 @@ def _default_loss(outputs: list[torch.Tensor], targets: torch.Tensor | None) -> 
 def _passes(model: nn.Module, inputs: Any, targets: torch.Tensor | None,
             loss_fn: Callable[..., torch.Tensor] | None, layers: list[tuple[str, nn.Module]],
             recorder: _Recorder, forward: Callable[[], Any] | None = None,
-            after: Callable[[], None] | None = None, modules: list[nn.Module] | None = None,
+            after: Callable[[], None] | None = None, modules: _tree.Tree | None = None,
             ) -> tuple[float, list[tuple[LayerDiagnosis, list[torch.Tensor]]]]:
     """The forward and backward pass of :func:`diagnose`, recorded by ``recorder``; the model is
     left as it was. ``forward()`` runs the model under the recorder (default: a plain call);
-    ``after()`` runs between the forward and the backward pass; ``modules``: ``model.modules()``
-    when the caller has them. Returns the loss and the gradients w.r.t. each layer's weights."""
-    # one walk: parameters and buffers as model.parameters()/buffers()
-    modules = list(model.modules()) if modules is None else modules
-    params = list(dict.fromkeys(p for m in modules for p in m._parameters.values() if p is not None))
+    ``after()`` runs between the forward and the backward pass; ``modules``:
+    ``model.named_modules()`` when the caller has it. Returns the loss and the gradients w.r.t.
+    each layer's weights."""
+    modules = list(model.named_modules()) if modules is None else modules  # one walk, read below
+    params = _tree.parameters(modules)
     flags = [p.requires_grad for p in params]
-    modes = [(m, m.training) for m in modules]
-    buffers = [(b, b.detach().clone())
-               for b in dict.fromkeys(b for m in modules for b in m._buffers.values() if b is not None)]
+    modes = [(m, m.training) for _, m in modules]
+    buffers = [(b, b.detach().clone()) for b in _tree.buffers(modules)]
     handles = []
     try:
         for p in params:
