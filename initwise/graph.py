@@ -364,6 +364,8 @@ class _Recorder(TorchFunctionMode):
                 info["fans"] = ops.linear_fans(name, _positional(args), kwargs, pos)
                 info["weight"] = self.nodes[self.ref(_positional(args)[pos])].param
                 info["weight_shape"] = tuple(_positional(args)[pos].shape)
+                if ops.reads_transposed(name, pos):
+                    info["transposed"] = True
         elif kind == "shape" and name in ("cat", "concat", "concatenate", "stack", "hstack", "vstack"):
             kind = "cat"
             info["sizes"] = [(self.ref(t), _numel(t)) for t in operands]

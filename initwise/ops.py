@@ -31,7 +31,7 @@ import math
 import re
 from typing import Any
 
-__all__ = ["bare", "classify", "in_place", "linear_fans", "ELEMENTWISE", "ACTIVATION_FUNCS"]
+__all__ = ["bare", "classify", "in_place", "linear_fans", "reads_transposed", "ELEMENTWISE", "ACTIVATION_FUNCS"]
 
 _words = str.split
 
@@ -175,6 +175,17 @@ def linear_fans(name: str, args: tuple, kwargs: dict, weight_pos: int) -> tuple[
     if name == "tensordot":
         return float(shape[0]) if shape else 1.0, float(math.prod(shape[1:]) or 1)
     return float(shape[-1]) if shape else 1.0, float(shape[0]) if len(shape) > 1 else 1.0
+
+
+def reads_transposed(name: str, weight_pos: int) -> bool:
+    """Whether a linear call reads the weight at ``weight_pos`` as ``(..., inputs, outputs)``
+    (``x @ W``, ``addmm(b, x, W)``, fused experts' ``grouped_mm``: GPT-2's ``Conv1D``), so that
+    its output units are the weight's last dim, not its first as in ``F.linear`` and ``conv*``."""
+    if name in ("matmul", "rmatmul", "imatmul", "mm", "bmm"):
+        return weight_pos == 1
+    if name in ("addmm", "baddbmm", "addbmm"):
+        return weight_pos == 2
+    return name == "grouped_mm"
 
 
 def _arg(args: tuple, kwargs: dict, pos: int, key: str, default: Any) -> Any:

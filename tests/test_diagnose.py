@@ -576,6 +576,58 @@ def test_conv_channels_are_units():
     assert "symmetry" in report.kinds
 
 
+class _InOut(nn.Module):
+    """A layer of its own kind holding its weight as (inputs, outputs), used as ``x @ W + b``
+    (what GPT-2's ``Conv1D`` does through ``addmm``)."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_in, n_out) / n_in ** 0.5)
+        self.bias = nn.Parameter(torch.zeros(n_out))
+
+    def forward(self, x):
+        return x @ self.weight + self.bias
+
+
+@pytest.mark.parametrize("n_in, n_out, use_addmm", [(8, 24, False), (16, 16, False), (16, 16, True)])
+def test_weight_read_as_inputs_by_outputs_has_its_columns_as_units(n_in, n_out, use_addmm):
+    """Units of a layer whose forward reads its weight as (in, out) are the weight's columns,
+    square ones included: two planted equal columns are the duplicates, not rows."""
+    torch.manual_seed(0)
+    layer = _InOut(n_in, n_out)
+    if use_addmm:
+        layer.forward = lambda x: torch.addmm(layer.bias, x, layer.weight)
+    model = nn.Sequential(nn.Linear(4, n_in), nn.Tanh(), layer, nn.Tanh(), nn.Linear(n_out, 3))
+    with torch.no_grad():
+        layer.weight[:, 5] = layer.weight[:, 2]
+    report = diagnose(model, torch.randn(64, 4))
+    rec = report.layers[1]
+    assert rec.units == n_out and rec.weight_shape == (n_in, n_out)
+    assert rec.duplicates == 2 and rec.duplicate_cause == "identical weight rows"
+    assert "symmetry" in report.kinds
+    with torch.no_grad():  # equal rows (inputs) are no symmetry
+        layer.weight[:, 5] = torch.randn(n_in) / n_in ** 0.5
+        layer.weight[3] = layer.weight[1]
+    assert diagnose(model, torch.randn(64, 4)).layers[1].duplicates == 0
+
+
+def test_gpt2_conv1d_duplicate_output_columns_are_found():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=32, bos_token_id=0, eos_token_id=0))
+    c_fc = model.transformer.h[0].mlp.c_fc
+    with torch.no_grad():
+        c_fc.weight[:, 5] = c_fc.weight[:, 7]
+        c_fc.bias[5] = c_fc.bias[7]
+    report = diagnose(model, torch.randint(0, 100, (16, 32)))
+    by_name = {r.name: r for r in report.layers}
+    assert by_name["transformer.h.0.mlp.c_fc"].units == 256
+    assert by_name["transformer.h.0.attn.c_attn"].units == 192
+    assert by_name["transformer.h.0.mlp.c_fc"].duplicates == 2
+    assert by_name["transformer.h.1.mlp.c_fc"].duplicates == 0
+
+
 def test_embedding_recurrent_attention_parametrized_layers():
     from torch.nn.utils.parametrizations import weight_norm
 

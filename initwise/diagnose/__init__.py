@@ -156,8 +156,11 @@ def diagnose(
         return output
 
     def after(recorder: _Recorder) -> None:  # between forward and backward: hook the streams
-        paths = read_paths(state["graph"], names)
+        graph = state["graph"]
+        paths = read_paths(graph, names)
         state["paths"] = paths
+        recorder.read_transposed({alias.rpartition(".")[0] for n in graph.of_kind("linear")
+                                  if n.info.get("transposed") for alias in graph.params.get(n.info["weight"], ())})
         for nid in paths.taps:
             t, version = state["tensors"].get(nid, (None, None))
             if t is not None and t._version == version:  # unchanged since made (else not measured)

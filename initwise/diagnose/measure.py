@@ -102,9 +102,11 @@ class _Recorder(TorchFunctionMode):
         # kept tensors that are not copies, by storage: copied before an in-place write
         self.shared: dict[int, list[_Output | _Post]] = {}
         self.names = {id(m): name for name, m in layers}
+        self.modules = {id(m): m for _, m in layers}
         self.params = {id(m): _layer_params(m) for _, m in layers}
         self.records: dict[int, LayerDiagnosis] = {}
         self.order: list[LayerDiagnosis] = []
+        self.transposed: set[int] = set()  # layers whose weight is read as (inputs, outputs)
         self.pending: tuple[LayerDiagnosis, torch.Size] | None = None
         self.outputs: list[_Output] = []
         self.posts: list[_Post] = []
@@ -150,6 +152,19 @@ class _Recorder(TorchFunctionMode):
             bounds = (float(kwargs.get("min_val", args[1] if len(args) > 1 else -1.0)),
                       float(kwargs.get("max_val", args[2] if len(args) > 2 else 1.0)))
         self._keep(_Post(rec, kind, out.detach().reshape(out.shape[0], -1), bounds, src=out))
+
+    def read_transposed(self, names: set[str]) -> None:
+        """The layers (by name) whose forward reads their 2-D weight as (inputs, outputs), as
+        the recorded graph saw it (``x @ W``: GPT-2's ``Conv1D``): their units are the weight's
+        columns, and their outputs split per unit along the last dim."""
+        ids = {i for i, n in self.names.items()
+               if n in names and _weight(self.modules[i], self.params[i]).dim() == 2}
+        self.transposed |= ids
+        for i in ids & self.records.keys():
+            self.records[i].units = _units(self.modules[i], self.params[i], True)
+        for o in self.outputs:
+            if id(o.module) in ids:
+                o.cdim = o.y.dim() - 1 if o.y.dim() >= 2 and o.y.shape[-1] == o.rec.units else None
 
     # -- module hooks
     def pre_hook(self, module: nn.Module, args: Any) -> None:
@@ -281,7 +296,7 @@ class _Recorder(TorchFunctionMode):
                     o.rec.post_std = s
                     o.rec.samples = sample
                 cdim = chunk[0].cdim
-                maybe = (_weight_twins([(o.module, o.params) for o in chunk], rtol) if cdim is None else
+                maybe = (_weight_twins([(o.module, o.params, id(o.module) in self.transposed) for o in chunk], rtol) if cdim is None else
                          dict.fromkeys(_maybe_duplicates(_sampled_units(y, cdim, _MAX_DUP_COLUMNS), rtol)))
                 for i, rows in maybe.items():
                     o = chunk[i]
@@ -363,7 +378,7 @@ class _Recorder(TorchFunctionMode):
 
         def weight_rows() -> torch.Tensor:
             if not cache:
-                cache.append(_weight_rows(module, params))
+                cache.append(_weight_rows(module, params, id(module) in self.transposed))
             return cache[0][0]
 
         if cdim is not None:

@@ -79,19 +79,25 @@ def _weight(layer: nn.Module, params: list[nn.Parameter]) -> torch.Tensor:
     return weight
 
 
-def _units(layer: nn.Module, params: list[nn.Parameter]) -> int:
-    """Number of output units (features, channels) of the layer."""
+def _units(layer: nn.Module, params: list[nn.Parameter], transposed: bool = False) -> int:
+    """Number of output units (features, channels) of the layer; ``transposed``: its forward
+    reads the 2-D weight as (inputs, outputs) (``x @ W``: GPT-2's ``Conv1D``), units are columns."""
     shape = _weight(layer, params).shape
+    if transposed and len(shape) == 2:
+        return shape[1]
     if isinstance(layer, (nn.modules.conv._ConvTransposeNd, nn.Embedding)):
         return shape[1] * (getattr(layer, "groups", 1) if isinstance(layer, nn.modules.conv._ConvTransposeNd) else 1)
     return shape[0]
 
 
-def _weight_rows(layer: nn.Module, params: list[nn.Parameter]) -> tuple[torch.Tensor, int]:
+def _weight_rows(layer: nn.Module, params: list[nn.Parameter], transposed: bool = False
+                 ) -> tuple[torch.Tensor, int]:
     """The layer's weight as (units, inputs), with the bias appended as a last column, and the
-    number of weight columns."""
+    number of weight columns (``transposed`` as in :func:`_units`)."""
     w = _weight(layer, params).detach()
-    if isinstance(layer, nn.modules.conv._ConvTransposeNd):
+    if transposed and w.dim() == 2:
+        w = w.t()
+    elif isinstance(layer, nn.modules.conv._ConvTransposeNd):
         groups = getattr(layer, "groups", 1)
         # (in, out/groups, *k) -> (out, in/groups, *k): unit j of group g reads input block g
         w = torch.cat([blk.transpose(0, 1) for blk in w.chunk(groups, dim=0)], dim=0)
@@ -259,13 +265,13 @@ def _maybe_duplicates(y4: torch.Tensor, rtol: float, slack: float = 1.002) -> li
     return sorted(set(li[same].tolist()))
 
 
-def _weight_twins(layers: list[tuple[nn.Module, list[nn.Parameter]]], rtol: float
+def _weight_twins(layers: list[tuple[nn.Module, list[nn.Parameter], bool]], rtol: float
                   ) -> dict[int, tuple[torch.Tensor, int]]:
-    """The layers (indices into ``layers``, (module, params) pairs) whose weight rows
-    (:func:`_weight_rows`) may hold a twin, with those rows: :func:`_maybe_duplicates` on the
-    rows of same-shaped layers stacked (each row one unit, one position), with a bound 10%
+    """The layers (indices into ``layers``, (module, params, transposed) triples) whose weight
+    rows (:func:`_weight_rows`) may hold a twin, with those rows: :func:`_maybe_duplicates` on
+    the rows of same-shaped layers stacked (each row one unit, one position), with a bound 10%
     looser than :func:`_duplicate_mask`'s, which then checks the layers listed."""
-    rows = [_weight_rows(module, params) for module, params in layers]
+    rows = [_weight_rows(module, params, transposed) for module, params, transposed in layers]
     found: dict[int, tuple[torch.Tensor, int]] = {}
     for group in _grouped(list(range(len(rows))), lambda i: (rows[i][0].shape, rows[i][0].device)):
         for chunk in _chunks(group, rows[group[0]][0].numel()):
