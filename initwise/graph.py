@@ -322,7 +322,9 @@ class _Recorder(TorchFunctionMode):
         known = any(id(t) in by_id or id(t) in param_names for t in operands)
         if kind == "factory" or not known:
             if kind == "factory":
-                node = self.add("const", name, (), outs[0], varies=False, info=recstats.const_stats(outs[0]))
+                info = ({"numel": outs[0].numel()} if name in ops.UNINITIALIZED  # values: leftover memory
+                        else recstats.const_stats(outs[0]))
+                node = self.add("const", name, (), outs[0], varies=False, info=info)
                 self.bind_all(outs, node.id)
             return out
         in_place = in_place or kwargs.get("out") is not None

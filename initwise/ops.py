@@ -31,7 +31,8 @@ import math
 import re
 from typing import Any
 
-__all__ = ["bare", "classify", "in_place", "linear_fans", "reads_transposed", "ELEMENTWISE", "ACTIVATION_FUNCS"]
+__all__ = ["bare", "classify", "in_place", "linear_fans", "reads_transposed", "ELEMENTWISE", "ACTIVATION_FUNCS",
+           "UNINITIALIZED"]
 
 _words = str.split
 
@@ -73,6 +74,8 @@ alpha_dropout feature_alpha_dropout as_strided unfold diagonal tril triu where c
 _SCATTER = frozenset(_words("index_add scatter_add scatter scatter_reduce index_put index_copy masked_scatter setitem"))
 #: Operations whose output does not depend on the values of their tensor inputs.
 _FACTORY = frozenset(_words("zeros_like ones_like empty_like full_like rand_like randn_like randint_like new_zeros new_ones new_empty new_full new_tensor"))
+#: factories whose output holds whatever memory it got: no statistic of its values means anything
+UNINITIALIZED = frozenset(_words("empty_like new_empty"))
 #: Metadata, comparisons and index computations: not a use of the values as a signal.
 _IGNORE = frozenset(_words("""
 getattr get size dim ndimension numel shape dtype device stride is_contiguous is_floating_point item tolist

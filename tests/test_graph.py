@@ -153,3 +153,25 @@ def test_meta_model_records_with_meta_tensors():
         model = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 2))
     g = record(model)
     assert g.method == "forward" and any(n.kind == "act" for n in g.nodes)
+
+
+def test_uninitialized_factory_output_has_no_value_statistics():
+    """``empty_like``/``new_empty`` hold leftover memory (Mixtral's routing buffers): the graph
+    keeps only their size, never a collision chance or a mask read from garbage."""
+
+    class Router(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            slots = torch.empty_like(x, dtype=torch.long)
+            scratch = x.new_empty(x.shape)
+            slots.fill_(0)
+            scratch.fill_(-1e9)
+            return self.fc(x) + scratch.clamp(min=0) + slots.float()
+
+    g = record(Router(), torch.randn(8, 4))
+    made = [n for n in g.nodes if n.op in ("empty_like", "new_empty")]
+    assert [n.op for n in made] == ["empty_like", "new_empty"]
+    assert all(n.kind == "const" and n.info == {"numel": 32} for n in made)
