@@ -9,10 +9,11 @@ import argparse
 import math
 import os
 import re
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-__all__ = ["CLIError", "int_range", "float_range", "parse_shape", "check_size", "given_options",
-           "reject", "check_paths", "MAX_SEED", "MAX_ELEMENTS"]
+__all__ = ["MAX_ELEMENTS", "MAX_SEED", "CLIError", "check_paths", "check_size", "float_range",
+           "given_options", "int_range", "parse_shape", "reject"]
 
 #: Seeds are 64-bit (torch.Generator.manual_seed's range).
 MAX_SEED = 2**64 - 1
