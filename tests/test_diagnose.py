@@ -1049,3 +1049,29 @@ def test_tiny_signals_are_measured_not_flushed_to_zero():
     assert last == pytest.approx(float(h.double().std(dim=0).mean()), rel=1e-3)
     assert "vanishing" in report.kinds
 
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_garbage_collector_state_is_restored(enabled):
+    """diagnose pauses Python's cyclic collector during its passes and leaves it as it found it,
+    also when the model's forward raises."""
+    import gc
+
+    class Boom(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        diagnose(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)), torch.randn(8, 4))
+        assert gc.isenabled() == enabled
+        with pytest.raises(RuntimeError, match="boom"):
+            diagnose(Boom(), torch.randn(8, 4))
+        assert gc.isenabled() == enabled
+    finally:
+        gc.enable() if was else gc.disable()

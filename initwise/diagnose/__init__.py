@@ -76,7 +76,8 @@ from .paths import Paths, read_paths
 from .plot import plot_reports
 from .report import Report
 from .results import (INFO_KINDS, KINDS, DiagnosisThresholds, Finding, LayerDiagnosis, Stream, StreamPoint)
-from .stats import _first_tensor, _layer_params, _mean_spread, _parametric_layers, _quiet, _spreads_of, _stds_of
+from .stats import (_first_tensor, _gc_paused, _layer_params, _mean_spread, _parametric_layers, _quiet, _spreads_of,
+                    _stds_of)
 from .verdicts import _chained, _per_layer  # noqa: F401 - tested helpers
 from .stats import _duplicate_mask  # noqa: F401 - tested helper
 
@@ -167,18 +168,19 @@ def diagnose(
                 recorder.tap(nid, t)
 
     rng = torch.get_rng_state()
-    recorder = _Recorder(layers, thresholds, samples)
-    loss_value, weight_grads = _passes(model, inputs, targets, loss_fn, layers, recorder,
-                                       lambda: forward(recorder), lambda: after(recorder), named)
-    if recorder.stale():  # an in-place write the recorder did not see: again, with copies
-        torch.set_rng_state(rng)
-        recorder = _Recorder(layers, thresholds, samples, copy=True)
+    with _gc_paused():
+        recorder = _Recorder(layers, thresholds, samples)
         loss_value, weight_grads = _passes(model, inputs, targets, loss_fn, layers, recorder,
                                            lambda: forward(recorder), lambda: after(recorder), named)
+        if recorder.stale():  # an in-place write the recorder did not see: again, with copies
+            torch.set_rng_state(rng)
+            recorder = _Recorder(layers, thresholds, samples, copy=True)
+            loss_value, weight_grads = _passes(model, inputs, targets, loss_fn, layers, recorder,
+                                               lambda: forward(recorder), lambda: after(recorder), named)
+        recorder.measure()
+        recorder.measure_weight_grads(weight_grads)
     graph, paths = state["graph"], state["paths"]
     note = graph.note
-    recorder.measure()
-    recorder.measure_weight_grads(weight_grads)
     modules = dict(layers)
     for rec in recorder.order:
         rec.role = paths.roles.get(rec.name)
