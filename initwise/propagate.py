@@ -32,8 +32,9 @@ from typing import Callable
 
 from torch import nn
 
-from .graph import Graph, Node, is_norm
+from .graph import Graph
 from .moments import act_moments
+from .nodes import Node, is_norm
 
 __all__ = ["Moments", "Context", "propagate", "RULES"]
 

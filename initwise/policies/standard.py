@@ -40,7 +40,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..graph import Graph, Node
+from ..graph import Graph
+from ..nodes import Node
 from ..plan import PlanEntry
 from ..propagate import Context, Moments, effective_fan_in, propagate
 from ..structure import Residual, branch_end, consumer, residual_adds, streams, sum_group
