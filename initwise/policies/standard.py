@@ -42,10 +42,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..fans import effective_fan_in
 from ..graph import Graph
 from ..nodes import Node
 from ..plan import PlanEntry
-from ..propagate import Context, Moments, effective_fan_in, propagate
+from ..propagate import Context, Moments, propagate
 from ..structure import Residual, branch_end, consumer, residual_adds, streams, sum_group
 from .common import XAVIER_ACTS
 from .entries import _const, _embedding, _random, _rescale
