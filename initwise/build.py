@@ -21,7 +21,8 @@ import math
 from .activations import Activation
 from .discover import ORDER_GUESS, Discovery, activations_of, warn_order
 from .fans import fans as _fans
-from .graph import Graph, is_norm, record
+from .graph import Graph, record
+from .nodes import is_norm
 from .plan import Plan, PlanEntry
 from .write import _effective_note, _effective_shape, _is_lazy, _originals
 from .policies import normalize_policy

@@ -1,4 +1,4 @@
-"""Reading the arguments of a call the graph recorder (:mod:`initwise.graph`) sees: its tensor
+"""Reading the arguments of a call the graph recorder (:mod:`initwise.recorder`) sees: its tensor
 operands, a call's positional arguments, where a linear call's bias sits, a module's own
 parameters."""
 from __future__ import annotations

@@ -25,8 +25,9 @@ from typing import Any
 from torch import nn
 
 from .activations import Activation
-from .graph import Graph, is_norm, layers, record
+from .graph import Graph, record
 from .inputs import call_model
+from .nodes import is_norm, layers
 from .structure import branch_end, residual_adds
 
 __all__ = ["Activation", "Discovery", "discover", "activations_of", "one_line", "layers", "is_norm",

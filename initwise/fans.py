@@ -25,6 +25,9 @@ these counts, so they must follow what the layer computes, not merely the tensor
   projection) is a plain ``(proj, hidden)`` matrix.
 * ``MultiheadAttention``: ``in_proj_weight`` ``(3*E, E)`` stacks the q, k and v projections:
   ``fan_in = E``, ``fan_out = E`` per block.
+
+:func:`effective_fan_in` is the fan-in the signal sees (:mod:`initwise.propagate`): the inputs a
+``Linear``/``Conv`` output sums on average, without the kernel taps that fall in zero padding.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["fans", "param_blocks"]
+__all__ = ["effective_fan_in", "fans", "param_blocks"]
 
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 _CELL_GATES = {nn.RNNCell: 1, nn.LSTMCell: 4, nn.GRUCell: 3}
@@ -141,3 +144,29 @@ def fans(
             )
         return shape[1] * receptive, shape[0] // blocks * receptive
     return _generic_fans(shape)
+
+
+def effective_fan_in(module: nn.Module, in_shape: tuple[int, ...] = ()) -> float:
+    """How many inputs a ``Linear``/``Conv`` output sums on average: ``in_features``; for a
+    convolution ``in/groups`` times the mean number of kernel taps that fall inside the input
+    (zero padding leaves the border outputs fewer), over ``prod(stride)`` for a transposed one."""
+    if isinstance(module, nn.Linear) or not isinstance(module, nn.modules.conv._ConvNd):
+        return float(getattr(module, "in_features", 1))
+    d = len(module.kernel_size)
+    taps = 1.0
+    spatial = tuple(in_shape[-d:]) if len(in_shape) >= d + 1 else ()
+    for i in range(d):
+        k, s = module.kernel_size[i], module.stride[i]
+        if module.transposed or not spatial or isinstance(module.padding, str):
+            taps *= k / (s if module.transposed else 1)
+            continue
+        taps *= _mean_taps(spatial[i], k, s, module.padding[i], module.dilation[i])
+    return module.in_channels / module.groups * taps
+
+
+def _mean_taps(length: int, k: int, s: int, p: int, dil: int) -> float:
+    out = (length + 2 * p - dil * (k - 1) - 1) // s + 1
+    if out <= 0:
+        return float(k)
+    total = sum(sum(1 for j in range(k) if 0 <= o * s - p + j * dil < length) for o in range(min(out, 4096)))
+    return total / min(out, 4096)

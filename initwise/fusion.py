@@ -4,7 +4,7 @@ A recorded pointwise operation (``tanh``, ``x * 0.5``, ``pow``, ``x * sigmoid(x)
 operands all derive from one tensor, through pointwise operations only, belongs to that tensor's
 chain; each chain that leaves the chain (used by anything else, or an output of the model)
 becomes one ``act`` node whose inputs are the chain's root, with the chain's steps in
-``info["chain"]`` (replayed by :meth:`initwise.graph.Node.phi`) and its name in
+``info["chain"]`` (replayed by :meth:`initwise.nodes.Node.phi`) and its name in
 ``info["activation"]`` (:mod:`initwise.activations`).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from . import ops
 from .activations import Activation, identify, of_call
 
 if TYPE_CHECKING:
-    from .graph import Node
+    from .nodes import Node
 
 __all__ = ["fuse"]
 

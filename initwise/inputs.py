@@ -1,6 +1,6 @@
 """Example inputs for a model, calling it with them, and leaving it as it was afterwards.
 
-Used by :mod:`initwise.graph` (the recorded forward pass) and by diagnose.
+Used by :mod:`initwise.graph` and :mod:`initwise.recorder` (the recorded forward pass) and by diagnose.
 """
 from __future__ import annotations
 

@@ -30,8 +30,9 @@ import torch
 from torch import nn
 
 from .build import build_plan
-from .graph import Graph, Node, record
+from .graph import Graph, record
 from .inputs import call_model, describe
+from .nodes import Node
 from .plan import Plan, PlanEntry
 
 __all__ = ["lsuv"]

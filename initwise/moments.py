@@ -13,18 +13,25 @@ The expectations use composite Gauss-Legendre quadrature on [-10, 10] (in units 
 standard deviation), split at 0, +-1, +-2.5 and +-5, 16 nodes per piece (1-D: 128 nodes; the
 shared moment: a 128 x 128 product rule); slopes are central differences (step 1e-5 of the
 scale). ``phi`` may be any function that maps a float64 tensor elementwise.
+
+:func:`rnn_m2` runs these moments through the gates of a recurrent layer (RNN, LSTM, GRU), step by
+step: the mean-field ``E[h^2]`` of its outputs.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
+from torch import nn
 
-__all__ = ["ActMoments", "act_moments"]
+if TYPE_CHECKING:  # propagate.py imports this module; its Context is only needed for hints
+    from .propagate import Context
+
+__all__ = ["ActMoments", "act_moments", "rnn_m2"]
 
 _BREAKS = (-10.0, -5.0, -2.5, -1.0, 0.0, 1.0, 2.5, 5.0, 10.0)
 
@@ -94,3 +101,32 @@ def act_moments(phi: Callable[[torch.Tensor], torch.Tensor], mean: float = 0.0, 
         cond = (yb * w[None, :]).sum(1)
         cross = float((w * y * cond).sum())
     return ActMoments(m1, m2, cross, slope2)
+
+
+def rnn_m2(module: nn.RNNBase, q_x: float, steps: int, prefix: str, ctx: Context) -> float:
+    """Mean-field ``E[h^2]`` of a recurrent layer's outputs, averaged over ``steps`` time steps:
+    gate pre-activations get ``n_in E[w_ih^2] q_x + n_h E[w_hh^2] q_h`` (independent weights);
+    LSTM ``c = f c + i g``, ``h = o tanh(c)``; GRU ``h = (1 - u) n + u h``; tanh/relu RNN
+    ``h = phi(z)``; gates independent of each other (Chen et al. 2018's mean-field view)."""
+    sig = lambda z: torch.sigmoid(z)  # noqa: E731
+    for layer in range(module.num_layers):
+        n_in = module.input_size if layer == 0 else module.hidden_size * (2 if module.bidirectional else 1)
+        w_ih = ctx.w(f"{prefix}weight_ih_l{layer}")[1]
+        w_hh = ctx.w(f"{prefix}weight_hh_l{layer}")[1]
+        q_h, q_c, total = 0.0, 0.0, 0.0
+        for _ in range(max(1, min(steps, 256))):
+            q_z = n_in * w_ih * q_x + module.hidden_size * w_hh * q_h
+            gate = act_moments(sig, 0.0, q_z).m2
+            if module.mode == "LSTM":
+                g2 = act_moments(torch.tanh, 0.0, q_z).m2
+                q_c = gate * q_c + gate * g2
+                q_h = gate * act_moments(torch.tanh, 0.0, q_c).m2
+            elif module.mode == "GRU":
+                keep = act_moments(lambda z: 1 - torch.sigmoid(z), 0.0, q_z).m2
+                q_h = keep * act_moments(torch.tanh, 0.0, q_z).m2 + gate * q_h
+            else:
+                fn = torch.relu if module.mode == "RNN_RELU" else torch.tanh
+                q_h = act_moments(fn, 0.0, q_z).m2
+            total += q_h
+        q_x = total / max(1, min(steps, 256))
+    return q_x

@@ -32,8 +32,10 @@ from typing import Callable
 
 from torch import nn
 
-from .graph import Graph, Node, is_norm
-from .moments import act_moments
+from .fans import effective_fan_in
+from .graph import Graph
+from .moments import act_moments, rnn_m2
+from .nodes import Node, is_norm
 
 __all__ = ["Moments", "Context", "propagate", "RULES"]
 
@@ -278,63 +280,6 @@ def _layer(node: Node, inputs: list[Moments], ctx: Context) -> Moments:
         steps = node.shape[1 if module.batch_first else 0] if len(node.shape) == 3 else 1
         return Moments(0.0, rnn_m2(module, x.m2, steps, prefix, ctx), 0.0)
     return x
-
-
-def rnn_m2(module: nn.RNNBase, q_x: float, steps: int, prefix: str, ctx: Context) -> float:
-    """Mean-field ``E[h^2]`` of a recurrent layer's outputs, averaged over ``steps`` time steps:
-    gate pre-activations get ``n_in E[w_ih^2] q_x + n_h E[w_hh^2] q_h`` (independent weights);
-    LSTM ``c = f c + i g``, ``h = o tanh(c)``; GRU ``h = (1 - u) n + u h``; tanh/relu RNN
-    ``h = phi(z)``; gates independent of each other (Chen et al. 2018's mean-field view)."""
-    import torch
-
-    sig = lambda z: torch.sigmoid(z)  # noqa: E731
-    for layer in range(module.num_layers):
-        n_in = module.input_size if layer == 0 else module.hidden_size * (2 if module.bidirectional else 1)
-        w_ih = ctx.w(f"{prefix}weight_ih_l{layer}")[1]
-        w_hh = ctx.w(f"{prefix}weight_hh_l{layer}")[1]
-        q_h, q_c, total = 0.0, 0.0, 0.0
-        for _ in range(max(1, min(steps, 256))):
-            q_z = n_in * w_ih * q_x + module.hidden_size * w_hh * q_h
-            gate = act_moments(sig, 0.0, q_z).m2
-            if module.mode == "LSTM":
-                g2 = act_moments(torch.tanh, 0.0, q_z).m2
-                q_c = gate * q_c + gate * g2
-                q_h = gate * act_moments(torch.tanh, 0.0, q_c).m2
-            elif module.mode == "GRU":
-                keep = act_moments(lambda z: 1 - torch.sigmoid(z), 0.0, q_z).m2
-                q_h = keep * act_moments(torch.tanh, 0.0, q_z).m2 + gate * q_h
-            else:
-                fn = torch.relu if module.mode == "RNN_RELU" else torch.tanh
-                q_h = act_moments(fn, 0.0, q_z).m2
-            total += q_h
-        q_x = total / max(1, min(steps, 256))
-    return q_x
-
-
-def effective_fan_in(module: nn.Module, in_shape: tuple[int, ...] = ()) -> float:
-    """How many inputs a ``Linear``/``Conv`` output sums on average: ``in_features``; for a
-    convolution ``in/groups`` times the mean number of kernel taps that fall inside the input
-    (zero padding leaves the border outputs fewer), over ``prod(stride)`` for a transposed one."""
-    if isinstance(module, nn.Linear) or not isinstance(module, nn.modules.conv._ConvNd):
-        return float(getattr(module, "in_features", 1))
-    d = len(module.kernel_size)
-    taps = 1.0
-    spatial = tuple(in_shape[-d:]) if len(in_shape) >= d + 1 else ()
-    for i in range(d):
-        k, s = module.kernel_size[i], module.stride[i]
-        if module.transposed or not spatial or isinstance(module.padding, str):
-            taps *= k / (s if module.transposed else 1)
-            continue
-        taps *= _mean_taps(spatial[i], k, s, module.padding[i], module.dilation[i])
-    return module.in_channels / module.groups * taps
-
-
-def _mean_taps(length: int, k: int, s: int, p: int, dil: int) -> float:
-    out = (length + 2 * p - dil * (k - 1) - 1) // s + 1
-    if out <= 0:
-        return float(k)
-    total = sum(sum(1 for j in range(k) if 0 <= o * s - p + j * dil < length) for o in range(min(out, 4096)))
-    return total / min(out, 4096)
 
 
 # ----------------------------------------------------------------------------- operations

@@ -18,7 +18,8 @@ import heapq
 
 from dataclasses import dataclass, field
 
-from .graph import Graph, Node
+from .graph import Graph
+from .nodes import Node
 
 __all__ = ["Consumer", "consumer", "Residual", "Stream", "residual_adds", "streams", "branch_end", "sum_group",
            "is_identity", "PASS_KINDS"]

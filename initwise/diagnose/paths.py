@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .. import structure
-from ..graph import Graph, Node
+from ..graph import Graph
+from ..nodes import Node
 
 __all__ = ["Paths", "read_paths"]
 

@@ -23,7 +23,8 @@ import math
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..graph import Graph, Node
+from ..graph import Graph
+from ..nodes import Node
 from ..plan import PlanEntry
 from ..structure import HOMOGENEOUS, Residual, branch_end, consumer, residual_adds
 

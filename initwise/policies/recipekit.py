@@ -7,7 +7,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..graph import Graph, Node
+from ..graph import Graph
+from ..nodes import Node
 from ..plan import PlanEntry
 from ..schemes import variance_scaling_std
 from ..streams import truncated_std

@@ -57,7 +57,8 @@ from typing import Callable
 
 import torch
 
-from ..graph import Graph, Node
+from ..graph import Graph
+from ..nodes import Node
 from ..plan import PlanEntry
 from ..structure import _derives, affine_slope, branch_end
 from . import branches as br
