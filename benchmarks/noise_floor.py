@@ -27,7 +27,7 @@ from torch import nn
 if __package__ in (None, ""):  # run as a script from the repository root
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import peers  # noqa: E402
+import peers
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "noise_floor")
 DEFAULT_CASES = ("relu30", "gelu30", "resnet_conv")
@@ -81,10 +81,10 @@ def measure(cases: list[peers.Case], methods: list[str], seeds: list[int], eps: 
 def to_markdown(rows: list[dict], eps: float, seeds: list[int], command: str, wall: float) -> str:
     lines = ["# Noise floor of benchmarks/peers.py", "",
              f"Command: `{command}`  ",
-             f"Seeds {seeds}; each seed trained 3 times: as initialized, and with the output layer's weight "
-             f"x (1 + {eps:g}) and x (1 - {eps:g}); wall time {wall:.0f} s.", "",
-             "| case | method | mean, as initialized (peers.py's cell) | mean of all runs | "
-             "range within one seed: mean, max |", "|---|---|---|---|---|"]
+             (f"Seeds {seeds}; each seed trained 3 times: as initialized, and with the output layer's weight "
+              f"x (1 + {eps:g}) and x (1 - {eps:g}); wall time {wall:.0f} s."), "",
+             ("| case | method | mean, as initialized (peers.py's cell) | mean of all runs | "
+              "range within one seed: mean, max |"), "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['case']} | {r['method']} | {r['mean_unperturbed']:.4g} | {r['mean_all']:.4g} | "
                      f"{r['range_mean']:.3g}, {r['range_max']:.3g} |")

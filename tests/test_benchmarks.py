@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
-import noise_floor  # noqa: E402
+import noise_floor
 
 
 def _init(model: nn.Module, batch: torch.Tensor, seed: int) -> None:

@@ -296,8 +296,10 @@ class _Recorder(TorchFunctionMode):
                     o.rec.post_std = s
                     o.rec.samples = sample
                 cdim = chunk[0].cdim
-                maybe = (_weight_twins([(o.module, o.params, id(o.module) in self.transposed) for o in chunk], rtol) if cdim is None else
-                         dict.fromkeys(_maybe_duplicates(_sampled_units(y, cdim, _MAX_DUP_COLUMNS), rtol)))
+                if cdim is None:
+                    maybe = _weight_twins([(o.module, o.params, id(o.module) in self.transposed) for o in chunk], rtol)
+                else:
+                    maybe = dict.fromkeys(_maybe_duplicates(_sampled_units(y, cdim, _MAX_DUP_COLUMNS), rtol))
                 for i, rows in maybe.items():
                     o = chunk[i]
                     self._duplicates(o.rec, o.module, o.params, y[i], o.cdim, rows)
