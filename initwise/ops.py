@@ -152,13 +152,13 @@ def linear_fans(name: str, args: tuple, kwargs: dict, weight_pos: int) -> tuple[
         other = args[1 - weight_pos] if len(args) > 1 else None
         if len(shape) == 1:
             return float(shape[0]), 1.0
-        if weight_pos == 1:  # x @ W
+        if reads_transposed(name, weight_pos):  # x @ W
             return float(shape[-2]), float(shape[-1])
         return float(shape[-1]), float(shape[-2]) if other is not None else 1.0
     if name in ("addmm", "baddbmm", "addbmm", "addmv"):
         if weight_pos == 0:  # the added term: a bias
             return None
-        if weight_pos == 2:
+        if reads_transposed(name, weight_pos):  # addmm(b, x, W)
             return float(shape[-2]), float(shape[-1])
         return float(shape[-1]), float(shape[-2])
     if name == "einsum":
