@@ -169,7 +169,8 @@ def preserved(model: nn.Module, keep_buffers: bool = True,
                     if b.shape == saved.shape:
                         b.copy_(saved)
             for m, flag in flags:
-                m.training = flag
+                if m.training != flag:  # (nn.Module.__setattr__ is slow enough to skip)
+                    m.training = flag
     changed = [n for n, p, v in versions if p._version != v]
     if changed:
         raise ValueError(f"the forward pass of {type(model).__name__} changed parameter {changed[0]!r} in place; "

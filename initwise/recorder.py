@@ -179,8 +179,9 @@ class _Recorder(TorchFunctionMode):
                 self.bind_all(outs, node.id)
             return out
         in_place = in_place or kwargs.get("out") is not None
-        with torch.no_grad():  # the recorder's statistics are not part of the model's graph
-            self._record(func, kind, name, in_place, args, kwargs, operands, outs)
+        # no torch.no_grad() needed (it costs ~3 us a call): every statistic of the recording
+        # is computed on detached tensors (recstats detaches; templates are detached clones)
+        self._record(func, kind, name, in_place, args, kwargs, operands, outs)
         return out
 
     def _record(self, func: Any, kind: str, name: str, in_place: bool, args: tuple, kwargs: dict,

@@ -76,7 +76,7 @@ from .paths import Paths, read_paths
 from .plot import plot_reports
 from .report import Report
 from .results import (INFO_KINDS, KINDS, DiagnosisThresholds, Finding, LayerDiagnosis, Stream, StreamPoint)
-from .stats import (_first_tensor, _gc_paused, _layer_params, _mean_spread, _parametric_layers, _quiet, _spreads_of,
+from .stats import (_first_tensor, _gc_paused, _mean_spread, _parametric_layers, _quiet, _spreads_of,
                     _stds_of)
 from .verdicts import _chained, _per_layer  # noqa: F401 - tested helpers
 from .stats import _duplicate_mask  # noqa: F401 - tested helper
@@ -148,7 +148,6 @@ def diagnose(
         raise ValueError(f"{type(model).__name__} has parameters on the meta device: diagnose measures real "
                          "values; materialize it first (initwise.init(model) on a meta model does)")
     names = [n for n, _ in layers]
-    frozen = {name for name, m in layers if not any(p.requires_grad for p in _layer_params(m))}
     state: dict[str, Any] = {}
 
     def forward(recorder: _Recorder) -> Any:
@@ -170,23 +169,26 @@ def diagnose(
     rng = torch.get_rng_state()
     with _gc_paused():
         recorder = _Recorder(layers, thresholds, samples)
+        frozen = {name for name, m in layers if not any(p.requires_grad for p in recorder.params[id(m)])}
         loss_value, weight_grads = _passes(model, inputs, targets, loss_fn, layers, recorder,
                                            lambda: forward(recorder), lambda: after(recorder), named)
         if recorder.stale():  # an in-place write the recorder did not see: again, with copies
             torch.set_rng_state(rng)
-            recorder = _Recorder(layers, thresholds, samples, copy=True)
+            recorder = _Recorder(layers, thresholds, samples, copy=True, params=recorder.params)
             loss_value, weight_grads = _passes(model, inputs, targets, loss_fn, layers, recorder,
                                                lambda: forward(recorder), lambda: after(recorder), named)
         recorder.measure()
         recorder.measure_weight_grads(weight_grads)
     graph, paths = state["graph"], state["paths"]
     note = graph.note
-    modules = dict(layers)
+    params = {name: recorder.params[id(m)] for name, m in layers}
     for rec in recorder.order:
         rec.role = paths.roles.get(rec.name)
         rec.frozen = rec.name in frozen
         rec.input_independent = rec.input_independent or rec.name in paths.constant
-        rec.zero = all(not bool(p.detach().any()) for p in _layer_params(modules[rec.name]))
+        # all-zero weights leave an output that is the same for every sample: only such a
+        # layer (or one whose output was not measured) can be one
+        rec.zero = not (rec.out_std > 0) and all(not bool(p.detach().any()) for p in params[rec.name])
     x = first_input.detach()
     input_std = _mean_spread(x.float().reshape(x.shape[0], -1))[1] if x.is_floating_point() and x.dim() >= 1 and x.shape[0] > 1 else math.nan
     unused = [name for name, m in layers if id(m) not in recorder.records]

@@ -91,7 +91,8 @@ class _Recorder(TorchFunctionMode):
     """
 
     def __init__(self, layers: list[tuple[str, nn.Module]], thresholds: DiagnosisThresholds,
-                 n_samples: int, copy: bool = False) -> None:
+                 n_samples: int, copy: bool = False,
+                 params: dict[int, list[nn.Parameter]] | None = None) -> None:
         super().__init__()
         # taps: the tensors of graph nodes (residual sums, branches), set after the forward pass
         self.taps: dict[int, torch.Tensor] = {}  # node id -> its tensor (detached)
@@ -103,7 +104,8 @@ class _Recorder(TorchFunctionMode):
         self.shared: dict[int, list[_Output | _Post]] = {}
         self.names = {id(m): name for name, m in layers}
         self.modules = {id(m): m for _, m in layers}
-        self.params = {id(m): _layer_params(m) for _, m in layers}
+        #: id(layer) -> its weights (:func:`_layer_params`); ``params``: as a recorder before had them
+        self.params = {id(m): _layer_params(m) for _, m in layers} if params is None else params
         self.records: dict[int, LayerDiagnosis] = {}
         self.order: list[LayerDiagnosis] = []
         self.transposed: set[int] = set()  # layers whose weight is read as (inputs, outputs)
@@ -497,7 +499,8 @@ def _passes(model: nn.Module, inputs: Any, targets: torch.Tensor | None,
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
         for m, mode in modes:
-            m.training = mode
+            if m.training != mode:  # (nn.Module.__setattr__ is slow enough to skip)
+                m.training = mode
         with torch.no_grad():
             for b, saved in buffers:
                 b.copy_(saved)

@@ -62,9 +62,11 @@ def _first_tensor(obj: Any) -> torch.Tensor | None:
 def _layer_params(layer: nn.Module) -> list[nn.Parameter]:
     """The layer's own parameters with >= 2 dims (and the originals of a parametrized weight);
     for a layer initwise knows as one unit (``MultiheadAttention``), those of its parts too."""
-    if not layer._modules:  # a leaf: its own parameters (what parameters() yields, faster)
-        return [p for p in dict.fromkeys(layer._parameters.values()) if p is not None and p.dim() >= 2]
-    params = [p for p in layer.parameters(recurse=_whole(layer)) if p.dim() >= 2]
+    # a layer's own parameters, read from its table: what parameters(recurse=False) yields, faster
+    own = [p for p in dict.fromkeys(layer._parameters.values()) if p is not None and p.dim() >= 2]
+    if not layer._modules:
+        return own
+    params = [p for p in layer.parameters() if p.dim() >= 2] if _whole(layer) else own
     parametrizations = getattr(layer, "parametrizations", None)
     if isinstance(parametrizations, nn.ModuleDict):
         for plist in parametrizations.values():
