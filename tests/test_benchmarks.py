@@ -1,6 +1,7 @@
 """Checks of the benchmark harnesses' own logic (their figures are measured, not tested)."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+import lm_logit_scale
 import noise_floor
 
 
@@ -42,5 +44,25 @@ def test_perturbed_scales_only_the_output_weight():
 def test_bad_arguments_are_refused(argv, capsys):
     with pytest.raises(SystemExit) as err:
         noise_floor.main(argv)
+    assert err.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_lm_logit_scale_sets_the_initial_logits_and_writes_its_table(tmp_path):
+    """One seed, one step: the initial loss grows with the logits' second moment as the
+    Gaussian-logits formula says (ln V + E[y^2]/2, to within 0.05 on 128 test windows)."""
+    assert lm_logit_scale.main(["--targets", "0", "0.2", "--seeds", "1", "--steps", "1", "--no-torch",
+                                "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "lm_logit_scale.json").read_text())["rows"]
+    assert [r["target"] for r in rows] == [0.0, 0.2]
+    assert rows[0]["initial_excess"] == pytest.approx(0.0, abs=1e-4)  # zero logits: exactly ln V
+    assert 0.0 < rows[1]["initial_excess"] < 0.1 + 0.05
+    assert "| initwise.init, head rescaled | 0.2 |" in (tmp_path / "lm_logit_scale.md").read_text()
+
+
+@pytest.mark.parametrize("argv", [["--targets", "-1"], ["--targets", "nan"], ["--seeds", "0"], ["--steps", "0"]])
+def test_lm_logit_scale_refuses_bad_arguments(argv, capsys):
+    with pytest.raises(SystemExit) as err:
+        lm_logit_scale.main(argv)
     assert err.value.code == 2
     assert "error" in capsys.readouterr().err
