@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"init": "torch default" if target is None else "initwise.init, head rescaled",
                      "target": target, "initial_excess": statistics.fmean(a for a, _ in results) - math.log(VOCAB),
                      "final": statistics.fmean(b for _, b in results), "finals": [b for _, b in results]})
-        print(f"{rows[-1]['init']:<30} E[y^2] {target!s:<6} initial {rows[-1]['initial_excess']:+.3f} "
+        print(f"{rows[-1]['init']:<30} E[y^2] {'-' if target is None else target:<6} initial {rows[-1]['initial_excess']:+.3f} "
               f"final {rows[-1]['final']:.3f}", flush=True)
     wall = time.perf_counter() - start
     command = ("python benchmarks/lm_logit_scale.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
