@@ -140,6 +140,21 @@ def test_zero_head_is_named_with_its_place():
     assert report["14"].role == "head" and report["14"].zero
 
 
+def test_zero_head_with_a_bias_is_named_even_when_rounding_leaves_a_spread():
+    """A zero weight with a bias makes the same output for every sample, but the measured
+    spread is float rounding (~1e-8 on the zoo's residual MLP), not exactly 0: the head is
+    still found to be zero from its weights."""
+    from tests.zoo_real import REAL_ZOO
+    rm = REAL_ZOO["residual_mlp"]()
+    with torch.no_grad():
+        rm.model.head.weight.zero_()
+    report = initwise.diagnose(rm.model, rm.example_input)
+    assert 0 < report["head"].out_std < 1e-6  # the case this guards: a spread of rounding only
+    assert report["head"].zero
+    text = next(f.text for f in report.findings if f.kind == "zero_init")
+    assert text.startswith("zero-initialized head: head (deliberate"), text
+
+
 def test_zero_branch_ends_are_named():
     torch.manual_seed(0)
     model = ResidualMLP(blocks=20)

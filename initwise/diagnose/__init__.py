@@ -186,9 +186,7 @@ def diagnose(
         rec.role = paths.roles.get(rec.name)
         rec.frozen = rec.name in frozen
         rec.input_independent = rec.input_independent or rec.name in paths.constant
-        # all-zero weights leave an output that is the same for every sample: only such a
-        # layer (or one whose output was not measured) can be one
-        rec.zero = not (rec.out_std > 0) and all(not bool(p.detach().any()) for p in params[rec.name])
+        rec.zero = all(not bool(p.detach().any()) for p in params[rec.name])
     x = first_input.detach()
     input_std = _mean_spread(x.float().reshape(x.shape[0], -1))[1] if x.is_floating_point() and x.dim() >= 1 and x.shape[0] > 1 else math.nan
     unused = [name for name, m in layers if id(m) not in recorder.records]
