@@ -49,10 +49,15 @@ def test_bad_arguments_are_refused(argv, capsys):
 
 
 def test_lm_logit_scale_sets_the_initial_logits_and_writes_its_table(tmp_path):
-    """One seed, one step: the initial loss grows with the logits' second moment as the
-    Gaussian-logits formula says (ln V + E[y^2]/2, to within 0.05 on 128 test windows)."""
-    assert lm_logit_scale.main(["--targets", "0", "0.2", "--seeds", "1", "--steps", "1", "--no-torch",
-                                "--out", str(tmp_path)]) == 0
+    """One seed, one step: zero logits start at exactly ln V; logits of E[y^2] = 0.2 start above
+    it and below ln V + 0.15 (Gaussian logits of that variance: ln V + 0.1, the data's own
+    alignment with the random logits moves it by a few hundredths)."""
+    threads = torch.get_num_threads()
+    try:  # the script runs single-threaded, as the claims do; the suite keeps its threads
+        assert lm_logit_scale.main(["--targets", "0", "0.2", "--seeds", "1", "--steps", "1", "--no-torch",
+                                    "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
     rows = json.loads((tmp_path / "lm_logit_scale.json").read_text())["rows"]
     assert [r["target"] for r in rows] == [0.0, 0.2]
     assert rows[0]["initial_excess"] == pytest.approx(0.0, abs=1e-4)  # zero logits: exactly ln V

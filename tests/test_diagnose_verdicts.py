@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import initwise
-from tests.zoo_real import ResidualMLP
+from tests.zoo_real import REAL_ZOO, ResidualMLP
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -144,7 +144,6 @@ def test_zero_head_with_a_bias_is_named_even_when_rounding_leaves_a_spread():
     """A zero weight with a bias makes the same output for every sample, but the measured
     spread is float rounding (~1e-8 on the zoo's residual MLP), not exactly 0: the head is
     still found to be zero from its weights."""
-    from tests.zoo_real import REAL_ZOO
     rm = REAL_ZOO["residual_mlp"]()
     with torch.no_grad():
         rm.model.head.weight.zero_()

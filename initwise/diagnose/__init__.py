@@ -174,7 +174,7 @@ def diagnose(
                                            lambda: forward(recorder), lambda: after(recorder), named)
         if recorder.stale():  # an in-place write the recorder did not see: again, with copies
             torch.set_rng_state(rng)
-            recorder = _Recorder(layers, thresholds, samples, copy=True, params=recorder.params)
+            recorder = _Recorder(layers, thresholds, samples, copy=True)
             loss_value, weight_grads = _passes(model, inputs, targets, loss_fn, layers, recorder,
                                                lambda: forward(recorder), lambda: after(recorder), named)
         recorder.measure()

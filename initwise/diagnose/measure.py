@@ -91,8 +91,7 @@ class _Recorder(TorchFunctionMode):
     """
 
     def __init__(self, layers: list[tuple[str, nn.Module]], thresholds: DiagnosisThresholds,
-                 n_samples: int, copy: bool = False,
-                 params: dict[int, list[nn.Parameter]] | None = None) -> None:
+                 n_samples: int, copy: bool = False) -> None:
         super().__init__()
         # taps: the tensors of graph nodes (residual sums, branches), set after the forward pass
         self.taps: dict[int, torch.Tensor] = {}  # node id -> its tensor (detached)
@@ -104,8 +103,7 @@ class _Recorder(TorchFunctionMode):
         self.shared: dict[int, list[_Output | _Post]] = {}
         self.names = {id(m): name for name, m in layers}
         self.modules = {id(m): m for _, m in layers}
-        #: id(layer) -> its weights (:func:`_layer_params`); ``params``: as a recorder before had them
-        self.params = {id(m): _layer_params(m) for _, m in layers} if params is None else params
+        self.params = {id(m): _layer_params(m) for _, m in layers}  # id(layer) -> its weights
         self.records: dict[int, LayerDiagnosis] = {}
         self.order: list[LayerDiagnosis] = []
         self.transposed: set[int] = set()  # layers whose weight is read as (inputs, outputs)
