@@ -74,7 +74,6 @@ def _sync(device: str) -> None:
 
 def _builder(model: str, size: str, dtype, device: str):
     """A function building the model (under the current device context) with torch's defaults."""
-    import torch
     from torch import nn
 
     if model == "stack":

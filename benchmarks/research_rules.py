@@ -52,7 +52,6 @@ import os
 import statistics
 import sys
 import time
-from functools import lru_cache
 from typing import Callable
 
 import torch
@@ -62,14 +61,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import peers  # noqa: E402
-from initwise.experiments.models import ConvBlock, ConvResNet, ResidualBlock  # noqa: E402
+from initwise.experiments.models import ConvResNet, ResidualBlock  # noqa: E402
 from peers import (  # noqa: E402
     CASES,
     METHODS,
     Case,
     ResidualMLP,
     digits,
-    mlp,
     mlp_case,
     run_benchmark,
     summarize,

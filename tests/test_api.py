@@ -12,7 +12,6 @@ import pytest
 import torch
 from torch import nn
 
-import initwise.api as api
 from initwise.api import init, load_target, plan
 from initwise.plan import Plan
 

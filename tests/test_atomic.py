@@ -7,11 +7,9 @@ import resource
 import signal
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
-from torch import nn
 
 import initwise
 from initwise.atomic import staged_folder, torch_save, write_bytes, write_text

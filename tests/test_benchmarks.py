@@ -62,10 +62,30 @@ def test_lm_logit_scale_sets_the_initial_logits_and_writes_its_table(tmp_path):
     assert [r["target"] for r in rows] == [0.0, 0.2]
     assert rows[0]["initial_excess"] == pytest.approx(0.0, abs=1e-4)  # zero logits: exactly ln V
     assert 0.0 < rows[1]["initial_excess"] < 0.1 + 0.05
-    assert "| initwise.init, head rescaled | 0.2 |" in (tmp_path / "lm_logit_scale.md").read_text()
+    assert "| initwise.init, head rescaled | 0.2 | 1 |" in (tmp_path / "lm_logit_scale.md").read_text()
 
 
-@pytest.mark.parametrize("argv", [["--targets", "-1"], ["--targets", "nan"], ["--seeds", "0"], ["--steps", "0"]])
+def test_lm_logit_scale_norm_gain_keeps_the_initial_logits(tmp_path):
+    """Moving a gain of 4 from the output layer into the final norm leaves the initial loss as it
+    was (the same logits up to rounding), at the width and depth asked for."""
+    threads = torch.get_num_threads()
+    try:
+        assert lm_logit_scale.main(["--targets", "0.2", "--norm-gains", "1", "4", "--width", "16", "--blocks", "2",
+                                    "--seeds", "1", "--steps", "1", "--no-torch", "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads((tmp_path / "lm_logit_scale.json").read_text())
+    rows = report["rows"]
+    assert (report["width"], report["blocks"]) == (16, 2)
+    assert [r["gain"] for r in rows] == [1.0, 4.0]
+    assert rows[0]["initial_excess"] == pytest.approx(rows[1]["initial_excess"], abs=1e-5)
+    assert rows[0]["initial_excess"] > 0.005  # logits of E[y^2] = 0.2: visibly above ln V
+    assert "| initwise.init, head rescaled | 0.2 | 4 |" in (tmp_path / "lm_logit_scale.md").read_text()
+
+
+@pytest.mark.parametrize("argv", [["--targets", "-1"], ["--targets", "nan"], ["--seeds", "0"], ["--steps", "0"],
+                                  ["--norm-gains", "0"], ["--norm-gains", "inf"], ["--width", "18"],
+                                  ["--blocks", "0"]])
 def test_lm_logit_scale_refuses_bad_arguments(argv, capsys):
     with pytest.raises(SystemExit) as err:
         lm_logit_scale.main(argv)

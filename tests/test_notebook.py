@@ -3,7 +3,6 @@ kernel of this Python, cwd = the repository root so that this checkout's initwis
 import os
 import time
 
-import pytest
 
 import nbclient  # noqa: E402 - in the test extra (with ipykernel)
 import nbformat  # noqa: E402

@@ -71,15 +71,31 @@ from torch import nn
 from .. import tree as _tree
 from ..graph import Graph, record_pass
 from .compare import Comparison, compare_schemes
-from .measure import _passes, _Recorder
+from .measure import _Recorder
+from .passes import _passes
 from .paths import Paths, read_paths
 from .plot import plot_reports
 from .report import Report
-from .results import (INFO_KINDS, KINDS, DiagnosisThresholds, Finding, LayerDiagnosis, Stream, StreamPoint)
-from .stats import (_first_tensor, _gc_paused, _mean_spread, _parametric_layers, _quiet, _spreads_of,
-                    _stds_of)
+from .results import (
+    INFO_KINDS,
+    KINDS,
+    DiagnosisThresholds,
+    Finding,
+    LayerDiagnosis,
+    Stream,
+    StreamPoint,
+)
+from .stats import (
+    _duplicate_mask,  # noqa: F401 - tested helper
+    _first_tensor,
+    _gc_paused,
+    _mean_spread,
+    _parametric_layers,
+    _quiet,
+    _spreads_of,
+    _stds_of,
+)
 from .verdicts import _chained, _per_layer  # noqa: F401 - tested helpers
-from .stats import _duplicate_mask  # noqa: F401 - tested helper
 
 __all__ = [
     "DiagnosisThresholds", "LayerDiagnosis", "Finding", "Report", "Comparison", "Stream", "StreamPoint",

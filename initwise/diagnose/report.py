@@ -8,8 +8,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..table import Table
-from .results import (INFO_KINDS, DiagnosisThresholds, Finding, LayerDiagnosis, Stream, _finite_or_none,
-                      _fmt, _pct)
+from .results import (
+    INFO_KINDS,
+    DiagnosisThresholds,
+    Finding,
+    LayerDiagnosis,
+    Stream,
+    _finite_or_none,
+    _fmt,
+    _pct,
+)
 from .verdicts import findings
 
 __all__ = ["Report"]

@@ -11,7 +11,6 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-
 # Elementwise activations recognised in the forward pass, by function name (module
 # activations call these too), with how they saturate.
 _ACTIVATIONS: dict[str, str | None] = {

@@ -99,7 +99,7 @@ def refine(entries: list[PlanEntry], owned: list[PlanEntry], graph: Graph, *, re
             for n in (e.name, *e.shared_with, *e.writes):
                 weights[n] = stats
         kept = {n for e in entries if e.scheme == "keep" for n in (e.name, *e.shared_with, *e.writes)}
-        ctx = propagate(graph, weights, lambda node, c: _decide(node, c, st), kept)
+        ctx = propagate(graph, weights, lambda node, c, st=st: _decide(node, c, st), kept)
         if not st.retry:
             break
         for e in owned:
