@@ -22,7 +22,7 @@ from .activations import Activation
 from .discover import ORDER_GUESS, Discovery, activations_of, warn_order
 from .fans import fans as _fans
 from .graph import Graph, record
-from .nodes import is_norm
+from .nodes import is_norm, scale_offset
 from .plan import Plan, PlanEntry
 from .write import _effective_note, _effective_shape, _is_lazy, _originals
 from .policies import normalize_policy
@@ -134,6 +134,7 @@ def build_plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[An
         warn_order(model, graph.note.split(" because ", 1)[-1])
     module_ids = {id(r.key): {id(m) for m in r.key.modules()} for r in parsed if r.kind == "module"}
     tags = torch_tags(model)
+    offsets = _norm_offsets(model, graph)
 
     entries, owned = [], []
     tensors: dict[str, torch.Tensor] = {}
@@ -146,7 +147,7 @@ def build_plan(model: nn.Module, example_input: Any = None, *, rules: Mapping[An
         candidates = []
         for alias, acts in contexts:
             e = _entry(chosen_policy, item, alias, acts, distribution, explicit=rule is not None,
-                       torch_tags=tags.get(id(alias.module), frozenset()))
+                       torch_tags=tags.get(id(alias.module), frozenset()), offsets=offsets)
             if rule is not None:
                 e.reason = f"rule {rule.label} -> {rule.value}: {e.reason}"
             candidates.append(e)
@@ -296,8 +297,28 @@ def param_role(kind: str, local: str) -> str:
     return ""
 
 
+def _norm_offsets(model: nn.Module, graph: Graph | None) -> dict[int, float]:
+    """id(norm module) -> :func:`~initwise.nodes.scale_offset` where it is not 0: read from the
+    recorded graph when there is one, else probed once per norm class and settings."""
+    if graph is not None:
+        return {id(n.info["module"]): n.info["scale_offset"] for n in graph.nodes
+                if n.kind == "layer" and n.info.get("scale_offset")}
+    found, by_form = {}, {}
+    for m in model.modules():
+        if is_norm(m):
+            key = (type(m), m.extra_repr())
+            if key not in by_form:
+                by_form[key] = scale_offset(m)
+            if by_form[key]:
+                found[id(m)] = by_form[key]
+    return found
+
+
 def _entry(policy: str, item: _Tensor, alias: _Alias, acts: tuple[Activation, ...], distribution: str,
-           explicit: bool, torch_tags: frozenset[str] = frozenset()) -> PlanEntry:
+           explicit: bool, torch_tags: frozenset[str] = frozenset(), offsets: Mapping[int, float] | None = None
+           ) -> PlanEntry:
+    """The table's entry for one name of ``item``; ``offsets``: id(norm module) -> its
+    :func:`~initwise.nodes.scale_offset` where not 0."""
     module, local, shape = alias.module, alias.local, item.shape
     legacy_wn = _legacy_weight_norm(module, local)
     if legacy_wn is not None:  # weight_v is drawn as the weight itself (weight_g follows it)
@@ -329,6 +350,12 @@ def _entry(policy: str, item: _Tensor, alias: _Alias, acts: tuple[Activation, ..
     if kind == "unknown" or not role:
         what = f"{layer}.{alias.local}" if kind != "unknown" else f"layer type {layer}"
         return make("keep", "-", None, None, None, None, f"{what} unknown to initwise: kept as it is")
+    off = (offsets or {}).get(id(module), 0.0) if role == "scale" else 0.0
+    if off:
+        why = (f"{type(module).__name__} scales by {off:g} + weight (the form of Gemma's RMSNorm): weight "
+               f"{1 - off:g} starts it as the identity")
+        return (make("zeros", "-", None, None, None, 0.0, why) if off == 1.0 else
+                make("constant", "-", None, None, None, 0.0, why, value=1.0 - off))
     if policy == "torch":
         return torch_entry(make, kind, role, module, local, shape, torch_tags)
     if role == "bias":

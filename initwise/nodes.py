@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Node", "is_layer", "is_norm", "layers"]
+__all__ = ["Node", "is_layer", "is_norm", "layers", "scale_offset"]
 
 _NORM_TYPES: tuple[type, ...] = tuple(t for t in (
     nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, getattr(nn, "RMSNorm", None),
@@ -32,6 +32,37 @@ def is_norm(module: nn.Module) -> bool:
         return False
     own = [p for p in module.parameters(recurse=False)]
     return 0 < len(own) <= 2 and all(p.dim() == 1 for p in own)
+
+
+def scale_offset(module: nn.Module) -> float:
+    """``c`` in a norm's output ``normalized(x) * (c + weight)``: 0 for torch's norms and most
+    others, 1 for the ``(1 + weight)`` form (Gemma's RMSNorm, whose identity is weight 0). Read
+    numerically from the module's own forward on a fixed probe with the weight at 0 and at 1 (and
+    the shift at 0); 0 when the probe cannot run (meta buffers, extra arguments) or the output is
+    not of that form."""
+    if isinstance(module, _NORM_TYPES) or not is_norm(module):
+        return 0.0
+    own = dict(module.named_parameters(recurse=False))
+    names = list(own)
+    weight = own[names[0]]
+    if weight.dim() != 1 or any(b.is_meta for b in module.buffers(recurse=False)):
+        return 0.0
+    dtype = weight.dtype if weight.is_floating_point() else torch.float32
+    x = torch.randn(4, weight.numel(), generator=torch.Generator().manual_seed(0)).to(dtype)
+    zero = {n: torch.zeros(p.shape, dtype=dtype) for n, p in own.items()}
+    try:
+        with torch.no_grad():
+            y0 = torch.func.functional_call(module, zero, (x,)).double()
+            y1 = torch.func.functional_call(module, {**zero, names[0]: torch.ones(weight.shape, dtype=dtype)},
+                                            (x,)).double()
+    except Exception:  # noqa: BLE001 - a norm this probe cannot call keeps the usual form
+        return 0.0
+    d = y1 - y0  # normalized(x): the part the weight scales
+    if y0.shape != x.shape or not bool(torch.isfinite(y1).all()) or float(d.square().sum()) == 0.0:
+        return 0.0
+    c = float((y0 * d).sum() / d.square().sum())
+    exact = float((y0 - c * d).square().sum()) <= 1e-4 * float(y0.square().sum()) + 1e-12
+    return round(c, 6) if exact and abs(c) > 1e-3 else 0.0
 
 
 def is_layer(module: nn.Module) -> bool:

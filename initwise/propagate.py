@@ -15,7 +15,8 @@ mean-field limit, Poole et al. 2016):
 * activation: Gaussian quadrature of the chain (:func:`initwise.moments.act_moments`);
 * sum of independent signals: means, second moments and shared moments add;
 * product of independent signals: means and moments multiply;
-* normalization: ``q = 1`` before its affine scale ``g`` and shift ``b`` (``q = E[g^2] + E[b^2]``);
+* normalization: ``q = 1`` before its affine scale ``g`` and shift ``b`` (``q = E[g^2] + E[b^2]``;
+  ``g = 1 + weight`` for a norm of that form, :func:`initwise.nodes.scale_offset`);
   LayerNorm/GroupNorm remove the mean, BatchNorm the per-unit offsets (``c = 0``);
 * attention: softmax-weighted averages of values over ``k`` allowed keys, with logits of
   variance ``s^2``: ``q_out = q_v (c_v + (1 - c_v) A)``, ``A = min(1, e^{s^2} / k)``;
@@ -254,6 +255,9 @@ def _layer(node: Node, inputs: list[Moments], ctx: Context) -> Moments:
     if module is not None and is_norm(module):
         names = [n for n, _ in module.named_parameters(recurse=False)]
         scale = ctx.w(prefix + names[0]) if names else (1.0, 1.0)
+        off = node.info.get("scale_offset", 0.0)  # the (1 + weight) form: the gain is off + weight
+        if off:
+            scale = (off + scale[0], off * off + 2.0 * off * scale[0] + scale[1])
         shift = ctx.w(prefix + names[1]) if len(names) > 1 else (0.0, 0.0)
         return _norm_out(x, norm_kind(module), scale, shift)
     if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):

@@ -20,7 +20,7 @@ from .callargs import parameters as _parameters
 from .callargs import positional as _positional
 from .callargs import tensors as _tensors
 from .inputs import call_model, preserved, tensors_in
-from .nodes import Node, _Ref, is_norm, layers
+from .nodes import Node, _Ref, is_norm, layers, scale_offset
 from .tree import Tree
 from .twins import meta_twins, needs_twins, to_meta
 
@@ -42,7 +42,10 @@ class _Recorder(TorchFunctionMode):
         for name, p in _tree.named_parameters(tree):
             self.param_names.setdefault(id(p), name)
         named = _tree.unique(tree)
-        self.layer_names = {id(m): n for n, m in layers(model, named).items()}
+        # a known layer is one node, unless it is an embedding whose class rewrites the forward
+        # (Gemma's scaled embedding, BART's offset positions): its operations are recorded
+        self.layer_names = {id(m): n for n, m in layers(model, named).items()
+                            if not (isinstance(m, nn.Embedding) and type(m).forward is not nn.Embedding.forward)}
         self.module_names = {id(m): n for n, m in named}
         self.pending: tuple = ()
         self.module_out: dict[str, int] = {}
@@ -55,6 +58,17 @@ class _Recorder(TorchFunctionMode):
         self.kinds: dict[Any, tuple[str, str, bool]] = {}
         #: (query length, key length, causal, id of the mask) -> (mask, its version, what it allows)
         self.masks: dict[tuple, tuple[Any, int | None, dict[str, float]]] = {}
+        #: id(norm) -> its :func:`scale_offset` where not 0, probed once per class and settings
+        #: (before any hook is on: the probe calls the module)
+        self.offsets: dict[int, float] = {}
+        forms: dict[tuple, float] = {}
+        for _, m in named:
+            if is_norm(m):
+                key = (type(m), m.extra_repr())
+                if key not in forms:
+                    forms[key] = scale_offset(m)
+                if forms[key]:
+                    self.offsets[id(m)] = forms[key]
 
     def kind_of(self, func: Any) -> tuple[str, str, bool]:
         """:func:`ops.classify`, :func:`ops.bare` and the name part of :func:`ops.in_place`
@@ -150,6 +164,8 @@ class _Recorder(TorchFunctionMode):
                         weights=weights, info=info)
         if is_norm(module):
             node.info["norm"] = True
+            if id(module) in self.offsets:
+                node.info["scale_offset"] = self.offsets[id(module)]
         if first is not None and isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
             node.info.update(recstats.token_corr(first))
         self.bind(output, node.id)

@@ -118,6 +118,9 @@ def _use(g: Graph, n: Node, src: int, residual: dict[int, "Residual"] | None) ->
         pos = n.inputs.index(src) if src in n.inputs else _position(g, n, src)
         return ("query", "key", "value")[pos] if pos < 3 else "other"
     if n.kind == "matmul":
+        other = [i for i in n.inputs if i != src and g.nodes[i].data]
+        if other and _attention_probs(g, other[0]):  # (softmax of q.k) @ v: written out, eager attention
+            return "value"
         return "key" if n.inputs and n.inputs[-1] == src else "query"
     if n.kind == "add":
         if residual is not None and n.id in residual:
@@ -128,6 +131,20 @@ def _use(g: Graph, n: Node, src: int, residual: dict[int, "Residual"] | None) ->
     if n.kind == "softmax":
         return "output"
     return "other"
+
+
+def _attention_probs(g: Graph, nid: int) -> bool:
+    """Whether node ``nid`` is a softmax's output, passed through reshapes, dropout and
+    elementwise steps only (attention probabilities on their way to the values)."""
+    for _ in range(16):
+        n = g.nodes[nid]
+        if n.kind == "softmax":
+            return True
+        sig = [i for i in n.inputs if g.nodes[i].data]
+        if n.kind not in ("shape", "act") or len(sig) != 1:
+            return False
+        nid = sig[0]
+    return False
 
 
 def _position(g: Graph, n: Node, src: int) -> int:

@@ -85,16 +85,24 @@ def _num(v: float) -> int | float:
 
 def _rescale(e: PlanEntry, factor: float, end: Node, st: _State, target: float, v: float, n: int,
              zero: bool = False) -> None:
+    off = end.info.get("scale_offset", 0.0) if end.kind == "layer" else 0.0  # a (1 + weight) norm
     if zero:
         e.scheme, e.distribution, e.std, e.gain, e.params = "zeros", "-", 0.0, None, {}
-        e.reason = (f"ends a residual branch: starts at 0, so the block starts as the identity (SkipInit, De & Smith "
-                    f"2020; zero_init_residual, Goyal et al. 2017); was: {e.reason}")
+        if off:
+            e.scheme, e.params = "constant", {"value": -off}
+        e.reason = ("ends a residual branch: starts at 0, so the block starts as the identity (SkipInit, De & Smith "
+                    "2020; zero_init_residual, Goyal et al. 2017)" + (f"; weight {-off:g} is a gain of 0 in its "
+                    f"{off:g} + weight form" if off else "") + f"; was: {e.reason}")
         return
     k = math.sqrt(factor)
     why = (f"; scaled x{k:.3g} as the end of branch 1 of {n} on a residual stream (stream input E[x^2] = {v:.3g}): "
            f"each branch adds 1/{n} of it, so the stream grows at most 2x in variance (GPT-2/Megatron's 1/sqrt(2L) "
            "rule, Radford et al. 2019, from the propagated values)")
-    if e.scheme in ("constant",):
+    if off and e.scheme in ("constant", "zeros"):
+        value = (off + float(e.params.get("value", 0.0))) * k - off
+        e.scheme, e.params = ("constant", {"value": float(f"{value:.6g}")}) if value else ("zeros", {})
+        why += f" (weight {value:.6g}: a gain of {(off + value):.3g} in its {off:g} + weight form)"
+    elif e.scheme in ("constant",):
         e.params["value"] = float(f"{float(e.params.get('value', 1.0)) * k:.6g}")
     elif e.std is not None and e.std > 0:
         e.std *= k

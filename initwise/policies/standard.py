@@ -48,9 +48,8 @@ from ..nodes import Node
 from ..plan import PlanEntry
 from ..propagate import Context, Moments, propagate
 from ..structure import Residual, branch_end, consumer, residual_adds, streams, sum_group
-from .common import XAVIER_ACTS
 from .entries import _const, _embedding, _random, _rescale
-from .targets import TARGET_ATTENTION_STD, TARGET_CENTRED, TARGET_LOGITS, _top_sum, target
+from .targets import TARGET_ATTENTION_STD, TARGET_CENTRED, TARGET_LOGITS, _top_sum, output_like, target
 
 __all__ = ["refine", "RESIDUAL_MODES", "TARGET_LOGITS", "TARGET_ATTENTION_STD"]
 
@@ -227,8 +226,8 @@ CENTRE_MIN_ROWS = 32
 def _feeds_output(u: Any, g: Graph) -> bool:
     if u.kind == "output":
         return True
-    act = u.node.info.get("activation") if u.kind == "act" and u.node is not None else None
-    return act is not None and act.name in XAVIER_ACTS and all(c.kind == "output" for c in consumer(g, u.node.id))
+    return u.kind == "act" and u.node is not None and output_like(u.node) \
+        and all(c.kind == "output" for c in consumer(g, u.node.id))
 
 
 def _centre_bias(node: Node, w: PlanEntry, x: Moments, st: _State) -> None:
@@ -373,11 +372,11 @@ def _tied_head(node: Node, ctx: Context, st: _State) -> None:
     """A layer whose weight an earlier use decided (a tied output embedding): reach the logits
     target through the norm scale right before it."""
     uses = consumer(st.graph, node.id, st.res)
-    if not uses or any(u.kind != "output" for u in uses) or node.kind not in ("layer", "linear"):
+    if not uses or not all(_feeds_output(u, st.graph) for u in uses) or node.kind not in ("layer", "linear"):
         return
     wname = node.info.get("weight") or _weight_of(node, st)
     e = st.entries.get(wname)
-    if e is None:
+    if e is None or not (e.scheme == "normal" and e.fan_in == 1):  # decided as an embedding only
         return
     x = _input(node, ctx)
     fan = float(e.shape[-1]) if e.shape else 1.0
@@ -390,12 +389,15 @@ def _tied_head(node: Node, ctx: Context, st: _State) -> None:
         n = g.nodes[cur]
         if n.kind == "layer" and n.info.get("norm") and n.weights:
             scale = st.entries.get(n.weights[0])
-            if scale is None or id(scale) not in st.owned or scale.scheme != "constant":
+            off = n.info.get("scale_offset", 0.0)  # the gain is off + weight
+            if scale is None or id(scale) not in st.owned or scale.scheme not in ("constant", "zeros"):
                 break
             factor = TARGET_LOGITS / logits
-            scale.params["value"] = float(f"{float(scale.params.get('value', 1.0)) * math.sqrt(factor):.6g}")
-            scale.reason = (f"the norm before a tied output layer: its scale sets the initial logits to E[y^2] = "
-                            f"{TARGET_LOGITS} (the tied weight keeps the embedding's scale)")
+            gain = (off + float(scale.params.get("value", 0.0 if scale.scheme == "zeros" else 1.0))) * math.sqrt(factor)
+            _const(scale, float(f"{gain - off:.6g}"),
+                   f"the norm before a tied output layer: its scale sets the initial logits to E[y^2] = "
+                   f"{TARGET_LOGITS} (the tied weight keeps the embedding's scale)"
+                   + (f"; weight {gain - off:.6g} is a gain of {gain:.3g} in its {off:g} + weight form" if off else ""))
             _set_stats(ctx, scale)
             for i in [cur, *path]:
                 m = ctx.moments[i]

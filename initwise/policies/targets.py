@@ -17,7 +17,7 @@ from ..propagate import Moments
 from ..structure import consumer, sum_group
 from .common import XAVIER_ACTS
 
-__all__ = ["target", "edge_of_chaos", "saturating", "attention_dims", "TARGET_LOGITS", "TARGET_CENTRED",
+__all__ = ["target", "output_like", "edge_of_chaos", "saturating", "attention_dims", "TARGET_LOGITS", "TARGET_CENTRED",
            "TARGET_ATTENTION_STD"]
 
 #: Second moment of a model's outputs at initialization (std 0.14: loss ~ ln C + 0.01): the whole
@@ -52,6 +52,19 @@ def target(uses: list, x: Moments, g: Graph, node: Node, table_family: str) -> t
     return s, family, why + f" [input E[x^2] = {q:.3g}]"
 
 
+def output_like(node: Node) -> bool:
+    """Whether activation ``node``, right before the model's output, leaves the logits as they
+    are for small values: a linear/sigmoid/tanh/softmax, or a chain that is the identity near 0
+    (a logit softcap ``c tanh(x / c)``, Gemma 2)."""
+    act = node.info.get("activation")
+    if act is not None and act.name in XAVIER_ACTS:
+        return True
+    if not node.info.get("chain"):
+        return False
+    y = node.phi(torch.tensor([-1e-4, 0.0, 1e-4], dtype=torch.float64))
+    return abs(float(y[1])) < 1e-12 and abs(float(y[2] - y[0]) / 2e-4 - 1.0) < 1e-3
+
+
 def use_label(u: Any) -> str:
     act = u.node.info.get("activation") if u.node is not None and u.kind == "act" else None
     return act.label() if act is not None else u.kind
@@ -63,7 +76,7 @@ def one_target(u: Any, q: float, g: Graph, table_family: str = "xavier") -> tupl
         act = u.node.info.get("activation")
         name = act.name if act is not None else "custom"
         label = act.label() if act is not None else "custom"
-        if all(c.kind == "output" for c in consumer(g, u.node.id)) and name in XAVIER_ACTS:
+        if all(c.kind == "output" for c in consumer(g, u.node.id)) and output_like(u.node):
             return TARGET_LOGITS / q, "xavier", f"feeds {label} at the model output: logits of E[z^2] = {TARGET_LOGITS}"
         if name == "selu":
             return 1.0 / q, "lecun", "feeds selu: LeCun, E[z^2] = 1 keeps SELU self-normalizing (Klambauer et al. 2017)"
@@ -156,7 +169,10 @@ def attention_dims(g: Graph, att: Node) -> tuple[float, float]:
     scale = 1.0
     for c in g.consumers(att.id):
         n = g.nodes[c]
-        if n.kind == "act" and all(s[1].__name__.strip("_") in ("mul", "rmul", "div", "truediv")
-                                   for s in n.info.get("chain", [])):
-            scale = float(n.phi(torch.ones(1, dtype=torch.float64)))
+        if n.kind == "act" and n.info.get("chain"):
+            # the scale, or a scale and a softcap (Gemma 2: c tanh(x s / c)): the chain's slope at 0
+            h = torch.tensor([-1e-4, 0.0, 1e-4], dtype=torch.float64)
+            y = n.phi(h)
+            if abs(float(y[1])) < 1e-12:
+                scale = float(y[2] - y[0]) / 2e-4
     return d, abs(scale) or 1.0
