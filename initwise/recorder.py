@@ -211,8 +211,11 @@ class _Recorder(TorchFunctionMode):
         weights = tuple(dict.fromkeys(n.param for n in params))
         if not signals:  # a view of a parameter, or a computation on parameters and constants
             if params and kind in ("shape", "elementwise"):
+                info = {"rows": params[0].info.get("rows", 1)}
+                if params[0].info.get("derived") or (kind == "elementwise" and name not in _CASTS):
+                    info["derived"] = True  # exp(A_log), 1 + scale: the tensor's use is not its own
                 node = self.add("param", f"{name}({params[0].param})", unique, outs[0], param=params[0].param,
-                                varies=False, info={"rows": params[0].info.get("rows", 1)})
+                                varies=False, info=info)
             elif params:
                 node = self.add("param", name, unique, outs[0], param=params[0].param, varies=False,
                                 info={"derived": True})
@@ -277,6 +280,11 @@ class _Recorder(TorchFunctionMode):
         roots = {self.roots.get(n.id, n.id) for n in signals}
         return len(roots) == 1 and all(n.kind != "param" and (n.data or n.info.get("numel", 2) <= 1)
                                        for n in nodes) and tuple(out.shape) == signals[0].shape
+
+
+#: elementwise calls that leave a parameter's values as they are (a view of it still)
+_CASTS = frozenset({"float", "half", "double", "bfloat16", "to", "type_as", "contiguous", "clone", "detach",
+                    "positive", "pos"})
 
 
 def _template(obj: Any, rec: _Recorder) -> Any:

@@ -145,7 +145,7 @@ def _decide(node: Node, ctx: Context, st: _State) -> None:
     elif node.kind in ("mul", "add", "norm", "cat"):
         for w in node.weights:
             e = st.entries.get(w)
-            if e is not None and _open(e, st) and e.scheme == "keep":
+            if e is not None and _open(e, st) and e.scheme == "keep" and not _derived(st.graph, node, w):
                 if node.kind == "add" and len(e.shape) <= 1:
                     _const(e, 0.0, "added to the signal like a bias: starts at 0")
                 elif node.kind == "norm" and w == node.weights[-1] and len(node.weights) > 1:
@@ -155,6 +155,13 @@ def _decide(node: Node, ctx: Context, st: _State) -> None:
                            if node.kind != "norm" else "normalization scale: starts at 1")
                 st.decided.add(id(e))
                 _set_stats(ctx, e)
+
+
+def _derived(g: Graph, node: Node, w: str) -> bool:
+    """Whether ``node`` reads parameter ``w`` through a function of it (``-exp(A_log)``), not
+    as it is: its use then says nothing of the value it should start at (it is kept)."""
+    return any(g.nodes[i].kind == "param" and g.nodes[i].param == w and g.nodes[i].info.get("derived")
+               for i in node.inputs)
 
 
 def _open(e: PlanEntry, st: _State) -> bool:
@@ -336,6 +343,13 @@ def _branch(add: Node, ctx: Context, st: _State) -> None:
         cross = skip.mean * bm.mean
         k = (-cross + math.sqrt(cross * cross + b * target)) / b if b > 0 else 1.0
         factor = k * k
+        if not (math.isfinite(factor) and _MIN_FACTOR <= factor <= 1.0 / _MIN_FACTOR):
+            # the moments the branch was planned from are out of any trained range (a recurrence
+            # the propagation cannot follow, as Mamba's scan): no rescale, said in the notes
+            st.unscaled.append(f"{e.name} (its branch's predicted E[x^2] = {b:.3g} against the stream's {v:.3g}: "
+                               "out of range, left as planned)")
+            st.decided.add(id(e))
+            return
     _rescale(e, factor, end, st, target, v, n, zero=st.residual == "zero" and not through_act)
     st.decided.add(id(e))
     _set_stats(ctx, e)
@@ -344,6 +358,10 @@ def _branch(add: Node, ctx: Context, st: _State) -> None:
         if m is not None:
             ctx.moments[i] = Moments(m.mean * math.sqrt(factor), m.m2 * factor, m.corr)
     st.scaled.append(e.name)
+
+
+#: the smallest (and, inverted, the largest) variance factor the residual rule applies to a branch
+_MIN_FACTOR = 1e-8
 
 
 def _end_entry(end: Node, st: _State) -> PlanEntry | None:

@@ -1,8 +1,9 @@
-"""Norms of the ``(1 + weight)`` form and eager attention written out (Gemma, Gemma 2, GPT-Neo).
+"""Model families beyond the zoo: Gemma, Gemma 2, GPT-Neo's eager attention, Mamba.
 
 Gemma's RMSNorm scales by ``1 + weight`` (its identity is weight 0), Gemma 2 adds a norm at the
 end of every branch, caps its attention and output logits with ``c tanh(x / c)`` and writes its
-attention out as matmul, softmax, matmul. Models from small configs, random weights, no download.
+attention out as matmul, softmax, matmul; Mamba reads ``A_log`` as ``-exp(A_log)`` in a scan the
+propagation cannot follow. Models from small configs, random weights, no download.
 """
 from __future__ import annotations
 
@@ -123,3 +124,23 @@ def test_eager_gpt_neo_values_are_not_planned_as_keys():
     v = plan["transformer.h.0.attn.attention.v_proj.weight"]
     k = plan["transformer.h.0.attn.attention.k_proj.weight"]
     assert "attention key" in k.reason and "attention" not in v.reason, (k.reason, v.reason)
+
+
+def test_mamba_keeps_what_its_scan_reads_through_exp_and_starts_finite():
+    cfg = transformers.MambaConfig(vocab_size=256, hidden_size=64, state_size=16, num_hidden_layers=2,
+                                   expand=2, conv_kernel=4)
+    torch.manual_seed(0)
+    model = transformers.MambaForCausalLM(cfg).eval()
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if n.endswith("A_log")}
+    plan = initwise.init(model, {"input_ids": _ids()}, seed=0)
+    # A = -exp(A_log): a use that says nothing of the value it should start at, so it is kept
+    assert all(plan[n].scheme == "keep" for n in before)
+    assert all(torch.equal(model.get_parameter(n), t) for n, t in before.items())
+    # the skip D x inside the scan is no residual branch the rule can scale from its prediction
+    assert all(plan[f"backbone.layers.{i}.mixer.D"].params.get("value") == 1.0 for i in range(2))
+    assert "out of range" in plan.note, plan.note
+    ids = _ids(1)
+    with torch.no_grad():
+        out = model(input_ids=ids, labels=ids)
+    assert bool(torch.isfinite(out.logits).all())  # was NaN: D scaled x3.5e37
+    assert abs(float(out.loss) - math.log(256)) < 0.1, float(out.loss)
