@@ -144,3 +144,24 @@ def test_mamba_keeps_what_its_scan_reads_through_exp_and_starts_finite():
         out = model(input_ids=ids, labels=ids)
     assert bool(torch.isfinite(out.logits).all())  # was NaN: D scaled x3.5e37
     assert abs(float(out.loss) - math.log(256)) < 0.1, float(out.loss)
+
+
+def test_opt_reaches_its_logits_through_the_projection_before_its_tied_head():
+    """OPT with word_embed_proj_dim != hidden_size: embed (32) -> project_in -> blocks (64) ->
+    project_out -> the tied output layer (32). The projection's std sets the logits, the
+    embedding keeps its scale, and diagnose finds nothing to flag."""
+    cfg = transformers.OPTConfig(vocab_size=256, hidden_size=64, word_embed_proj_dim=32, num_hidden_layers=2,
+                                 num_attention_heads=4, ffn_dim=128, max_position_embeddings=64, dropout=0.0,
+                                 attention_dropout=0.0)
+    torch.manual_seed(0)
+    model = transformers.OPTForCausalLM(cfg)
+    plan = initwise.init(model, {"input_ids": _ids()}, seed=0)
+    assert plan["model.decoder.embed_tokens.weight"].std == 1.0
+    assert "tied output layer after it" in plan["model.decoder.project_out.weight"].reason
+    ids = _ids(1)
+    with torch.no_grad():
+        out = model(input_ids=ids, labels=ids)
+    assert float(out.logits.square().mean()) == pytest.approx(initwise.policies.standard.TARGET_LOGITS, rel=0.5)
+    assert abs(float(out.loss) - math.log(256)) < 0.1, float(out.loss)
+    report = initwise.diagnose(model, {"input_ids": _ids(2)})
+    assert report.kinds == {"healthy"}, [f.text for f in report.findings]

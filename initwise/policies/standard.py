@@ -421,6 +421,22 @@ def _tied_head(node: Node, ctx: Context, st: _State) -> None:
                 m = ctx.moments[i]
                 ctx.moments[i] = Moments(m.mean * math.sqrt(factor), m.m2 * factor, m.corr)
             return
+        dense = st.entries.get(n.info.get("weight") or _weight_of(n, st)) if n.kind in ("layer", "linear") else None
+        if dense is not None and id(dense) in st.owned and dense.std and dense.scheme not in ("keep", "constant") \
+                and not dense.shared_with and not n.info.get("norm"):
+            # a projection before the tied output layer (OPT's project_out): its std sets the logits
+            k = math.sqrt(TARGET_LOGITS / logits)
+            dense.std *= k
+            dense.gain = dense.gain * k if dense.gain is not None else None
+            if "std" in dense.params:
+                dense.params["std"] = dense.std
+            dense.reason += (f"; scaled x{k:.3g}: the tied output layer after it then gives logits of E[y^2] = "
+                             f"{TARGET_LOGITS} (the tied weight keeps the embedding's scale)")
+            _set_stats(ctx, dense)
+            for i in [cur, *path]:
+                m = ctx.moments[i]
+                ctx.moments[i] = Moments(m.mean * k, m.m2 * k * k, m.corr)
+            return
         if n.kind in ("shape", "act", "mul") and n.inputs:
             path.append(cur)
             sig = [i for i in n.inputs if g.nodes[i].data]
