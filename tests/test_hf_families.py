@@ -144,6 +144,8 @@ def test_mamba_keeps_what_its_scan_reads_through_exp_and_starts_finite():
         out = model(input_ids=ids, labels=ids)
     assert bool(torch.isfinite(out.logits).all())  # was NaN: D scaled x3.5e37
     assert abs(float(out.loss) - math.log(256)) < 0.1, float(out.loss)
+    # A_log's rows are all log(1..N) by design: they are no units of the mixer's output
+    assert "symmetry" not in initwise.diagnose(model, {"input_ids": _ids(2)}).kinds
 
 
 def test_opt_reaches_its_logits_through_the_projection_before_its_tied_head():
@@ -165,3 +167,12 @@ def test_opt_reaches_its_logits_through_the_projection_before_its_tied_head():
     assert abs(float(out.loss) - math.log(256)) < 0.1, float(out.loss)
     report = initwise.diagnose(model, {"input_ids": _ids(2)})
     assert report.kinds == {"healthy"}, [f.text for f in report.findings]
+
+
+def test_skipinit_on_one_plus_weight_branch_ends_gives_them_a_gain_of_zero():
+    model = _gemma("gemma2")
+    plan = initwise.init(model, {"input_ids": _ids()}, seed=0, policy="skipinit")
+    ends = [e for e in plan if "post_attention_layernorm" in e.name or "post_feedforward_layernorm" in e.name]
+    assert ends and all(e.scheme == "constant" and e.params["value"] == -1.0 for e in ends), ends[:2]
+    hidden = model(input_ids=_ids(), output_hidden_states=True).hidden_states
+    assert torch.equal(hidden[0], hidden[1])

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..nodes import is_layer
 from .results import DiagnosisThresholds, LayerDiagnosis
 from .stats import (
     _ACTIVATIONS,
@@ -401,6 +402,8 @@ class _Recorder(TorchFunctionMode):
         if cdim is not None:
             dup = _duplicate_mask(_output_columns(y, cdim, _MAX_DUP_COLUMNS), rtol,
                                   confirm=weight_rows)
+        elif not is_layer(module):  # a module of another library whose output's units are unknown:
+            return                    # its weight's rows need not be units (Mamba's A_log: one per state)
         else:  # outputs cannot be split per unit: weight rows only
             dup = _duplicate_mask(weight_rows(), rtol)
         if dup is None:

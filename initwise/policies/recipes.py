@@ -354,7 +354,12 @@ def _skipinit(ctx: Ctx) -> None:
             continue
         what = ("scalar multiplier (SkipInit's alpha)" if b.end.kind == "param" else
                 "norm weight (zero_init_residual)" if br.is_norm_node(b.end) else "last layer")
-        zeros(e, f"SkipInit: {what} of {where(ctx, b)}: 0, so the block starts as the identity (De & Smith 2020)")
+        why = f"SkipInit: {what} of {where(ctx, b)}: 0, so the block starts as the identity (De & Smith 2020)"
+        off = b.end.info.get("scale_offset", 0.0) if br.is_norm_node(b.end) else 0.0
+        if off:  # a norm that scales by off + weight (Gemma 2's post-norms): a gain of 0 is weight -off
+            constant(e, -off, why + f"; weight {-off:g} in its {off:g} + weight form")
+        else:
+            zeros(e, why)
 
 
 _RECIPES: dict[str, Callable[[Ctx], None]] = {
