@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+import hf_sweep
 import lm_logit_scale
 import noise_floor
 
@@ -89,5 +90,28 @@ def test_lm_logit_scale_norm_gain_keeps_the_initial_logits(tmp_path):
 def test_lm_logit_scale_refuses_bad_arguments(argv, capsys):
     with pytest.raises(SystemExit) as err:
         lm_logit_scale.main(argv)
+    assert err.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_hf_sweep_measures_a_model_and_reports_one_it_cannot_build(tmp_path):
+    pytest.importorskip("transformers")
+    threads = torch.get_num_threads()
+    try:
+        assert hf_sweep.main(["--models", "gemma,no_such_type", "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    rows = {r["model"]: r for r in json.loads((tmp_path / "hf_sweep_causal.json").read_text())["rows"]}
+    gemma = rows["gemma"]
+    assert gemma["status"] == "ok" and gemma["finite"] and gemma["planned"] == 1.0
+    assert abs(gemma["excess"]) < 0.1, gemma  # ln V + 53 before the (1 + weight) norms were read
+    assert rows["no_such_type"]["status"] == "skipped" and rows["no_such_type"]["why"]
+    assert "| gemma | ok | 100.0% |" in (tmp_path / "hf_sweep_causal.md").read_text()
+
+
+@pytest.mark.parametrize("argv", [["--kind", "bogus"], ["--models", " , "]])
+def test_hf_sweep_refuses_bad_arguments(argv, capsys):
+    with pytest.raises(SystemExit) as err:
+        hf_sweep.main(argv)
     assert err.value.code == 2
     assert "error" in capsys.readouterr().err

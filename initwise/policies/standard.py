@@ -28,7 +28,8 @@ doubled (GPT-2/Megatron's ``1/sqrt(2L)``, Radford et al. 2019, here from the pro
 values); ``"zero"`` starts every branch at 0 (SkipInit, De & Smith 2020; ReZero; Goyal et al.
 2017's zero_init_residual), never zeroing a layer a ReLU follows; ``"none"`` leaves the per-layer
 choice. Post-norm sums (a norm right after the sum, BERT) are left alone. A tied output layer
-whose weight the embedding already decided reaches the logits target through the norm before it.
+whose weight the embedding already decided reaches the logits target through the norm (a gain of
+``1 + weight`` for Gemma's form) or the projection before it.
 
 What each decision writes into its plan entry (scheme, std, params, reason) is in :mod:`.entries`.
 """
@@ -388,7 +389,8 @@ def _affine_or_identity(n: Node) -> bool:
 
 def _tied_head(node: Node, ctx: Context, st: _State) -> None:
     """A layer whose weight an earlier use decided (a tied output embedding): reach the logits
-    target through the norm scale right before it."""
+    target through the norm scale or the projection right before it (else make the embedding
+    smaller, in a second pass)."""
     uses = consumer(st.graph, node.id, st.res)
     if not uses or not all(_feeds_output(u, st.graph) for u in uses) or node.kind not in ("layer", "linear"):
         return
