@@ -223,7 +223,9 @@ class _Recorder(TorchFunctionMode):
                 node = self.add("const", name, unique, outs[0], varies=False, info=recstats.const_stats(outs[0]))
             self.bind_all(outs, node.id)
             return
-        if kind in ("elementwise", "add", "mul") and self._pointwise(nodes, signals, outs[0]):
+        # a constant on the meta device has no value: a chain holding one cannot be evaluated
+        known = not any(t.is_meta and not self.nodes[i].data for t, i in zip(operands, ids))
+        if kind in ("elementwise", "add", "mul") and known and self._pointwise(nodes, signals, outs[0]):
             kind = "elementwise"
             info["template"] = (func, _template(args, self), _template(kwargs, self))
         elif kind == "elementwise":

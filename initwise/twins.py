@@ -3,7 +3,8 @@
 A model built on the meta device (or with only its parameters there, as accelerate's
 ``init_empty_weights`` leaves it) and a model sharded with DTensor or FSDP2 are recorded with
 *meta twins*: for the duration of the recording every parameter and buffer that is not already
-meta is replaced by an empty meta tensor of its full shape and dtype (tied tensors by one twin),
+meta is replaced by an empty meta tensor of its full shape and dtype (tied tensors by one twin;
+a CPU scalar buffer stays, its value read as on the model built normally),
 the hooks that torch.distributed installed (FSDP2's all-gathers) are set aside, and the example
 input is moved to the meta device after its statistics were read. The forward then computes
 shapes only; everything is put back afterwards.
@@ -60,7 +61,10 @@ def meta_twins(model: nn.Module) -> Iterator[None]:
         for m in model.modules():
             for table, param in ((m._parameters, True), (m._buffers, False)):
                 for k, t in list(table.items()):
-                    if t is not None and not t.is_meta:
+                    # a real scalar buffer stays (a meta op takes a CPU scalar): its value is part of
+                    # the recorded computation (Gemma's embedding scale), as on the model built normally
+                    if t is not None and not t.is_meta and not (not param and type(t) is torch.Tensor
+                                                                and t.dim() == 0 and t.device.type == "cpu"):
                         saved.append((table, k, t))
                         table[k] = twin(t, param)
             for table in (m._forward_pre_hooks, m._forward_hooks):

@@ -176,3 +176,19 @@ def test_skipinit_on_one_plus_weight_branch_ends_gives_them_a_gain_of_zero():
     assert ends and all(e.scheme == "constant" and e.params["value"] == -1.0 for e in ends), ends[:2]
     hidden = model(input_ids=_ids(), output_hidden_states=True).hidden_states
     assert torch.equal(hidden[0], hidden[1])
+
+
+def test_meta_gemma_needs_its_scale_buffer_and_then_matches_the_normal_build_bit_for_bit():
+    cfg = transformers.GemmaConfig(**SMALL)
+    torch.manual_seed(0)
+    normal = transformers.AutoModelForCausalLM.from_config(cfg)
+    initwise.init(normal, {"input_ids": _ids()}, seed=0)
+    with torch.device("meta"):
+        meta = transformers.AutoModelForCausalLM.from_config(cfg)
+    with pytest.raises(ValueError, match="embed_scale"):  # its value is nowhere on meta: a clear error
+        initwise.init(meta, {"input_ids": _ids()}, seed=0, device="cpu")
+    assert all(p.is_meta for p in meta.parameters())      # and nothing written
+    meta.model.embed_tokens.embed_scale = torch.tensor(math.sqrt(SMALL["hidden_size"]))  # buffers on a device
+    initwise.init(meta, {"input_ids": _ids()}, seed=0, device="cpu")
+    a, b = normal.state_dict(), meta.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
