@@ -192,3 +192,18 @@ def test_meta_gemma_needs_its_scale_buffer_and_then_matches_the_normal_build_bit
     initwise.init(meta, {"input_ids": _ids()}, seed=0, device="cpu")
     a, b = normal.state_dict(), meta.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("policy", ["t_fixup", "deepnorm"])
+def test_recipes_on_eager_attention_scale_values_not_keys(policy):
+    """The walk to the attention probabilities stops at the block: from block 1's keys it used to
+    reach block 0's softmax, and the key projection was scaled as a value."""
+    cfg = transformers.GPTNeoConfig(vocab_size=256, hidden_size=64, num_layers=2, num_heads=4,
+                                    attention_types=[[["global", "local"], 1]], max_position_embeddings=64,
+                                    embed_dropout=0.0, attention_dropout=0.0, resid_dropout=0.0)
+    torch.manual_seed(0)
+    plan = initwise.plan(transformers.GPTNeoForCausalLM(cfg), {"input_ids": _ids()}, policy=policy)
+    for block in (0, 1):
+        q, k, v = (plan[f"transformer.h.{block}.attn.attention.{n}_proj.weight"] for n in "qkv")
+        assert q.std == k.std > v.std, (block, q.std, k.std, v.std)
+        assert "value/output projection" in v.reason and "value/output projection" not in k.reason
