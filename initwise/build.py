@@ -22,7 +22,7 @@ from .activations import Activation
 from .discover import ORDER_GUESS, Discovery, activations_of, warn_order
 from .fans import fans as _fans
 from .graph import Graph, record
-from .nodes import is_norm, scale_offset
+from .nodes import is_norm, scale_offsets
 from .plan import Plan, PlanEntry
 from .write import _effective_note, _effective_shape, _is_lazy, _originals
 from .policies import normalize_policy
@@ -303,15 +303,7 @@ def _norm_offsets(model: nn.Module, graph: Graph | None) -> dict[int, float]:
     if graph is not None:
         return {id(n.info["module"]): n.info["scale_offset"] for n in graph.nodes
                 if n.kind == "layer" and n.info.get("scale_offset")}
-    found, by_form = {}, {}
-    for m in model.modules():
-        if is_norm(m):
-            key = (type(m), m.extra_repr())
-            if key not in by_form:
-                by_form[key] = scale_offset(m)
-            if by_form[key]:
-                found[id(m)] = by_form[key]
-    return found
+    return scale_offsets(model.modules())
 
 
 def _entry(policy: str, item: _Tensor, alias: _Alias, acts: tuple[Activation, ...], distribution: str,

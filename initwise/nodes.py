@@ -5,12 +5,12 @@ operation, and the layers initwise knows, each call of which is recorded as one 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import nn
 
-__all__ = ["Node", "is_layer", "is_norm", "layers", "scale_offset"]
+__all__ = ["Node", "is_layer", "is_norm", "layers", "scale_offset", "scale_offsets"]
 
 _NORM_TYPES: tuple[type, ...] = tuple(t for t in (
     nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, getattr(nn, "RMSNorm", None),
@@ -63,6 +63,22 @@ def scale_offset(module: nn.Module) -> float:
     c = float((y0 * d).sum() / d.square().sum())
     exact = float((y0 - c * d).square().sum()) <= 1e-4 * float(y0.square().sum()) + 1e-12
     return round(c, 6) if exact and abs(c) > 1e-3 else 0.0
+
+
+def scale_offsets(modules: Iterable[nn.Module]) -> dict[int, float]:
+    """id(norm) -> its :func:`scale_offset` for the norms among ``modules`` where it is not 0,
+    probed once per class and settings (``extra_repr``). The probe calls each module: run it
+    before any recording hook is on."""
+    found: dict[int, float] = {}
+    forms: dict[tuple, float] = {}
+    for m in modules:
+        if is_norm(m):
+            key = (type(m), m.extra_repr())
+            if key not in forms:
+                forms[key] = scale_offset(m)
+            if forms[key]:
+                found[id(m)] = forms[key]
+    return found
 
 
 def is_layer(module: nn.Module) -> bool:

@@ -32,7 +32,7 @@ import re
 from typing import Any
 
 __all__ = ["bare", "classify", "in_place", "linear_fans", "reads_transposed", "ELEMENTWISE", "ACTIVATION_FUNCS",
-           "UNINITIALIZED"]
+           "CASTS", "UNINITIALIZED"]
 
 _words = str.split
 
@@ -48,6 +48,8 @@ nan_to_num add radd iadd sub rsub isub mul rmul imul div truediv rtruediv itrued
 floordiv pow rpow ipow float_power maximum minimum fmax fmin float half double bfloat16 to type_as
 contiguous clone detach
 """))
+#: elementwise calls that only cast or copy: the values stay as they are
+CASTS = frozenset(_words("float half double bfloat16 to type_as contiguous clone detach"))
 _ADD = frozenset(_words("add radd iadd sub rsub isub"))
 _MUL = frozenset(_words("mul rmul imul div truediv rtruediv itruediv true_divide idiv"))
 _LINEAR = frozenset(_words("""

@@ -37,6 +37,7 @@ from .fans import effective_fan_in
 from .graph import Graph
 from .moments import act_moments, rnn_m2
 from .nodes import Node, is_norm
+from .structure import attention_softmax
 
 __all__ = ["Moments", "Context", "propagate", "RULES"]
 
@@ -448,8 +449,8 @@ def _attention(node: Node, inputs: list[Moments], ctx: Context) -> Moments:
 @rule("matmul")
 def _matmul(node: Node, inputs: list[Moments], ctx: Context) -> Moments:
     a_node = ctx.graph.nodes[node.inputs[0]]
-    if _is_probs(a_node, ctx) and len(inputs) > 1:
-        soft = _probs_source(a_node, ctx)
+    soft = attention_softmax(ctx.graph, a_node.id) if len(inputs) > 1 else None
+    if soft is not None:
         inv = soft.info.get("inv_keys") or 1.0 / float(soft.shape[-1] if soft.shape else 1)
         return attention_average(inputs[1], ctx.of(soft.inputs[0]).var if soft.inputs else 0.0, inv,
                                  soft.info.get("pair_keys"))
@@ -457,12 +458,3 @@ def _matmul(node: Node, inputs: list[Moments], ctx: Context) -> Moments:
     a, b = inputs[0], inputs[-1]
     return Moments(0.0, contracted * a.m2 * b.m2, _clip(a.corr * b.corr))
 
-
-def _probs_source(n: Node, ctx: Context) -> Node:
-    while n.kind in ("shape", "act") and n.inputs and n.kind != "softmax":
-        n = ctx.graph.nodes[n.inputs[0]]
-    return n
-
-
-def _is_probs(n: Node, ctx: Context) -> bool:
-    return _probs_source(n, ctx).kind == "softmax"

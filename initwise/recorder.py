@@ -20,7 +20,7 @@ from .callargs import parameters as _parameters
 from .callargs import positional as _positional
 from .callargs import tensors as _tensors
 from .inputs import call_model, preserved, tensors_in
-from .nodes import Node, _Ref, is_norm, layers, scale_offset
+from .nodes import Node, _Ref, is_norm, layers, scale_offsets
 from .tree import Tree
 from .twins import meta_twins, needs_twins, to_meta
 
@@ -58,17 +58,8 @@ class _Recorder(TorchFunctionMode):
         self.kinds: dict[Any, tuple[str, str, bool]] = {}
         #: (query length, key length, causal, id of the mask) -> (mask, its version, what it allows)
         self.masks: dict[tuple, tuple[Any, int | None, dict[str, float]]] = {}
-        #: id(norm) -> its :func:`scale_offset` where not 0, probed once per class and settings
-        #: (before any hook is on: the probe calls the module)
-        self.offsets: dict[int, float] = {}
-        forms: dict[tuple, float] = {}
-        for _, m in named:
-            if is_norm(m):
-                key = (type(m), m.extra_repr())
-                if key not in forms:
-                    forms[key] = scale_offset(m)
-                if forms[key]:
-                    self.offsets[id(m)] = forms[key]
+        #: id(norm) -> its :func:`scale_offset` where not 0 (probed here, before any hook is on)
+        self.offsets = scale_offsets(m for _, m in named)
 
     def kind_of(self, func: Any) -> tuple[str, str, bool]:
         """:func:`ops.classify`, :func:`ops.bare` and the name part of :func:`ops.in_place`
@@ -223,9 +214,10 @@ class _Recorder(TorchFunctionMode):
                 node = self.add("const", name, unique, outs[0], varies=False, info=recstats.const_stats(outs[0]))
             self.bind_all(outs, node.id)
             return
-        # a constant on the meta device has no value: a chain holding one cannot be evaluated
-        known = not any(t.is_meta and not self.nodes[i].data for t, i in zip(operands, ids))
-        if kind in ("elementwise", "add", "mul") and known and self._pointwise(nodes, signals, outs[0]):
+        # a pointwise step of one signal joins its chain, unless a constant of it is on the meta
+        # device (no value: the chain could not be evaluated)
+        if kind in ("elementwise", "add", "mul") and self._pointwise(nodes, signals, outs[0]) \
+                and not any(t.is_meta and not self.nodes[i].data for t, i in zip(operands, ids)):
             kind = "elementwise"
             info["template"] = (func, _template(args, self), _template(kwargs, self))
         elif kind == "elementwise":
@@ -285,8 +277,7 @@ class _Recorder(TorchFunctionMode):
 
 
 #: elementwise calls that leave a parameter's values as they are (a view of it still)
-_CASTS = frozenset({"float", "half", "double", "bfloat16", "to", "type_as", "contiguous", "clone", "detach",
-                    "positive", "pos"})
+_CASTS = ops.CASTS | {"positive", "pos"}
 
 
 def _template(obj: Any, rec: _Recorder) -> Any:

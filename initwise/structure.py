@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 
 from .graph import Graph
 from .nodes import Node
+from .ops import CASTS
 
 __all__ = ["Consumer", "consumer", "Residual", "Stream", "residual_adds", "streams", "branch_end", "sum_group",
-           "is_identity", "PASS_KINDS"]
+           "is_identity", "PASS_KINDS", "attention_softmax", "slope_at_zero"]
 
 #: Node kinds that move values without changing their scale.
 PASS_KINDS = frozenset({"shape", "fused"})
@@ -32,8 +33,7 @@ def is_identity(n: Node) -> bool:
     """An ``act`` node that only casts or copies (``x.float()``, ``contiguous``)."""
     act = n.info.get("activation")
     return n.kind == "act" and act is not None and act.name == "identity" and \
-        all(s[1].__name__.strip("_") in ("float", "half", "double", "bfloat16", "to", "type_as", "contiguous",
-                                           "clone", "detach") for s in n.info.get("chain", []))
+        all(s[1].__name__.strip("_") in CASTS for s in n.info.get("chain", []))
 
 
 def _signals(g: Graph, n: Node) -> list[int]:
@@ -52,8 +52,17 @@ def affine_slope(n: Node) -> float | None:
     return float(y[1] - y[0])
 
 
-_AFFINE = frozenset({"float", "half", "double", "bfloat16", "to", "type_as", "contiguous", "clone", "detach", "mul",
-                     "rmul", "div", "truediv", "neg", "add", "radd", "sub", "rsub", "imul", "itruediv", "iadd"})
+_AFFINE = CASTS | {"mul", "rmul", "div", "truediv", "neg", "add", "radd", "sub", "rsub", "imul", "itruediv", "iadd"}
+
+
+def slope_at_zero(n: Node) -> float | None:
+    """The slope at 0 of an ``act`` node's chain that maps 0 to 0 (a scale, a softcap
+    ``c tanh(x / c)``), by a central difference; None for another node or a chain with an offset."""
+    if n.kind != "act" or not n.info.get("chain"):
+        return None
+    import torch
+    y = n.phi(torch.tensor([-1e-4, 0.0, 1e-4], dtype=torch.float64))
+    return float(y[2] - y[0]) / 2e-4 if abs(float(y[1])) < 1e-12 else None
 
 
 def _passes(g: Graph, n: Node) -> bool:
@@ -119,7 +128,7 @@ def _use(g: Graph, n: Node, src: int, residual: dict[int, "Residual"] | None) ->
         return ("query", "key", "value")[pos] if pos < 3 else "other"
     if n.kind == "matmul":
         other = [i for i in n.inputs if i != src and g.nodes[i].data]
-        if other and _attention_probs(g, other[0]):  # (softmax of q.k) @ v: written out, eager attention
+        if other and attention_softmax(g, other[0]):  # (softmax of q.k) @ v: written out, eager attention
             return "value"
         return "key" if n.inputs and n.inputs[-1] == src else "query"
     if n.kind == "add":
@@ -133,18 +142,18 @@ def _use(g: Graph, n: Node, src: int, residual: dict[int, "Residual"] | None) ->
     return "other"
 
 
-def _attention_probs(g: Graph, nid: int) -> bool:
-    """Whether node ``nid`` is a softmax's output, passed through reshapes, dropout and
-    elementwise steps only (attention probabilities on their way to the values)."""
+def attention_softmax(g: Graph, nid: int) -> Node | None:
+    """The softmax whose output node ``nid`` is, passed through reshapes, dropout and elementwise
+    steps only (attention probabilities on their way to the values); else None."""
     for _ in range(16):
         n = g.nodes[nid]
         if n.kind == "softmax":
-            return True
+            return n
         sig = [i for i in n.inputs if g.nodes[i].data]
         if n.kind not in ("shape", "act") or len(sig) != 1:
-            return False
+            return None
         nid = sig[0]
-    return False
+    return None
 
 
 def _position(g: Graph, n: Node, src: int) -> int:

@@ -61,10 +61,7 @@ def meta_twins(model: nn.Module) -> Iterator[None]:
         for m in model.modules():
             for table, param in ((m._parameters, True), (m._buffers, False)):
                 for k, t in list(table.items()):
-                    # a real scalar buffer stays (a meta op takes a CPU scalar): its value is part of
-                    # the recorded computation (Gemma's embedding scale), as on the model built normally
-                    if t is not None and not t.is_meta and not (not param and type(t) is torch.Tensor
-                                                                and t.dim() == 0 and t.device.type == "cpu"):
+                    if t is not None and not t.is_meta and not (not param and _cpu_scalar(t)):
                         saved.append((table, k, t))
                         table[k] = twin(t, param)
             for table in (m._forward_pre_hooks, m._forward_hooks):
@@ -78,6 +75,13 @@ def meta_twins(model: nn.Module) -> Iterator[None]:
             table[k] = t
         for table, k, h in hooks:
             table[k] = h
+
+
+def _cpu_scalar(t: torch.Tensor) -> bool:
+    """A plain 0-dim CPU tensor: as a buffer it stays real in the twins (a meta op takes a CPU
+    scalar), so its value is part of the recorded computation (Gemma's embedding scale), as on
+    the model built normally."""
+    return type(t) is torch.Tensor and t.dim() == 0 and t.device.type == "cpu"
 
 
 def to_meta(obj: Any) -> Any:

@@ -338,13 +338,13 @@ def _uses(g: Graph, n: Node) -> list[str]:
     """How the output of ``n`` is used: ``"value"``, ``"query"``, ``"key"`` of an attention
     (``F.scaled_dot_product_attention``, or a product with attention probabilities), else the
     :class:`~initwise.structure.Consumer` kind."""
-    from ..structure import _attention_probs
+    from ..structure import attention_softmax
     out = []
     for u in consumer(g, n.id):
         src = u.path[-1] if u.path else n.id
         if u.node is not None and u.node.kind == "matmul":
             other = [i for i in u.node.inputs if i != src and g.nodes[i].data]
-            if other and _attention_probs(g, other[0]):
+            if other and attention_softmax(g, other[0]):
                 out.append("value")
                 continue
             out.append("query" if u.node.inputs and u.node.inputs[0] == src else "key")

@@ -98,16 +98,26 @@ def _rescale(e: PlanEntry, factor: float, end: Node, st: _State, target: float, 
     why = (f"; scaled x{k:.3g} as the end of branch 1 of {n} on a residual stream (stream input E[x^2] = {v:.3g}): "
            f"each branch adds 1/{n} of it, so the stream grows at most 2x in variance (GPT-2/Megatron's 1/sqrt(2L) "
            "rule, Radford et al. 2019, from the propagated values)")
-    if off and e.scheme in ("constant", "zeros"):
-        value = (off + float(e.params.get("value", 0.0))) * k - off
+    if e.scheme == "constant" or (off and e.scheme == "zeros"):
+        value = _gain_value(e, k, off)
         e.scheme, e.params = ("constant", {"value": float(f"{value:.6g}")}) if value else ("zeros", {})
-        why += f" (weight {value:.6g}: a gain of {(off + value):.3g} in its {off:g} + weight form)"
-    elif e.scheme in ("constant",):
-        e.params["value"] = float(f"{float(e.params.get('value', 1.0)) * k:.6g}")
+        if off:
+            why += f" (weight {value:.6g}: a gain of {(off + value):.3g} in its {off:g} + weight form)"
     elif e.std is not None and e.std > 0:
-        e.std *= k
-        if e.gain is not None:
-            e.gain = e.gain * k
-        if "std" in e.params:
-            e.params["std"] = e.std
+        _scale_std(e, k)
     e.reason += why
+
+
+def _gain_value(e: PlanEntry, k: float, off: float = 0.0) -> float:
+    """The value of constant (or zero) scale ``e`` that multiplies its gain ``off + value`` by
+    ``k`` (``off``: 1 for a norm of the ``1 + weight`` form, else 0)."""
+    return (off + float(e.params.get("value", 0.0 if e.scheme == "zeros" else 1.0))) * k - off
+
+
+def _scale_std(e: PlanEntry, k: float) -> None:
+    """Multiply the std (and the gain) of random entry ``e`` by ``k``."""
+    e.std *= k
+    if e.gain is not None:
+        e.gain = e.gain * k
+    if "std" in e.params:
+        e.params["std"] = e.std

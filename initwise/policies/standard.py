@@ -49,7 +49,7 @@ from ..nodes import Node
 from ..plan import PlanEntry
 from ..propagate import Context, Moments, propagate
 from ..structure import Residual, branch_end, consumer, residual_adds, streams, sum_group
-from .entries import _const, _embedding, _random, _rescale
+from .entries import _const, _embedding, _gain_value, _random, _rescale, _scale_std
 from .targets import TARGET_ATTENTION_STD, TARGET_CENTRED, TARGET_LOGITS, _top_sum, output_like, target
 
 __all__ = ["refine", "RESIDUAL_MODES", "TARGET_LOGITS", "TARGET_ATTENTION_STD"]
@@ -354,11 +354,17 @@ def _branch(add: Node, ctx: Context, st: _State) -> None:
     _rescale(e, factor, end, st, target, v, n, zero=st.residual == "zero" and not through_act)
     st.decided.add(id(e))
     _set_stats(ctx, e)
-    for i in [end.id, *path]:
+    _scale_moments(ctx, [end.id, *path], factor)
+    st.scaled.append(e.name)
+
+
+def _scale_moments(ctx: Context, ids: list[int], factor: float) -> None:
+    """The propagated moments of nodes ``ids`` after their signal's scale changed by
+    ``sqrt(factor)`` (a rescaled layer or norm, and the nodes between it and its consumer)."""
+    for i in ids:
         m = ctx.moments.get(i)
         if m is not None:
             ctx.moments[i] = Moments(m.mean * math.sqrt(factor), m.m2 * factor, m.corr)
-    st.scaled.append(e.name)
 
 
 #: the smallest (and, inverted, the largest) variance factor the residual rule applies to a branch
@@ -413,31 +419,24 @@ def _tied_head(node: Node, ctx: Context, st: _State) -> None:
             if scale is None or id(scale) not in st.owned or scale.scheme not in ("constant", "zeros"):
                 break
             factor = TARGET_LOGITS / logits
-            gain = (off + float(scale.params.get("value", 0.0 if scale.scheme == "zeros" else 1.0))) * math.sqrt(factor)
-            _const(scale, float(f"{gain - off:.6g}"),
+            value = _gain_value(scale, math.sqrt(factor), off)
+            _const(scale, float(f"{value:.6g}"),
                    f"the norm before a tied output layer: its scale sets the initial logits to E[y^2] = "
                    f"{TARGET_LOGITS} (the tied weight keeps the embedding's scale)"
-                   + (f"; weight {gain - off:.6g} is a gain of {gain:.3g} in its {off:g} + weight form" if off else ""))
+                   + (f"; weight {value:.6g} is a gain of {value + off:.3g} in its {off:g} + weight form" if off else ""))
             _set_stats(ctx, scale)
-            for i in [cur, *path]:
-                m = ctx.moments[i]
-                ctx.moments[i] = Moments(m.mean * math.sqrt(factor), m.m2 * factor, m.corr)
+            _scale_moments(ctx, [cur, *path], factor)
             return
         dense = st.entries.get(n.info.get("weight") or _weight_of(n, st)) if n.kind in ("layer", "linear") else None
         if dense is not None and id(dense) in st.owned and dense.std and dense.scheme not in ("keep", "constant") \
                 and not dense.shared_with and not n.info.get("norm"):
             # a projection before the tied output layer (OPT's project_out): its std sets the logits
-            k = math.sqrt(TARGET_LOGITS / logits)
-            dense.std *= k
-            dense.gain = dense.gain * k if dense.gain is not None else None
-            if "std" in dense.params:
-                dense.params["std"] = dense.std
-            dense.reason += (f"; scaled x{k:.3g}: the tied output layer after it then gives logits of E[y^2] = "
-                             f"{TARGET_LOGITS} (the tied weight keeps the embedding's scale)")
+            factor = TARGET_LOGITS / logits
+            _scale_std(dense, math.sqrt(factor))
+            dense.reason += (f"; scaled x{math.sqrt(factor):.3g}: the tied output layer after it then gives logits "
+                             f"of E[y^2] = {TARGET_LOGITS} (the tied weight keeps the embedding's scale)")
             _set_stats(ctx, dense)
-            for i in [cur, *path]:
-                m = ctx.moments[i]
-                ctx.moments[i] = Moments(m.mean * k, m.m2 * k * k, m.corr)
+            _scale_moments(ctx, [cur, *path], factor)
             return
         if n.kind in ("shape", "act", "mul") and n.inputs:
             path.append(cur)

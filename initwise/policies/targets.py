@@ -9,12 +9,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-
 from ..graph import Graph, Node
 from ..moments import act_moments
 from ..propagate import Moments
-from ..structure import consumer, sum_group
+from ..structure import consumer, slope_at_zero, sum_group
 from .common import XAVIER_ACTS
 
 __all__ = ["target", "output_like", "edge_of_chaos", "saturating", "attention_dims", "TARGET_LOGITS", "TARGET_CENTRED",
@@ -59,10 +57,8 @@ def output_like(node: Node) -> bool:
     act = node.info.get("activation")
     if act is not None and act.name in XAVIER_ACTS:
         return True
-    if not node.info.get("chain"):
-        return False
-    y = node.phi(torch.tensor([-1e-4, 0.0, 1e-4], dtype=torch.float64))
-    return abs(float(y[1])) < 1e-12 and abs(float(y[2] - y[0]) / 2e-4 - 1.0) < 1e-3
+    slope = slope_at_zero(node)
+    return slope is not None and abs(slope - 1.0) < 1e-3
 
 
 def use_label(u: Any) -> str:
@@ -169,10 +165,8 @@ def attention_dims(g: Graph, att: Node) -> tuple[float, float]:
     scale = 1.0
     for c in g.consumers(att.id):
         n = g.nodes[c]
-        if n.kind == "act" and n.info.get("chain"):
-            # the scale, or a scale and a softcap (Gemma 2: c tanh(x s / c)): the chain's slope at 0
-            h = torch.tensor([-1e-4, 0.0, 1e-4], dtype=torch.float64)
-            y = n.phi(h)
-            if abs(float(y[1])) < 1e-12:
-                scale = float(y[2] - y[0]) / 2e-4
+        # the scale, or a scale and a softcap (Gemma 2: c tanh(x s / c)): the chain's slope at 0
+        slope = slope_at_zero(n)
+        if slope is not None:
+            scale = slope
     return d, abs(scale) or 1.0
