@@ -29,6 +29,15 @@ def _gemma(kind: str) -> nn.Module:
     return transformers.AutoModelForCausalLM.from_config(cfg).eval()
 
 
+def _gpt_neo() -> nn.Module:
+    """GPT-Neo writes its attention out (matmul, softmax, matmul), unscaled."""
+    cfg = transformers.GPTNeoConfig(vocab_size=256, hidden_size=64, num_layers=2, num_heads=4,
+                                    attention_types=[[["global", "local"], 1]], max_position_embeddings=64,
+                                    embed_dropout=0.0, attention_dropout=0.0, resid_dropout=0.0)
+    torch.manual_seed(0)
+    return transformers.GPTNeoForCausalLM(cfg).eval()
+
+
 def _ids(seed: int = 0) -> torch.Tensor:
     return torch.randint(3, 256, (4, 32), generator=torch.Generator().manual_seed(seed))
 
@@ -115,12 +124,7 @@ def test_residual_zero_on_a_one_plus_weight_branch_end_starts_each_block_as_the_
 
 
 def test_eager_gpt_neo_values_are_not_planned_as_keys():
-    cfg = transformers.GPTNeoConfig(vocab_size=256, hidden_size=64, num_layers=2, num_heads=4,
-                                    attention_types=[[["global", "local"], 1]], max_position_embeddings=64,
-                                    embed_dropout=0.0, attention_dropout=0.0, resid_dropout=0.0)
-    torch.manual_seed(0)
-    model = transformers.GPTNeoForCausalLM(cfg).eval()
-    plan = initwise.plan(model, {"input_ids": _ids()})
+    plan = initwise.plan(_gpt_neo(), {"input_ids": _ids()})
     v = plan["transformer.h.0.attn.attention.v_proj.weight"]
     k = plan["transformer.h.0.attn.attention.k_proj.weight"]
     assert "attention key" in k.reason and "attention" not in v.reason, (k.reason, v.reason)
@@ -198,11 +202,7 @@ def test_meta_gemma_needs_its_scale_buffer_and_then_matches_the_normal_build_bit
 def test_recipes_on_eager_attention_scale_values_not_keys(policy):
     """The walk to the attention probabilities stops at the block: from block 1's keys it used to
     reach block 0's softmax, and the key projection was scaled as a value."""
-    cfg = transformers.GPTNeoConfig(vocab_size=256, hidden_size=64, num_layers=2, num_heads=4,
-                                    attention_types=[[["global", "local"], 1]], max_position_embeddings=64,
-                                    embed_dropout=0.0, attention_dropout=0.0, resid_dropout=0.0)
-    torch.manual_seed(0)
-    plan = initwise.plan(transformers.GPTNeoForCausalLM(cfg), {"input_ids": _ids()}, policy=policy)
+    plan = initwise.plan(_gpt_neo(), {"input_ids": _ids()}, policy=policy)
     for block in (0, 1):
         q, k, v = (plan[f"transformer.h.{block}.attn.attention.{n}_proj.weight"] for n in "qkv")
         assert q.std == k.std > v.std, (block, q.std, k.std, v.std)
