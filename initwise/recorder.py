@@ -24,13 +24,18 @@ from .nodes import Node, _Ref, is_norm, layers, scale_offsets
 from .tree import Tree
 from .twins import meta_twins, needs_twins, to_meta
 
-#: Turns torch-function modes (this recorder, an inner one) off for the recorder's own calls.
+#: Turns torch-function modes (this recorder, any under it) off for the recorder's own calls.
 _quiet = torch._C.DisableTorchFunction
 
 
 class _Recorder(TorchFunctionMode):
-    def __init__(self, model: nn.Module, tree: Tree | None = None):
+    def __init__(self, model: nn.Module, tree: Tree | None = None, observer: Any = None):
         super().__init__()
+        #: diagnose's measuring (:class:`initwise.diagnose.measure._Recorder`), or None: told of
+        #: every torch call (``before`` it runs, ``after``) and of each call of the modules in
+        #: ``observer.modules`` (``pre_hook``, ``hook``), first, as hooks of its own would be
+        self.observer = observer
+        self.observed: dict[int, Any] = {} if observer is None else observer.modules
         self.nodes: list[Node] = []
         self.by_id: dict[int, int] = {}
         self.keep: list[torch.Tensor] = []
@@ -119,10 +124,14 @@ class _Recorder(TorchFunctionMode):
     # torch calls (statistics, shapes) run with torch functions disabled: no mode sees them
     def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         with _quiet():
+            if id(module) in self.observed:
+                self.observer.pre_hook(module, args)
             self._pre_hook(module, args, kwargs)
 
     def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         with _quiet():
+            if id(module) in self.observed:
+                self.observer.hook(module, args, output)
             self._post_hook(module, args, kwargs, output)
 
     def _pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -164,7 +173,13 @@ class _Recorder(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        observer = self.observer
+        if observer is None:
+            out = func(*args, **kwargs)
+        else:
+            observer.before(func, args, kwargs)
+            out = func(*args, **kwargs)
+            observer.after(func, args, kwargs, out)
         if self.depth:
             return out
         kind, name, in_place = self.kind_of(func)
@@ -294,13 +309,13 @@ def _template(obj: Any, rec: _Recorder) -> Any:
 
 
 def _run(model: nn.Module, inputs: Any, training: bool | None, guessed: bool = False, *,
-         grad: bool = False, inner: Any = None) -> _Recorder:
+         grad: bool = False, observer: Any = None) -> _Recorder:
     """One recorded forward pass; a model holding meta tensors or DTensors runs on meta twins
     (:mod:`initwise.twins`), its input's statistics read before the input moves to meta.
     ``training=None`` keeps each module's mode; ``grad`` records with gradients enabled (the
     output, ``rec.result``, can then be backpropagated) and keeps every node's output tensor
-    (``rec.tensors``); ``inner``, a context manager (another torch-function mode), is entered
-    inside the recording."""
+    (``rec.tensors``); ``observer``: diagnose's measuring, told of every call
+    (:class:`_Recorder`)."""
     tree = _tree.walk(model)  # one walk of the module tree for every step below
     modules = _tree.unique(tree)
     twin = needs_twins(model, modules)
@@ -313,7 +328,7 @@ def _run(model: nn.Module, inputs: Any, training: bool | None, guessed: bool = F
     if twin:
         inputs = to_meta(inputs)
     with meta_twins(model) if twin else contextlib.nullcontext():
-        rec = _Recorder(model, tree)
+        rec = _Recorder(model, tree, observer)
         if grad:
             rec.tensors = {}
         handles = []
@@ -327,7 +342,7 @@ def _run(model: nn.Module, inputs: Any, training: bool | None, guessed: bool = F
             with preserved(model, keep_buffers=not grad, modules=modules), torch.set_grad_enabled(grad):
                 if training is not None:
                     model.train(training)
-                with rec, inner if inner is not None else contextlib.nullcontext():
+                with rec:
                     out = call_model(model, inputs)
             rec.outputs = tuple(dict.fromkeys(rec.by_id[id(t)] for t in tensors_in(out) if id(t) in rec.by_id))
             rec.result = out

@@ -167,7 +167,7 @@ def diagnose(
     state: dict[str, Any] = {}
 
     def forward(recorder: _Recorder) -> Any:
-        graph, output, tensors = record_pass(model, inputs, inner=recorder)
+        graph, output, tensors = record_pass(model, inputs, observer=recorder)
         state.update(graph=graph, tensors=tensors)
         return output
 
@@ -186,12 +186,12 @@ def diagnose(
     with _gc_paused():
         recorder = _Recorder(layers, thresholds, samples)
         frozen = {name for name, m in layers if not any(p.requires_grad for p in recorder.params[id(m)])}
-        loss_value, weight_grads = _passes(model, inputs, targets, loss_fn, layers, recorder,
+        loss_value, weight_grads = _passes(model, targets, loss_fn, layers, recorder,
                                            lambda: forward(recorder), lambda: after(recorder), named)
         if recorder.stale():  # an in-place write the recorder did not see: again, with copies
             torch.set_rng_state(rng)
             recorder = _Recorder(layers, thresholds, samples, copy=True)
-            loss_value, weight_grads = _passes(model, inputs, targets, loss_fn, layers, recorder,
+            loss_value, weight_grads = _passes(model, targets, loss_fn, layers, recorder,
                                                lambda: forward(recorder), lambda: after(recorder), named)
         recorder.measure()
         recorder.measure_weight_grads(weight_grads)

@@ -1,5 +1,6 @@
-"""The measuring pass of diagnose: forward hooks on the layers and a torch-function mode that
-sees every activation call and taps the graph's residual sums; statistics after backward."""
+"""The measuring pass of diagnose: told by the graph's recorder of every layer call and torch
+call of the forward pass (activations, in-place writes), it keeps what it measures and taps the
+graph's residual sums; statistics after backward."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +8,6 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from ..nodes import is_layer
 from .results import DiagnosisThresholds, LayerDiagnosis
@@ -97,10 +97,12 @@ def _storage_key(t: torch.Tensor) -> int:
     return t.untyped_storage().data_ptr()
 
 
-class _Recorder(TorchFunctionMode):
-    """Forward hooks on the layers + a torch-function mode that sees every activation call.
+class _Recorder:
+    """The measuring of diagnose's forward pass: told by the graph's recorder
+    (:mod:`initwise.recorder`) of each call of the layers (:meth:`pre_hook`, :meth:`hook`) and of
+    every torch call (:meth:`before`, :meth:`after`: activations, in-place writes).
 
-    During the passes the hooks only keep copies of the tensors to measure (layer outputs,
+    During the passes it only keeps the tensors to measure (layer outputs,
     activation outputs, gradients w.r.t. the layer outputs); :meth:`measure` computes every
     statistic afterwards, stacking same-shaped tensors of several layers so that the cost is a
     few tensor operations per shape rather than per layer.
@@ -108,7 +110,6 @@ class _Recorder(TorchFunctionMode):
 
     def __init__(self, layers: list[tuple[str, nn.Module]], thresholds: DiagnosisThresholds,
                  n_samples: int, copy: bool = False) -> None:
-        super().__init__()
         # taps: the tensors of graph nodes (residual sums, branches), set after the forward pass
         self.taps: dict[int, torch.Tensor] = {}  # node id -> its tensor (detached)
         self.tap_grads: dict[int, torch.Tensor] = {}  # node id -> gradient w.r.t. it
@@ -131,15 +132,15 @@ class _Recorder(TorchFunctionMode):
         self.grads_in: dict[int, torch.Tensor] = {}  # rec.index -> grad w.r.t. the layer input
         self.grads_post: dict[int, torch.Tensor] = {}  # rec.index -> grad w.r.t. its activation
 
-    # -- torch function mode: activation calls
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        # this mode's own torch calls run quiet: a mode under it (the graph's recorder) must
-        # not see them (they are not the model's) and each would cost a Python call
-        kwargs = kwargs or {}
+    # -- every torch call of the forward pass (told by the graph's recorder)
+    def before(self, func: Any, args: tuple, kwargs: dict) -> None:
+        """Before a call runs: copy the kept tensors it is about to write into."""
         if self.shared and _writes_in_place(func, kwargs):
             with _quiet():
                 self._protect(args[0] if args else None, kwargs.get("out"))
-        out = func(*args, **kwargs)
+
+    def after(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        """After a call: keep an activation's output if it follows the last layer."""
         if self.pending is not None and isinstance(out, torch.Tensor):
             name = getattr(func, "__name__", "").rstrip("_")
             if name in _ACTIVATIONS:
@@ -148,7 +149,6 @@ class _Recorder(TorchFunctionMode):
                     if out.dim() >= 1 and out.shape[0] == shape[0] and out.numel() == shape.numel():
                         self.pending = None
                         self._post_activation(rec, name, out, args, kwargs)
-        return out
 
     def tap(self, nid: int, t: torch.Tensor) -> None:
         """Measure graph node ``nid``'s tensor ``t`` (unchanged since it was made): its spread,

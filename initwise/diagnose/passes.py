@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import tree as _tree
-from ..inputs import call_model
 from .measure import _Recorder
 from .results import LayerDiagnosis
 
@@ -48,35 +47,27 @@ def _default_loss(outputs: list[torch.Tensor], targets: torch.Tensor | None) -> 
     return F.mse_loss(output.float(), targets.float())
 
 
-def _passes(model: nn.Module, inputs: Any, targets: torch.Tensor | None,
+def _passes(model: nn.Module, targets: torch.Tensor | None,
             loss_fn: Callable[..., torch.Tensor] | None, layers: list[tuple[str, nn.Module]],
-            recorder: _Recorder, forward: Callable[[], Any] | None = None,
-            after: Callable[[], None] | None = None, modules: _tree.Tree | None = None,
+            recorder: _Recorder, forward: Callable[[], Any], after: Callable[[], None] | None = None,
+            modules: _tree.Tree | None = None,
             ) -> tuple[float, list[tuple[LayerDiagnosis, list[torch.Tensor]]]]:
     """The forward and backward pass of :func:`diagnose`, recorded by ``recorder``; the model is
-    left as it was. ``forward()`` runs the model under the recorder (default: a plain call);
-    ``after()`` runs between the forward and the backward pass; ``modules``:
-    ``model.named_modules()`` when the caller has it. Returns the loss and the gradients w.r.t.
+    left as it was. ``forward()`` runs the model, recorded (the graph's recorder tells
+    ``recorder`` of every call); ``after()`` runs between the forward and the backward pass;
+    ``modules``: ``model.named_modules()`` when the caller has it. Returns the loss and the gradients w.r.t.
     each layer's weights."""
     modules = list(model.named_modules()) if modules is None else modules  # one walk, read below
     params = _tree.parameters(modules)
     flags = [p.requires_grad for p in params]
     modes = [(m, m.training) for _, m in modules]
     buffers = [(b, b.detach().clone()) for b in _tree.buffers(modules)]
-    handles = []
     try:
         for p in params:
             if p.is_floating_point() or p.is_complex():
                 p.requires_grad_(True)
-        for _, module in layers:
-            handles.append(module.register_forward_pre_hook(recorder.pre_hook))
-            handles.append(module.register_forward_hook(recorder.hook))
         with torch.enable_grad():
-            if forward is None:
-                with recorder:
-                    output = call_model(model, inputs)
-            else:
-                output = forward()
+            output = forward()
             if after is not None:
                 after()
             if loss_fn is not None:
@@ -103,8 +94,6 @@ def _passes(model: nn.Module, inputs: Any, targets: torch.Tensor | None,
                         for rec, ps in layer_params]
         loss_value = float(loss.detach())
     finally:
-        for h in handles:
-            h.remove()
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
         for m, mode in modes:
