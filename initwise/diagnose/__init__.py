@@ -163,6 +163,16 @@ def diagnose(
     if any(p.is_meta for p in _tree.parameters(named)):
         raise ValueError(f"{type(model).__name__} has parameters on the meta device: diagnose measures real "
                          "values; materialize it first (initwise.init(model) on a meta model does)")
+    with _gc_paused():  # the measuring's objects are freed before the collector is back on
+        return _measured(model, inputs, targets, loss_fn, thresholds, label, samples, named, layers)
+
+
+def _measured(model: nn.Module, inputs: Any, targets: torch.Tensor | None,
+              loss_fn: Callable[..., torch.Tensor] | None, thresholds: DiagnosisThresholds,
+              label: str | None, samples: int, named: list[tuple[str, nn.Module]],
+              layers: list[tuple[str, nn.Module]]) -> Report:
+    """:func:`diagnose` on checked arguments (``named``: the model's modules; ``layers``: the
+    layers it measures)."""
     names = [n for n, _ in layers]
     state: dict[str, Any] = {}
 
@@ -183,18 +193,17 @@ def diagnose(
                 recorder.tap(nid, t)
 
     rng = torch.get_rng_state()
-    with _gc_paused():
-        recorder = _Recorder(layers, thresholds, samples)
-        frozen = {name for name, m in layers if not any(p.requires_grad for p in recorder.params[id(m)])}
+    recorder = _Recorder(layers, thresholds, samples)
+    frozen = {name for name, m in layers if not any(p.requires_grad for p in recorder.params[id(m)])}
+    loss_value, weight_grads = _passes(model, targets, loss_fn, layers, recorder,
+                                       lambda: forward(recorder), lambda: after(recorder), named)
+    if recorder.stale():  # an in-place write the recorder did not see: again, with copies
+        torch.set_rng_state(rng)
+        recorder = _Recorder(layers, thresholds, samples, copy=True)
         loss_value, weight_grads = _passes(model, targets, loss_fn, layers, recorder,
                                            lambda: forward(recorder), lambda: after(recorder), named)
-        if recorder.stale():  # an in-place write the recorder did not see: again, with copies
-            torch.set_rng_state(rng)
-            recorder = _Recorder(layers, thresholds, samples, copy=True)
-            loss_value, weight_grads = _passes(model, targets, loss_fn, layers, recorder,
-                                               lambda: forward(recorder), lambda: after(recorder), named)
-        recorder.measure()
-        recorder.measure_weight_grads(weight_grads)
+    recorder.measure()
+    recorder.measure_weight_grads(weight_grads)
     graph, paths = state["graph"], state["paths"]
     note = graph.note
     params = {name: recorder.params[id(m)] for name, m in layers}
@@ -203,7 +212,7 @@ def diagnose(
         rec.frozen = rec.name in frozen
         rec.input_independent = rec.input_independent or rec.name in paths.constant
         rec.zero = all(not bool(p.detach().any()) for p in params[rec.name])
-    x = first_input.detach()
+    x = _first_tensor(inputs).detach()
     input_std = _mean_spread(x.float().reshape(x.shape[0], -1))[1] if x.is_floating_point() and x.dim() >= 1 and x.shape[0] > 1 else math.nan
     unused = [name for name, m in layers if id(m) not in recorder.records]
     streams = _streams(paths, recorder, graph, input_std)
