@@ -153,6 +153,39 @@ def second_moment(phi: Callable[..., Any]) -> float:
     return float((_evaluate(phi, z).square() * w).sum())
 
 
+#: activation modules: (class, name, the attributes that are its parameters), subclasses first
+_MODULE_ACTIVATIONS: tuple[tuple[type, str, tuple[str, ...]], ...] = (
+    (nn.ReLU6, "relu6", ()), (nn.ReLU, "relu", ()), (nn.LeakyReLU, "leaky_relu", ("negative_slope",)),
+    (nn.ELU, "elu", ("alpha",)), (nn.CELU, "celu", ("alpha",)), (nn.SELU, "selu", ()),
+    (nn.GELU, "gelu", ("approximate",)), (nn.SiLU, "silu", ()), (nn.Mish, "mish", ()),
+    (nn.Softplus, "softplus", ("beta",)), (nn.Softsign, "softsign", ()),
+    (nn.Hardtanh, "hardtanh", ("min_val", "max_val")), (nn.Hardswish, "hardswish", ()),
+    (nn.Tanh, "tanh", ()), (nn.Sigmoid, "sigmoid", ()), (nn.Identity, "identity", ()),
+    (nn.Softmax, "softmax", ()), (nn.LogSoftmax, "log_softmax", ()), (nn.Softmin, "softmin", ()),
+    (nn.Hardsigmoid, "hardsigmoid", ()), (nn.LogSigmoid, "logsigmoid", ()),
+    (nn.Tanhshrink, "tanhshrink", ()), (nn.Softshrink, "softshrink", ("lambd",)),
+    (nn.Hardshrink, "hardshrink", ("lambd",)), (nn.Threshold, "threshold", ("threshold", "value")),
+    (nn.RReLU, "rrelu", ("lower", "upper")),
+)
+
+#: activation functions (torch, functional, Tensor methods) by name
+_FUNCTION_ACTIVATIONS: dict[Any, str] = {
+    F.relu: "relu", torch.relu: "relu", F.relu_: "relu", torch.relu_: "relu",
+    F.leaky_relu: "leaky_relu", F.leaky_relu_: "leaky_relu", F.elu: "elu", F.celu: "celu",
+    F.selu: "selu", torch.selu: "selu", F.gelu: "gelu", F.silu: "silu", F.mish: "mish",
+    F.softplus: "softplus", F.softsign: "softsign", F.hardtanh: "hardtanh", F.relu6: "relu6",
+    F.hardswish: "hardswish", torch.tanh: "tanh", F.tanh: "tanh", torch.sigmoid: "sigmoid",
+    F.sigmoid: "sigmoid", F.softmax: "softmax", torch.softmax: "softmax",
+    F.log_softmax: "log_softmax", torch.log_softmax: "log_softmax", F.softmin: "softmin",
+    F.hardsigmoid: "hardsigmoid", F.logsigmoid: "logsigmoid", F.tanhshrink: "tanhshrink",
+    F.softshrink: "softshrink", F.hardshrink: "hardshrink", F.threshold: "threshold",
+    F.rrelu: "rrelu", F.rrelu_: "rrelu", F.threshold_: "threshold",
+    torch.Tensor.relu: "relu", torch.Tensor.relu_: "relu", torch.Tensor.tanh: "tanh",
+    torch.Tensor.sigmoid: "sigmoid", torch.Tensor.softmax: "softmax",
+    torch.Tensor.log_softmax: "log_softmax",
+}
+
+
 def activation_name(obj: Any) -> tuple[str, dict[str, Any]] | None:
     """Name and parameters of a known activation module or function, else ``None``.
 
@@ -161,43 +194,15 @@ def activation_name(obj: Any) -> tuple[str, dict[str, Any]] | None:
     Functional calls carry their parameters in the call's arguments, not in the function, so
     functions map to their name with empty parameters.
     """
-    modules: list[tuple[type, str, tuple[str, ...]]] = [
-        (nn.ReLU6, "relu6", ()), (nn.ReLU, "relu", ()), (nn.LeakyReLU, "leaky_relu", ("negative_slope",)),
-        (nn.ELU, "elu", ("alpha",)), (nn.CELU, "celu", ("alpha",)), (nn.SELU, "selu", ()),
-        (nn.GELU, "gelu", ("approximate",)), (nn.SiLU, "silu", ()), (nn.Mish, "mish", ()),
-        (nn.Softplus, "softplus", ("beta",)), (nn.Softsign, "softsign", ()),
-        (nn.Hardtanh, "hardtanh", ("min_val", "max_val")), (nn.Hardswish, "hardswish", ()),
-        (nn.Tanh, "tanh", ()), (nn.Sigmoid, "sigmoid", ()), (nn.Identity, "identity", ()),
-        (nn.Softmax, "softmax", ()), (nn.LogSoftmax, "log_softmax", ()), (nn.Softmin, "softmin", ()),
-        (nn.Hardsigmoid, "hardsigmoid", ()), (nn.LogSigmoid, "logsigmoid", ()),
-        (nn.Tanhshrink, "tanhshrink", ()), (nn.Softshrink, "softshrink", ("lambd",)),
-        (nn.Hardshrink, "hardshrink", ("lambd",)), (nn.Threshold, "threshold", ("threshold", "value")),
-        (nn.RReLU, "rrelu", ("lower", "upper")),
-    ]
     if isinstance(obj, nn.Module):
-        for cls, name, attrs in modules:
+        for cls, name, attrs in _MODULE_ACTIVATIONS:
             if isinstance(obj, cls):
                 return name, {a: getattr(obj, a) for a in attrs}
         if isinstance(obj, nn.PReLU) and obj.weight.numel() == 1:
             return "leaky_relu", {"negative_slope": float(obj.weight.detach())}
         return None
-    functions: dict[Any, str] = {
-        F.relu: "relu", torch.relu: "relu", F.relu_: "relu", torch.relu_: "relu",
-        F.leaky_relu: "leaky_relu", F.leaky_relu_: "leaky_relu", F.elu: "elu", F.celu: "celu",
-        F.selu: "selu", torch.selu: "selu", F.gelu: "gelu", F.silu: "silu", F.mish: "mish",
-        F.softplus: "softplus", F.softsign: "softsign", F.hardtanh: "hardtanh", F.relu6: "relu6",
-        F.hardswish: "hardswish", torch.tanh: "tanh", F.tanh: "tanh", torch.sigmoid: "sigmoid",
-        F.sigmoid: "sigmoid", F.softmax: "softmax", torch.softmax: "softmax",
-        F.log_softmax: "log_softmax", torch.log_softmax: "log_softmax", F.softmin: "softmin",
-        F.hardsigmoid: "hardsigmoid", F.logsigmoid: "logsigmoid", F.tanhshrink: "tanhshrink",
-        F.softshrink: "softshrink", F.hardshrink: "hardshrink", F.threshold: "threshold",
-        F.rrelu: "rrelu", F.rrelu_: "rrelu", F.threshold_: "threshold",
-        torch.Tensor.relu: "relu", torch.Tensor.relu_: "relu", torch.Tensor.tanh: "tanh",
-        torch.Tensor.sigmoid: "sigmoid", torch.Tensor.softmax: "softmax",
-        torch.Tensor.log_softmax: "log_softmax",
-    }
     try:
-        name = functions.get(obj)
+        name = _FUNCTION_ACTIVATIONS.get(obj)
     except TypeError:  # unhashable
         return None
     return (name, {}) if name else None
