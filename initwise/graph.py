@@ -117,19 +117,20 @@ def record(model: nn.Module, example_input: Any = None) -> Graph:
     return _order_graph(model, f"the forward pass with {what} failed ({error})")
 
 
-def record_pass(model: nn.Module, inputs: Any, observer: Any = None) -> tuple[Graph, Any, dict[int, tuple[torch.Tensor, int]]]:
+def record_pass(model: nn.Module, inputs: Any, observer: Any = None, stats: bool = True) -> tuple[Graph, Any, dict[int, tuple[torch.Tensor, int]]]:
     """One forward pass of ``model`` on ``inputs`` with gradients enabled, recorded as
     :func:`record` does, in each module's current train/eval mode (diagnose measures in this
     pass). Returns the graph, the model's output (to take a loss and a backward pass) and each
     node's output tensor with its version counter when it was made (a later in-place write
     shows as a newer version). ``observer``: diagnose's measuring, told of every torch call and
-    of its layers' calls (:class:`initwise.recorder._Recorder`).
+    of its layers' calls (:class:`initwise.recorder._Recorder`); ``stats=False`` leaves out the
+    statistics only planning reads (the moments of constants, masks, attention probabilities).
     Flags and the random generators are restored after the forward pass, buffers are not (the
     backward pass may need them as the forward left them: the caller restores them after it);
     errors of the model's forward propagate unchanged."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
-    rec = _run(model, inputs, None, grad=True, observer=observer)
+    rec = _run(model, inputs, None, grad=True, observer=observer, stats=stats)
     g = Graph(_fuse(rec.nodes, rec.outputs), rec.outputs, _aliases(model, rec.tree), note="recorded forward pass with the "
               "given inputs", modules=rec.module_out)
     return g, rec.result, rec.tensors

@@ -29,8 +29,13 @@ _quiet = torch._C.DisableTorchFunction
 
 
 class _Recorder(TorchFunctionMode):
-    def __init__(self, model: nn.Module, tree: Tree | None = None, observer: Any = None):
+    def __init__(self, model: nn.Module, tree: Tree | None = None, observer: Any = None,
+                 stats: bool = True):
         super().__init__()
+        #: whether the statistics planning reads are taken (constants' moments, attention
+        #: masks and probabilities, the ratios of reductions, embeddings' token correlation);
+        #: without them (diagnose) a constant's node keeps only its size
+        self.stats = stats
         #: diagnose's measuring (:class:`initwise.diagnose.measure._Recorder`), or None: told of
         #: every torch call (``before`` it runs, ``after``) and of each call of the modules in
         #: ``observer.modules`` (``pre_hook``, ``hook``), first, as hooks of its own would be
@@ -116,9 +121,13 @@ class _Recorder(TorchFunctionMode):
         if name is not None:
             node = self.add("param", name, (), t, param=name, varies=False, info={"rows": recstats.rows(t)})
         else:
-            node = self.add("const", "constant", (), t, varies=False, info=recstats.const_stats(t))
+            node = self.add("const", "constant", (), t, varies=False, info=self.const_info(t))
         self.bind(t, node.id)
         return node.id
+
+    def const_info(self, t: torch.Tensor) -> dict[str, Any]:
+        """A constant's :func:`recstats.const_stats`, or only its size without ``stats``."""
+        return recstats.const_stats(t) if self.stats else {"numel": t.numel()}
 
     # hooks (on every module: scope for names; a known layer becomes one node); their own
     # torch calls (statistics, shapes) run with torch functions disabled: no mode sees them
@@ -166,7 +175,7 @@ class _Recorder(TorchFunctionMode):
             node.info["norm"] = True
             if id(module) in self.offsets:
                 node.info["scale_offset"] = self.offsets[id(module)]
-        if first is not None and isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        if self.stats and first is not None and isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
             node.info.update(recstats.token_corr(first))
         self.bind(output, node.id)
         self.module_out[name] = node.id
@@ -196,7 +205,7 @@ class _Recorder(TorchFunctionMode):
         if kind == "factory" or not known:
             if kind == "factory":
                 info = ({"numel": outs[0].numel()} if name in ops.UNINITIALIZED  # values: leftover memory
-                        else recstats.const_stats(outs[0]))
+                        else self.const_info(outs[0]))
                 node = self.add("const", name, (), outs[0], varies=False, info=info)
                 self.bind_all(outs, node.id)
             return out
@@ -226,7 +235,7 @@ class _Recorder(TorchFunctionMode):
                 node = self.add("param", name, unique, outs[0], param=params[0].param, varies=False,
                                 info={"derived": True})
             else:
-                node = self.add("const", name, unique, outs[0], varies=False, info=recstats.const_stats(outs[0]))
+                node = self.add("const", name, unique, outs[0], varies=False, info=self.const_info(outs[0]))
             self.bind_all(outs, node.id)
             return
         # a pointwise step of one signal joins its chain, unless a constant of it is on the meta
@@ -253,11 +262,13 @@ class _Recorder(TorchFunctionMode):
             info["sizes"] = [(self.ref(t), _numel(t)) for t in operands]
         elif kind == "attention":
             info.update({k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor)})
-            mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
-            info.update(self._allowed(mask, args, kwargs))
+            if self.stats:
+                mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
+                info.update(self._allowed(mask, args, kwargs))
         elif kind == "softmax":
-            info.update(recstats.support(outs[0]))
-        elif kind in ("reduce", "other", "scatter", "mul"):
+            if self.stats:
+                info.update(recstats.support(outs[0]))
+        elif kind in ("reduce", "other", "scatter", "mul") and self.stats:
             first = next((t for t in operands if self.by_id.get(id(t)) == signals[0].id), None)
             ratio = recstats.ratio(first, outs[0])
             if ratio is not None:
@@ -309,26 +320,26 @@ def _template(obj: Any, rec: _Recorder) -> Any:
 
 
 def _run(model: nn.Module, inputs: Any, training: bool | None, guessed: bool = False, *,
-         grad: bool = False, observer: Any = None) -> _Recorder:
+         grad: bool = False, observer: Any = None, stats: bool = True) -> _Recorder:
     """One recorded forward pass; a model holding meta tensors or DTensors runs on meta twins
     (:mod:`initwise.twins`), its input's statistics read before the input moves to meta.
     ``training=None`` keeps each module's mode; ``grad`` records with gradients enabled (the
     output, ``rec.result``, can then be backpropagated) and keeps every node's output tensor
     (``rec.tensors``); ``observer``: diagnose's measuring, told of every call
-    (:class:`_Recorder`)."""
+    (:class:`_Recorder`); ``stats=False`` leaves out the statistics only planning reads."""
     tree = _tree.walk(model)  # one walk of the module tree for every step below
     modules = _tree.unique(tree)
     twin = needs_twins(model, modules)
     infos = []
     for t in tensors_in(inputs):
-        info = {**recstats.stats(t), **recstats.sample_corr(t)}
+        info = {**recstats.stats(t), **recstats.sample_corr(t)} if stats else {}
         if guessed and t.is_floating_point():  # drawn from N(0, 1): its exact moments
             info.update(mean=0.0, m2=1.0, corr=0.0)
         infos.append(info)
     if twin:
         inputs = to_meta(inputs)
     with meta_twins(model) if twin else contextlib.nullcontext():
-        rec = _Recorder(model, tree, observer)
+        rec = _Recorder(model, tree, observer, stats)
         if grad:
             rec.tensors = {}
         handles = []

@@ -177,7 +177,7 @@ def _measured(model: nn.Module, inputs: Any, targets: torch.Tensor | None,
     state: dict[str, Any] = {}
 
     def forward(recorder: _Recorder) -> Any:
-        graph, output, tensors = record_pass(model, inputs, observer=recorder)
+        graph, output, tensors = record_pass(model, inputs, observer=recorder, stats=False)
         state.update(graph=graph, tensors=tensors)
         return output
 
