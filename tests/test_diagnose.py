@@ -1075,3 +1075,43 @@ def test_garbage_collector_state_is_restored(enabled):
         assert gc.isenabled() == enabled
     finally:
         gc.enable() if was else gc.disable()
+
+
+class _Residual(nn.Module):
+    """Two residual blocks ``x + fc(relu(x))``; the model's output is the last sum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Linear(6, 8)
+        self.fc1 = nn.Linear(8, 8)
+        self.fc2 = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        h = h + self.fc1(torch.relu(h))
+        return h + self.fc2(torch.relu(h))
+
+
+@pytest.mark.parametrize("write", [False, True], ids=["plain-loss", "loss-writes-in-place"])
+def test_stream_gradients_are_taken_before_a_later_in_place_write(write):
+    """The gradient w.r.t. each residual sum and layer output is the one w.r.t. the values the
+    forward pass made, also when the loss (outside the recorded forward pass) writes into the
+    model's output in place: 2 x (the gradient w.r.t. the doubled output)."""
+    torch.manual_seed(0)
+    model = _Residual()
+    x = torch.randn(64, 6, generator=torch.Generator().manual_seed(1))
+
+    def loss_fn(out: torch.Tensor) -> torch.Tensor:
+        return (out.mul_(2.0) if write else out * 2.0).square().mean()
+
+    report = diagnose(model, x, loss_fn=loss_fn)
+    with torch.enable_grad():
+        h0 = model.stem(x)
+        h1 = h0 + model.fc1(torch.relu(h0))
+        z2 = model.fc2(torch.relu(h1))
+        h2 = h1 + z2
+        g1, g2, gz2 = torch.autograd.grad((h2 * 2.0).square().mean(), [h1, h2, z2])
+    (stream,) = report.streams
+    assert [p.grad_std for p in stream.points] == pytest.approx([float(g1.std()), float(g2.std())], rel=1e-5)
+    assert report.layers[-1].name == "fc2"
+    assert report.layers[-1].grad_out_std == pytest.approx(float(gz2.std()), rel=1e-5)

@@ -131,11 +131,17 @@ class _Recorder:
         self.grads: dict[int, torch.Tensor] = {}  # rec.index -> grad w.r.t. the layer output
         self.grads_in: dict[int, torch.Tensor] = {}  # rec.index -> grad w.r.t. the layer input
         self.grads_post: dict[int, torch.Tensor] = {}  # rec.index -> grad w.r.t. its activation
+        #: tensors whose gradient the backward pass returns (:meth:`grad_inputs`), each with
+        #: where it goes, under which key, and its version when asked for
+        self.wanted: list[tuple[torch.Tensor, dict[int, torch.Tensor], int, int] | None] = []
+        #: storage -> positions in ``wanted``: hooked instead, just before an in-place write
+        self.unhooked: dict[int, list[int]] = {}
+        self.rewritten = False  #: one of them was written in place unseen (see :meth:`stale`)
 
     # -- every torch call of the forward pass (told by the graph's recorder)
     def before(self, func: Any, args: tuple, kwargs: dict) -> None:
         """Before a call runs: copy the kept tensors it is about to write into."""
-        if self.shared and _writes_in_place(func, kwargs):
+        if (self.shared or self.unhooked) and _writes_in_place(func, kwargs):
             with _quiet():
                 self._protect(args[0] if args else None, kwargs.get("out"))
 
@@ -156,8 +162,7 @@ class _Recorder:
         if not t.is_floating_point():
             return
         self.taps[nid] = t.detach()
-        if t.requires_grad:
-            t.register_hook(self._grad_hook(nid, self.tap_grads))
+        self._want(t, self.tap_grads, nid)
 
     def _post_activation(self, rec: LayerDiagnosis, name: str, out: torch.Tensor,
                          args: tuple, kwargs: dict) -> None:
@@ -215,8 +220,7 @@ class _Recorder:
         if not (t.dim() >= 2 and t.shape[cdim] == rec.units):
             cdim = None
         self._keep(_Output(rec, module, params, t.detach(), cdim))
-        if t.requires_grad:
-            t.register_hook(self._grad_hook(rec.index))
+        self._want(t, self.grads, rec.index)
         self.pending = (rec, t.shape)
 
     def _record_input(self, rec: LayerDiagnosis, prev: LayerDiagnosis | None,
@@ -235,11 +239,10 @@ class _Recorder:
             self._keep(_Input(rec, x.detach().reshape(x.shape[0], -1)))
         if prev is None or prev.out_numel is None or prev.out_numel == rec.in_numel:
             return
-        if x.requires_grad:
-            x.register_hook(self._grad_hook(rec.index, self.grads_in))
+        self._want(x, self.grads_in, rec.index)
         post = next((p for p in self.posts[-1:] if p.rec is prev), None)
-        if post is not None and post.src is not None and post.src.requires_grad:
-            post.src.register_hook(self._grad_hook(prev.index, self.grads_post))
+        if post is not None and post.src is not None:
+            self._want(post.src, self.grads_post, prev.index)
 
     # -- kept tensors
     def _keep(self, item: _Output | _Post | _Input) -> None:
@@ -254,21 +257,54 @@ class _Recorder:
          self.posts if isinstance(item, _Post) else self.inputs).append(item)
 
     def _protect(self, *targets: Any) -> None:
-        """Copy the kept tensors that share storage with ``targets`` (about to be written)."""
+        """Copy the kept tensors that share storage with ``targets`` (about to be written), and
+        hook the gradients wanted of them (a hook gets the gradient w.r.t. the values before the
+        write; the backward pass's inputs would get it w.r.t. those after)."""
         for t in targets:
             if isinstance(t, (tuple, list)):
                 self._protect(*t)
             elif isinstance(t, torch.Tensor):
-                for item in self.shared.pop(_storage_key(t), ()):
+                key = _storage_key(t)
+                for item in self.shared.pop(key, ()):
                     if item.y._version == item.version:
                         item.y = _copy(item.y)
                         item.version = item.y._version
+                for i in self.unhooked.pop(key, ()):
+                    wanted, into, index, _ = self.wanted[i]
+                    wanted.register_hook(self._grad_hook(index, into))
+                    self.wanted[i] = None  # hooked
+
+    def _want(self, t: torch.Tensor, into: dict[int, torch.Tensor], index: int) -> None:
+        """Ask for the gradient w.r.t. ``t`` (as it is now), to be put in ``into[index]``: from
+        the backward pass's inputs, or with ``copy=True`` (writes unseen) from a hook."""
+        if not t.requires_grad:
+            return
+        if self.copy:
+            t.register_hook(self._grad_hook(index, into))
+            return
+        self.unhooked.setdefault(_storage_key(t), []).append(len(self.wanted))
+        self.wanted.append((t, into, index, t._version))
+
+    def grad_inputs(self) -> list[torch.Tensor]:
+        """The tensors whose gradients the backward pass returns to :meth:`take_grads`."""
+        return [w[0] for w in self.wanted if w is not None]
+
+    def take_grads(self, grads: Any) -> None:
+        """The gradients w.r.t. :meth:`grad_inputs` (None: the loss does not depend on it)."""
+        wanted = [w for w in self.wanted if w is not None]
+        for (_, into, index, _), g in zip(wanted, grads):
+            if g is not None and index not in into:
+                into[index] = g.detach()
+        self.rewritten = any(t._version != version for t, _, _, version in wanted)
+        self.wanted, self.unhooked = [], {}
 
     def stale(self) -> bool:
-        """Whether a kept tensor was changed in place without being copied first (an in-place
-        write this mode did not see): the statistics would be wrong, measure again with copies."""
+        """Whether a kept tensor, or one whose gradient is wanted, was changed in place without
+        being seen first (an in-place write this mode did not see): the statistics would be
+        wrong, measure again with copies."""
         return any(item.y._version != item.version
-                   for item in (*self.outputs, *self.posts, *self.inputs) if item.y is not None)
+                   for item in (*self.outputs, *self.posts, *self.inputs) if item.y is not None) \
+            or self.rewritten
 
     def _grad_hook(self, index: int, into: dict[int, torch.Tensor] | None = None
                    ) -> Callable[[torch.Tensor], None]:

@@ -88,7 +88,10 @@ def _passes(model: nn.Module, targets: torch.Tensor | None,
             if not loss.requires_grad:
                 raise ValueError("the loss does not depend on any parameter: check that the "
                                  "model's output is computed from its layers")
-            grads = torch.autograd.grad(loss.reshape(()), unique, allow_unused=True)
+            wanted = recorder.grad_inputs()  # layer outputs, residual sums: their gradients
+            grads = torch.autograd.grad(loss.reshape(()), unique + wanted, allow_unused=True)
+            recorder.take_grads(grads[len(unique):])
+            grads = grads[:len(unique)]
         by_id = {id(p): g for p, g in zip(unique, grads)}
         weight_grads = [(rec, [by_id[id(p)] for p in ps if by_id.get(id(p)) is not None])
                         for rec, ps in layer_params]
