@@ -265,9 +265,8 @@ class _Recorder(TorchFunctionMode):
             if self.stats:
                 mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
                 info.update(self._allowed(mask, args, kwargs))
-        elif kind == "softmax":
-            if self.stats:
-                info.update(recstats.support(outs[0]))
+        elif kind == "softmax" and self.stats:
+            info.update(recstats.support(outs[0]))
         elif kind in ("reduce", "other", "scatter", "mul") and self.stats:
             first = next((t for t in operands if self.by_id.get(id(t)) == signals[0].id), None)
             ratio = recstats.ratio(first, outs[0])

@@ -131,17 +131,16 @@ class _Recorder:
         self.grads: dict[int, torch.Tensor] = {}  # rec.index -> grad w.r.t. the layer output
         self.grads_in: dict[int, torch.Tensor] = {}  # rec.index -> grad w.r.t. the layer input
         self.grads_post: dict[int, torch.Tensor] = {}  # rec.index -> grad w.r.t. its activation
-        #: tensors whose gradient the backward pass returns (:meth:`grad_inputs`), each with
-        #: where it goes, under which key, and its version when asked for
-        self.wanted: list[tuple[torch.Tensor, dict[int, torch.Tensor], int, int] | None] = []
-        #: storage -> positions in ``wanted``: hooked instead, just before an in-place write
-        self.unhooked: dict[int, list[int]] = {}
+        #: by storage, the tensors whose gradient the backward pass returns (:meth:`grad_inputs`),
+        #: each with where it goes, under which key, and its version when asked for; one about
+        #: to be written in place is hooked instead and leaves this table
+        self.wanted: dict[int, list[tuple[torch.Tensor, dict[int, torch.Tensor], int, int]]] = {}
         self.rewritten = False  #: one of them was written in place unseen (see :meth:`stale`)
 
     # -- every torch call of the forward pass (told by the graph's recorder)
     def before(self, func: Any, args: tuple, kwargs: dict) -> None:
         """Before a call runs: copy the kept tensors it is about to write into."""
-        if (self.shared or self.unhooked) and _writes_in_place(func, kwargs):
+        if (self.shared or self.wanted) and _writes_in_place(func, kwargs):
             with _quiet():
                 self._protect(args[0] if args else None, kwargs.get("out"))
 
@@ -269,10 +268,8 @@ class _Recorder:
                     if item.y._version == item.version:
                         item.y = _copy(item.y)
                         item.version = item.y._version
-                for i in self.unhooked.pop(key, ()):
-                    wanted, into, index, _ = self.wanted[i]
+                for wanted, into, index, _ in self.wanted.pop(key, ()):
                     wanted.register_hook(self._grad_hook(index, into))
-                    self.wanted[i] = None  # hooked
 
     def _want(self, t: torch.Tensor, into: dict[int, torch.Tensor], index: int) -> None:
         """Ask for the gradient w.r.t. ``t`` (as it is now), to be put in ``into[index]``: from
@@ -282,21 +279,20 @@ class _Recorder:
         if self.copy:
             t.register_hook(self._grad_hook(index, into))
             return
-        self.unhooked.setdefault(_storage_key(t), []).append(len(self.wanted))
-        self.wanted.append((t, into, index, t._version))
+        self.wanted.setdefault(_storage_key(t), []).append((t, into, index, t._version))
 
     def grad_inputs(self) -> list[torch.Tensor]:
-        """The tensors whose gradients the backward pass returns to :meth:`take_grads`."""
-        return [w[0] for w in self.wanted if w is not None]
+        """The tensors whose gradients the backward pass returns to :meth:`take_grads`, in order."""
+        return [w[0] for ws in self.wanted.values() for w in ws]
 
     def take_grads(self, grads: Any) -> None:
         """The gradients w.r.t. :meth:`grad_inputs` (None: the loss does not depend on it)."""
-        wanted = [w for w in self.wanted if w is not None]
+        wanted = [w for ws in self.wanted.values() for w in ws]
         for (_, into, index, _), g in zip(wanted, grads):
             if g is not None and index not in into:
                 into[index] = g.detach()
         self.rewritten = any(t._version != version for t, _, _, version in wanted)
-        self.wanted, self.unhooked = [], {}
+        self.wanted = {}
 
     def stale(self) -> bool:
         """Whether a kept tensor, or one whose gradient is wanted, was changed in place without
@@ -306,10 +302,7 @@ class _Recorder:
                    for item in (*self.outputs, *self.posts, *self.inputs) if item.y is not None) \
             or self.rewritten
 
-    def _grad_hook(self, index: int, into: dict[int, torch.Tensor] | None = None
-                   ) -> Callable[[torch.Tensor], None]:
-        into = self.grads if into is None else into
-
+    def _grad_hook(self, index: int, into: dict[int, torch.Tensor]) -> Callable[[torch.Tensor], None]:
         def hook(grad: torch.Tensor) -> None:
             if index not in into:
                 into[index] = grad.detach()
